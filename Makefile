@@ -1,0 +1,23 @@
+# The README's two commands: `make demo` (set up, then run the main job on the lab)
+# and `make test` (set up, then run the test suite). `make bench` runs the benchmarks.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: setup demo test bench lint
+
+setup:
+	@infra/setup.sh
+
+demo: setup
+	@infra/demo.sh
+
+test: setup
+	uv run --frozen pytest -q --durations=25 $(PYTEST_ARGS)
+
+bench: setup
+	uv run --frozen python -m tests.benchmarks.run $(BENCH_ARGS)
+
+lint:
+	uv run --frozen ruff check flows tasks configs infra tests

@@ -1,0 +1,188 @@
+"""The plan: one call centre's recovery, as typed models.
+
+This module is the single source for validation, the sample plan and the docs:
+every field's description is what `lifeline validate` and the README show.
+Paths in a plan are relative to the plan file; `load_plan` resolves them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+def _relative_to_plan(path: Path, info: ValidationInfo) -> Path:
+    base_dir = (info.context or {}).get("base_dir")
+    path = path.expanduser()
+    return path if path.is_absolute() or base_dir is None else Path(base_dir) / path
+
+
+PlanPath = Annotated[Path, AfterValidator(_relative_to_plan)]
+"""A path in the plan, relative to the plan file."""
+
+RESTIC_REMOTE_SCHEMES = ("s3:", "sftp:", "rest:", "b2:", "azure:", "gs:", "swift:", "rclone:")
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+
+class PlanModel(BaseModel):
+    """Unknown keys are errors: a typo in a recovery plan must not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Targets(PlanModel):
+    rto_minutes: float = Field(15, gt=0, description="Recovery time objective.")
+    rpo_minutes: float = Field(5, ge=0, description="Recovery point objective: data loss allowed, as time.")
+
+
+class Impact(PlanModel):
+    """The model used when no call log is available."""
+
+    customers_per_hour: float = Field(0, ge=0)
+    cost_per_minute: float = Field(0, ge=0, description="Cost of an outage minute.")
+    currency: str = Field("USD", min_length=3, max_length=3)
+    fixed_costs: dict[str, float] = Field(
+        default_factory=dict, description="Costs every recovery run incurs, e.g. {standby_licence: 40}."
+    )
+
+
+class Repository(PlanModel):
+    url: str = Field(description="Any restic repository URL: a path, s3:..., sftp:..., rest:...")
+    password_file: PlanPath = Field(description="File holding the repository password (mode 0600).")
+    environment_file: PlanPath | None = Field(
+        None, description="KEY=VALUE lines passed to restic, e.g. AWS_ACCESS_KEY_ID for s3 repositories."
+    )
+    init: bool = Field(False, description="Create the repository when it does not exist yet.")
+
+    @field_validator("url")
+    @classmethod
+    def local_url_relative_to_plan(cls, url: str, info: ValidationInfo) -> str:
+        if url.startswith(RESTIC_REMOTE_SCHEMES):
+            return url
+        local = url.removeprefix("local:")
+        return str(_relative_to_plan(Path(local), info))
+
+    @property
+    def is_local(self) -> bool:
+        return not self.url.startswith(RESTIC_REMOTE_SCHEMES)
+
+
+class Retention(PlanModel):
+    last: int | None = Field(None, ge=1)
+    hourly: int | None = Field(None, ge=1)
+    daily: int | None = Field(None, ge=1)
+    weekly: int | None = Field(None, ge=1)
+    monthly: int | None = Field(None, ge=1)
+    yearly: int | None = Field(None, ge=1)
+
+    def policy(self) -> dict[str, int]:
+        return {name: keep for name, keep in self.model_dump().items() if keep is not None}
+
+
+class PostgresSource(PlanModel):
+    dsn: str = Field(description="postgresql://user@host:port/database, without a password.")
+    passfile: PlanPath | None = Field(None, description="libpq password file for this server.")
+
+    @field_validator("dsn")
+    @classmethod
+    def no_password_in_dsn(cls, dsn: str) -> str:
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        authority = dsn.split("://", 1)[1].split("/", 1)[0]
+        if ":" in authority.split("@", 1)[0] and "@" in authority:
+            raise ValueError("must not contain a password: put it in a passfile")
+        return dsn
+
+    @property
+    def database(self) -> str:
+        return self.dsn.split("://", 1)[1].split("/", 1)[1].split("?", 1)[0] if "/" in self.dsn.split("://", 1)[1] else ""
+
+
+class Dataset(PlanModel):
+    """Exactly one source: `paths` (files), `postgres` (pg_dump) or `command` (its stdout)."""
+
+    repository: str = Field(description="Name of the repository (under `repositories`) that holds it.")
+    paths: list[PlanPath] | None = Field(None, min_length=1)
+    exclude: list[str] = Field(default_factory=list)
+    postgres: PostgresSource | None = None
+    command: list[str] | None = Field(None, min_length=1, description="Argument list; never a shell string.")
+    stdin_filename: str | None = Field(None, description="File name of a command's output in the snapshot.")
+    retention: Retention | None = None
+    copy_to: list[str] = Field(default_factory=list, description="Repositories that get a copy after backup.")
+    rpo_minutes: float | None = Field(None, ge=0, description="This dataset's own RPO target.")
+    rto_minutes: float | None = Field(None, gt=0)
+
+    @property
+    def kind(self) -> str:
+        return "files" if self.paths else "postgres" if self.postgres else "command"
+
+
+class Aws(PlanModel):
+    endpoint_url: str | None = Field(None, description="Omit for real AWS.")
+    region: str = "us-east-1"
+    credentials_file: PlanPath | None = Field(
+        None, description="KEY=VALUE file with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
+    )
+
+
+class Dns(PlanModel):
+    zone: str
+    record: str
+    ttl: int = Field(60, ge=1)
+    values: dict[str, str] = Field(description="Site name → the record's value while that site serves.")
+
+
+class CallLog(PlanModel):
+    dsn: str
+    passfile: PlanPath | None = None
+
+
+class Site(PlanModel):
+    description: str = ""
+
+
+class Host(PlanModel):
+    site: str | None = None
+    address: str
+    port: int = Field(22, ge=1, le=65535)
+    user: str
+    key_file: PlanPath
+    known_hosts_file: PlanPath = Field(description="Host keys are always verified against this file.")
+
+
+class Checks(PlanModel):
+    read_data_subset: str = Field(
+        "5%", pattern=r"^(\d+(\.\d+)?%|\d+/\d+|\d+[KMGT]?)$", description="restic check --read-data-subset."
+    )
+
+
+class Plan(PlanModel):
+    name: Name
+    timezone: str = "UTC"
+    targets: Targets = Targets()
+    impact: Impact = Impact()
+    repositories: dict[Name, Repository]
+    datasets: dict[Name, Dataset]
+    checks: Checks = Checks()
+    aws: Aws | None = None
+    dns: Dns | None = None
+    call_log: CallLog | None = None
+    sites: dict[Name, Site] = Field(default_factory=dict)
+    hosts: dict[Name, Host] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def known_timezone(cls, timezone: str) -> str:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {timezone!r}") from None
+        return timezone
+
+    def rpo_target(self, dataset_name: str) -> timedelta:
+        minutes = self.datasets[dataset_name].rpo_minutes
+        return timedelta(minutes=self.targets.rpo_minutes if minutes is None else minutes)

@@ -1,0 +1,44 @@
+"""Runtime settings: where Lifeline keeps its state, which plan and ledger it uses.
+
+Read from `LIFELINE_*` environment variables and `.env`. Secrets never live here:
+the plan names files that hold them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIFELINE_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path("~/.lifeline"), description="State: ledger, restic cache, staging, the lab.")
+    plan: Path | None = Field(None, description="Default plan file for --plan.")
+    ledger_url: str | None = Field(None, description="SQLAlchemy URL; default a SQLite file under home.")
+    restic_binary: str = "restic"
+    postgres_bin_dir: Path | None = Field(None, description="Where pg_dump and psql live, when not on PATH.")
+    check_retries: int = Field(3, ge=0, description="Retries of a transient failure inside a task.")
+    retry_delay_seconds: float = Field(2.0, ge=0)
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().absolute()
+
+    @property
+    def ledger(self) -> str:
+        return self.ledger_url or f"sqlite:///{self.home_dir / 'ledger.sqlite'}"
+
+    @property
+    def restic_cache_dir(self) -> Path:
+        return self.home_dir / "cache" / "restic"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.home_dir / "locks"
+
+
+def load_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,177 @@
+"""Nightly backup: every dataset into its repository, retention, integrity check, off-site copy.
+
+Repositories work in parallel; within one repository the file lock orders exclusive steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.futures import PrefectFuture, wait
+from prefect.utilities.annotations import allow_failure
+
+from lifeline.configs.loading import LoadedPlan, load_plan
+from lifeline.configs.settings import Settings, load_settings
+from lifeline.flows.runs import recorded_run
+from lifeline.tasks.backup import (
+    DatasetBackup,
+    apply_retention,
+    back_up_dataset,
+    check_repository,
+    copy_snapshot,
+    prepare_repository,
+    prune_repository,
+)
+from lifeline.tasks.ledger import Ledger, SnapshotFacts
+from lifeline.tasks.record import Journal, Trigger
+from lifeline.tasks.steps import LifelineError
+from lifeline.tasks.repositories import dataset_tags, open_repository
+
+
+class BackupFailed(LifelineError):
+    def __init__(self, failures: list[BaseException]):
+        self.failures = failures
+        self.user_error = all(getattr(error, "user_error", False) for error in failures)
+        super().__init__("; ".join(str(error) for error in failures))
+
+
+@flow(name="backup", log_prints=False)
+def backup_flow(
+    plan_path: str,
+    dataset: str | None = None,
+    trigger: Trigger = "cli",
+    record_id: str | None = None,
+) -> str:
+    """Back up every dataset of the plan (or one), keep what the retention says, check, copy off-site."""
+    loaded = load_plan(Path(plan_path))
+    settings = load_settings()
+    with recorded_run("backup", loaded, settings, trigger=trigger, record_id=record_id) as journal:
+        run_backups(loaded, settings, journal, only=dataset)
+        return journal.record.id
+
+
+def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: str | None = None) -> None:
+    plan = loaded.plan
+    names = [only] if only else list(plan.datasets)
+    for name in names:
+        if name not in plan.datasets:
+            raise KeyError(f"dataset {name!r} is not in the plan (known: {', '.join(plan.datasets)})")
+    repositories = {name: open_repository(plan, name, settings) for name in plan.repositories}
+    locks = settings.locks_dir
+    used = {plan.datasets[name].repository for name in names} | {
+        target for name in names for target in plan.datasets[name].copy_to
+    }
+    ready = {
+        name: prepare_repository.submit(
+            repositories[name], plan.repositories[name].init, journal=journal, step_name=f"prepare {name}"
+        )
+        for name in sorted(used)
+    }
+
+    backups: dict[str, PrefectFuture] = {}
+    after_backup: dict[str, list[PrefectFuture]] = {name: [] for name in used}
+    copies: list[PrefectFuture] = []
+    for name in names:
+        dataset = plan.datasets[name]
+        repository = repositories[dataset.repository]
+        tags = dataset_tags(plan, name)
+        backups[name] = back_up_dataset.submit(
+            name,
+            dataset,
+            repository,
+            tags,
+            locks,
+            settings.postgres_bin_dir,
+            journal=journal,
+            step_name=f"backup {name}",
+            wait_for=[ready[dataset.repository]],
+        )
+        after_backup[dataset.repository].append(backups[name])
+        if dataset.retention:
+            after_backup[dataset.repository].append(
+                apply_retention.submit(
+                    repository, tags, dataset.retention, locks,
+                    journal=journal, step_name=f"retention {name}", wait_for=[backups[name]],
+                )
+            )
+    # Copies read the snapshot the backup made, so they start as each backup finishes.
+    for name in names:
+        dataset = plan.datasets[name]
+        for target in dataset.copy_to:
+            copies.append(
+                copy_snapshot.submit(
+                    repositories[dataset.repository], repositories[target], backups[name], locks,
+                    journal=journal, step_name=f"copy {name} to {target}", wait_for=[ready[target]],
+                )
+            )
+    maintenance = []
+    for name in sorted({plan.datasets[n].repository for n in names}):
+        pruned = prune_repository.submit(
+            repositories[name], locks,
+            journal=journal, step_name=f"prune {name}",
+            wait_for=[allow_failure(f) for f in after_backup[name] + copies],
+        )
+        maintenance.append(
+            check_repository.submit(
+                repositories[name], plan.checks.read_data_subset, locks,
+                journal=journal, step_name=f"check {name}", wait_for=[allow_failure(pruned)],
+            )
+        )
+        maintenance.append(pruned)
+    everything = [*ready.values(), *backups.values(), *copies, *maintenance] + [
+        f for futures in after_backup.values() for f in futures
+    ]
+    wait(everything)
+    record_results(loaded, settings, journal, [backups[name] for name in names])
+    failures = [error for future in everything if (error := _failure(future)) is not None]
+    if failures:
+        raise BackupFailed(_unique(failures))
+
+
+def record_results(loaded: LoadedPlan, settings: Settings, journal: Journal, futures: list[PrefectFuture]) -> None:
+    """Per-dataset figures are in the steps; the record holds totals and the worst dataset's RPO."""
+    plan, record = loaded.plan, journal.record
+    results: list[DatasetBackup] = [f.result() for f in futures if f.state.is_completed()]
+    record.snapshots = [result.snapshot_id for result in results]
+    record.bytes = sum(result.bytes_added for result in results)
+    measured = [r for r in results if r.rpo_seconds is not None]
+    if measured:
+        worst = max(measured, key=lambda r: r.rpo_seconds / plan.rpo_target(r.dataset).total_seconds() if plan.rpo_target(r.dataset).total_seconds() else float("inf"))
+        record.rpo_seconds = worst.rpo_seconds
+        record.rpo_target_seconds = plan.rpo_target(worst.dataset).total_seconds()
+        record.met_targets = all(r.rpo_seconds <= plan.rpo_target(r.dataset).total_seconds() for r in measured) and len(
+            results
+        ) == len(futures)
+    Ledger(settings.ledger).record_snapshots(
+        SnapshotFacts(
+            snapshot_id=result.snapshot_id,
+            plan=plan.name,
+            dataset=result.dataset,
+            repository=result.repository,
+            recorded_at=result.snapshot_time,
+            run_id=record.id,
+            row_counts=result.row_counts,
+            files=result.files,
+            bytes=result.bytes_processed,
+        )
+        for result in results
+    )
+
+
+def _failure(future: PrefectFuture) -> BaseException | None:
+    state = future.state
+    if not state.is_failed() and not state.is_crashed():
+        return None
+    try:
+        state.result()
+    except BaseException as error:
+        return error
+    return RuntimeError(state.message or "failed")
+
+
+def _unique(errors: list[BaseException]) -> list[BaseException]:
+    seen: dict[str, BaseException] = {}
+    for error in errors:
+        seen.setdefault(str(error), error)
+    return list(seen.values())

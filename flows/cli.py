@@ -1,0 +1,235 @@
+"""`lifeline`: the command line. Each command runs its Prefect flow in this process.
+
+Exit codes: 0 success, 1 the run failed, 2 bad input. With --json, stdout carries exactly
+one JSON object (a run) or one array (a listing); progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from lifeline.configs.loading import LoadedPlan, PlanInvalid, load_plan
+from lifeline.configs.settings import load_settings
+
+app = typer.Typer(
+    name="lifeline",
+    help="Disaster recovery for call centres: backups, verified restores, failover and drills.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+PlanOption = Annotated[
+    Path | None,
+    typer.Option("--plan", "-p", help="Plan file (default: $LIFELINE_PLAN).", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    typer.echo(f"lifeline: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def plan_path(plan: Path | None) -> Path:
+    chosen = plan or load_settings().plan
+    if chosen is None:
+        fail("no plan: pass --plan FILE or set LIFELINE_PLAN")
+    return chosen
+
+
+def loaded_plan(plan: Path | None) -> LoadedPlan:
+    path = plan_path(plan)
+    try:
+        return load_plan(path)
+    except PlanInvalid as invalid:
+        for problem in invalid.problems:
+            typer.echo(f"{invalid.path}: {problem}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def parse_time(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{option}: not an ISO 8601 time: {text!r}")
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+@app.command()
+def validate(plan: PlanOption = None) -> None:
+    """Validate the plan; print every problem with its field path."""
+    loaded = loaded_plan(plan)
+    typer.echo(f"{loaded.path}: valid ({len(loaded.plan.datasets)} datasets, {len(loaded.plan.repositories)} repositories)")
+
+
+@app.command()
+def backup(
+    plan: PlanOption = None,
+    dataset: Annotated[str | None, typer.Option(help="Back up only this dataset.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Back up every dataset (or one) as one run: backup, retention, check, off-site copy."""
+    loaded = loaded_plan(plan)
+    if dataset is not None and dataset not in loaded.plan.datasets:
+        fail(f"--dataset: no dataset named {dataset!r} (known: {', '.join(loaded.plan.datasets)})")
+    from lifeline.flows.backup import backup_flow
+
+    run_and_report(backup_flow, as_json, plan_path=str(loaded.path), dataset=dataset)
+
+
+@app.command()
+def restore(
+    dataset: Annotated[str, typer.Argument(help="Dataset to restore.")],
+    target: Annotated[str, typer.Option(help="Folder for files; a postgresql:// DSN for a database.")],
+    plan: PlanOption = None,
+    snapshot: Annotated[str, typer.Option(help="Snapshot id (or prefix), or latest.")] = "latest",
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Newest snapshot at or before this ISO time.")] = None,
+    replace: Annotated[bool, typer.Option(help="Move existing data at the target aside instead of refusing.")] = False,
+    incident_at: Annotated[str | None, typer.Option("--incident-at", help="When the data was lost (ISO time).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Restore into staging, verify, and only then put the data in place."""
+    loaded = loaded_plan(plan)
+    if dataset not in loaded.plan.datasets:
+        fail(f"no dataset named {dataset!r} (known: {', '.join(loaded.plan.datasets)})")
+    is_database = loaded.plan.datasets[dataset].postgres is not None
+    if is_database != target.startswith(("postgresql://", "postgres://")):
+        fail(f"--target: {dataset} is {'a database: give a postgresql:// DSN' if is_database else 'files: give a folder'}")
+    from lifeline.flows.restore import restore_flow
+
+    run_and_report(
+        restore_flow,
+        as_json,
+        plan_path=str(loaded.path),
+        dataset=dataset,
+        target=target,
+        snapshot=snapshot,
+        as_of=parse_time(as_of, "--as-of"),
+        replace=replace,
+        incident_at=parse_time(incident_at, "--incident-at"),
+    )
+
+
+@app.command()
+def snapshots(
+    plan: PlanOption = None,
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset's snapshots.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List snapshots per dataset."""
+    loaded = loaded_plan(plan)
+    from lifeline.tasks.repositories import dataset_tags, open_repository
+    from lifeline.tasks.restic import ResticError
+
+    settings = load_settings()
+    names = [dataset] if dataset else list(loaded.plan.datasets)
+    rows = []
+    for name in names:
+        if name not in loaded.plan.datasets:
+            fail(f"--dataset: no dataset named {name!r}")
+        entry = loaded.plan.datasets[name]
+        repository = open_repository(loaded.plan, entry.repository, settings)
+        try:
+            found = repository.snapshots(tags=dataset_tags(loaded.plan, name))
+        except ResticError as error:
+            fail(str(error), EXIT_BAD_INPUT if getattr(error, "user_error", False) else EXIT_FAILED)
+        rows += [
+            {"dataset": name, "repository": entry.repository, "id": s.id, "time": s.time.isoformat(), "paths": list(s.paths)}
+            for s in sorted(found, key=lambda s: s.time)
+        ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from lifeline.flows.display import print_rows
+
+    print_rows(rows, ["dataset", "repository", "id", "time", "paths"], title="Snapshots")
+
+
+@app.command()
+def runs(
+    plan: PlanOption = None,
+    kind: Annotated[str | None, typer.Option(help="backup, restore, failover, failback, verify or drill.")] = None,
+    last: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """List run records from the ledger."""
+    from lifeline.tasks.ledger import Ledger
+
+    plan_name = loaded_plan(plan).plan.name if (plan or load_settings().plan) else None
+    records = Ledger(load_settings().ledger).runs(kind=kind, plan=plan_name, last=last)
+    if as_json:
+        typer.echo(json.dumps([record.model_dump(mode="json") for record in records], indent=2))
+        return
+    from lifeline.flows.display import print_records
+
+    print_records(records)
+
+
+def run_and_report(flow_function, as_json: bool, **parameters) -> None:
+    """Run a flow here, then print its record from the ledger and exit with its verdict."""
+    from lifeline.flows.display import configure_quiet_tracebacks, print_record, show_progress
+    from lifeline.tasks.ledger import Ledger
+
+    configure_quiet_tracebacks()
+    record_id = uuid.uuid4().hex[:12]
+    error: BaseException | None = None
+    with show_progress(enabled=sys.stderr.isatty()):
+        try:
+            flow_function(**parameters, record_id=record_id, trigger="cli")
+        except KeyboardInterrupt:
+            error = KeyboardInterrupt()
+        except Exception as raised:  # the run's failure: reported below in one line
+            error = raised
+    record = Ledger(load_settings().ledger).run(record_id)
+    if record is not None:
+        if as_json:
+            typer.echo(record.model_dump_json(indent=2))
+        else:
+            print_record(record)
+    if error is not None:
+        if isinstance(error, PlanInvalid):
+            for problem in error.problems:
+                typer.echo(f"{error.path}: {problem}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        bad_input = getattr(error, "user_error", False)
+        fail(str(error) or type(error).__name__, EXIT_BAD_INPUT if bad_input else EXIT_FAILED)
+
+
+def prefect_for_cli():
+    """A CLI run needs no heartbeat (it reports its own end); it saves seconds at exit."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
+def _mount_lab() -> None:
+    try:
+        from lifeline.infra.lab.cli import lab_app
+    except ImportError:
+        return
+    app.add_typer(lab_app, name="lab", help="The two-site lab: a call centre on this machine.")
+
+
+_mount_lab()
+
+
+def main() -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

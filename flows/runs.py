@@ -1,0 +1,70 @@
+"""One run, one record: open it, let the flow fill it, and always save and publish it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.logging import get_run_logger
+
+from lifeline.configs.loading import LoadedPlan
+from lifeline.configs.settings import Settings
+from lifeline.tasks.ledger import Ledger
+from lifeline.tasks.record import Journal, RunKind, RunRecord, Trigger, utc_now
+from lifeline.tasks.report import record_markdown, record_table
+
+
+def artifact_key(plan: str, kind: str, suffix: str) -> str:
+    """Stable per plan and kind, so the Prefect UI shows each key's history run by run."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"lifeline-{plan}-{kind}-{suffix}".lower()).strip("-")
+
+
+@contextmanager
+def recorded_run(
+    kind: RunKind,
+    loaded: LoadedPlan,
+    settings: Settings,
+    *,
+    trigger: Trigger = "cli",
+    record_id: str | None = None,
+    scenario: str | None = None,
+) -> Iterator[Journal]:
+    record = RunRecord(kind=kind, plan=loaded.plan.name, plan_sha256=loaded.sha256, trigger=trigger, scenario=scenario)
+    if record_id:
+        record.id = record_id
+    journal = Journal(record)
+    ledger = Ledger(settings.ledger)
+    ledger.save_run(record)
+    try:
+        yield journal
+        record.status = "completed" if record.status == "running" else record.status
+    except BaseException as error:
+        record.status = "cancelled" if isinstance(error, KeyboardInterrupt) else "failed"
+        record.error = str(error) or type(error).__name__
+        raise
+    finally:
+        record.ended_at = utc_now()
+        for running in (s for s in record.steps if s.status == "running"):
+            running.status, running.ended_at = "failed", record.ended_at
+        if record.met_targets is None:
+            record.judge_targets()
+        ledger.save_run(record)
+        publish(record)
+
+
+def publish(record: RunRecord) -> None:
+    try:
+        create_table_artifact(
+            table=record_table(record),
+            key=artifact_key(record.plan, record.kind, "record"),
+            description=f"Lifeline {record.kind} run {record.id}: {record.status}",
+        )
+        create_markdown_artifact(
+            markdown=record_markdown(record),
+            key=artifact_key(record.plan, record.kind, "summary"),
+            description=f"Lifeline {record.kind} run {record.id}",
+        )
+    except Exception as error:  # the ledger holds the record; a missing artifact must not fail the run
+        get_run_logger().warning("could not publish the run record as artifacts: %s", error)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up everything Lifeline and its lab need on a fresh Debian/Ubuntu machine:
+# restic, OpenSSH, PostgreSQL server and client programs, iproute2, then the Python
+# environment from the lock file. Safe to run again; installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(restic openssh-server openssh-client postgresql postgresql-client iproute2 procps util-linux passwd ca-certificates curl)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  echo "setup: installing ${missing[*]}" >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  # Debian starts a cluster and sshd on install; the lab runs its own, on its own ports.
+  $sudo systemctl disable --now postgresql ssh >/dev/null 2>&1 || true
+fi
+
+if ! command -v uv >/dev/null 2>&1; then
+  echo "setup: installing uv" >&2
+  python3 -m pip install --quiet --user uv >&2 || python3 -m pip install --quiet --break-system-packages uv >&2
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+uv sync --frozen --all-extras >&2
+echo "setup: ready (restic $(restic version | cut -d' ' -f2), $(pg_config --version 2>/dev/null || echo PostgreSQL))" >&2

@@ -1,0 +1,127 @@
+"""The run record: what ran, when, how long the business was down, what it lost and cost.
+
+A `Journal` collects the steps of one flow run as they happen (every attempt, its
+timestamps and outcome); `RunRecord` is what the ledger stores and the artifacts show.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+RunKind = Literal["backup", "restore", "failover", "failback", "verify", "drill"]
+Trigger = Literal["schedule", "ui", "cli"]
+StepStatus = Literal["running", "completed", "failed", "skipped", "warning"]
+RunStatus = Literal["running", "completed", "failed", "cancelled"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Step(BaseModel):
+    name: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    attempts: int = 1
+    status: StepStatus = "running"
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.ended_at is None else (self.ended_at - self.started_at).total_seconds()
+
+
+class RunRecord(BaseModel):
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    kind: RunKind
+    plan: str
+    plan_sha256: str
+    scenario: str | None = None
+    trigger: Trigger = "cli"
+    status: RunStatus = "running"
+    started_at: datetime = Field(default_factory=utc_now)
+    ended_at: datetime | None = None
+    incident_at: datetime | None = None
+    recovered_at: datetime | None = None
+    rto_seconds: float | None = None
+    rpo_seconds: float | None = None
+    rto_target_seconds: float | None = None
+    rpo_target_seconds: float | None = None
+    met_targets: bool | None = None
+    affected_customers: int | None = None
+    impact_source: Literal["call_log", "model"] | None = None
+    cost: float | None = None
+    currency: str | None = None
+    bytes: int = 0
+    snapshots: list[str] = Field(default_factory=list)
+    steps: list[Step] = Field(default_factory=list)
+    milestones: dict[str, datetime] = Field(default_factory=dict)
+    error: str | None = None
+
+    def judge_targets(self) -> None:
+        """met_targets is true only when every objective that has a target and a measure was met."""
+        verdicts = [
+            measured <= target
+            for measured, target in (
+                (self.rto_seconds, self.rto_target_seconds),
+                (self.rpo_seconds, self.rpo_target_seconds),
+            )
+            if measured is not None and target is not None
+        ]
+        self.met_targets = (all(verdicts) and self.status == "completed") if verdicts else None
+
+
+class Journal:
+    """Thread-safe step log of one run; tasks running concurrently append to it."""
+
+    def __init__(self, record: RunRecord):
+        self.record = record
+        self._lock = threading.Lock()
+
+    def milestone(self, name: str, at: datetime | None = None) -> datetime:
+        at = at or utc_now()
+        with self._lock:
+            self.record.milestones.setdefault(name, at)
+            return self.record.milestones[name]
+
+    def _attempt(self, name: str) -> Step:
+        with self._lock:
+            for step in self.record.steps:
+                if step.name == name and step.status in ("running", "failed"):
+                    step.attempts += 1
+                    step.status, step.ended_at = "running", None
+                    return step
+            step = Step(name=name, started_at=utc_now())
+            self.record.steps.append(step)
+            return step
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[Step]:
+        """Time one attempt of a step; a retry of the same step counts as a further attempt."""
+        step = self._attempt(name)
+        try:
+            yield step
+        except BaseException as error:
+            with self._lock:
+                step.status, step.ended_at = "failed", utc_now()
+                step.detail["error"] = str(error) or type(error).__name__
+            raise
+        with self._lock:
+            step.ended_at = utc_now()
+            if step.status == "running":
+                step.status = "completed"
+            step.detail.pop("error", None)
+
+    def record_skipped(self, name: str, reason: str) -> None:
+        now = utc_now()
+        with self._lock:
+            self.record.steps.append(
+                Step(name=name, started_at=now, ended_at=now, status="skipped", detail={"reason": reason})
+            )

@@ -1,0 +1,39 @@
+"""From a plan's repository entry to a restic adapter object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lifeline.configs.plan import Plan
+from lifeline.configs.settings import Settings
+from lifeline.tasks.restic import ResticRepository
+
+
+def read_environment_file(path: Path | None) -> dict[str, str]:
+    """KEY=VALUE lines; blank lines and # comments ignored; values may be quoted."""
+    if path is None:
+        return {}
+    environment: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.removeprefix("export ").split("=", 1)
+        environment[key.strip()] = value.strip().strip("'\"")
+    return environment
+
+
+def open_repository(plan: Plan, name: str, settings: Settings) -> ResticRepository:
+    entry = plan.repositories[name]
+    return ResticRepository(
+        name=name,
+        url=entry.url,
+        password_file=entry.password_file,
+        environment=read_environment_file(entry.environment_file),
+        cache_dir=settings.restic_cache_dir,
+        binary=settings.restic_binary,
+    )
+
+
+def dataset_tags(plan: Plan, dataset: str) -> list[str]:
+    return [f"plan={plan.name}", f"dataset={dataset}"]

@@ -1,0 +1,83 @@
+"""Test session: one Prefect server for everything, state in temporary folders.
+
+Prefect reads its settings from the environment when it is imported, so they are set
+here, before any test module imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="lifeline-tests-"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+PREFECT_PORT = _free_port()
+os.environ.update(
+    {
+        "PREFECT_HOME": str(SESSION_DIR / "prefect"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{PREFECT_PORT}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        "LIFELINE_HOME": str(SESSION_DIR / "home"),
+    }
+)
+os.environ.pop("LIFELINE_PLAN", None)
+os.environ.pop("LIFELINE_LEDGER_URL", None)
+
+pytest_plugins = ["tests.pg_fixtures"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server():
+    """One Prefect server for the whole session, as production would have."""
+    log = open(SESSION_DIR / "prefect-server.log", "wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(PREFECT_PORT)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PREFECT_UI_ENABLED": "false"},
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{os.environ['PREFECT_API_URL']}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the Prefect server did not start: see {SESSION_DIR / 'prefect-server.log'}")
+        time.sleep(0.2)
+    yield os.environ["PREFECT_API_URL"]
+    server.terminate()
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+@pytest.fixture
+def lifeline_home(tmp_path, monkeypatch) -> Path:
+    """A fresh LIFELINE_HOME (ledger, cache, locks) for one test."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("LIFELINE_HOME", str(home))
+    return home

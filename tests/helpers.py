@@ -1,0 +1,86 @@
+"""Small builders shared by the tests: plans on disk, data sets with awkward names, CLI runs."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+CANARY_PREFIX = "canary-"
+
+
+def write_password(path: Path) -> str:
+    """A password that is also a canary: it must never appear in any output, log or record."""
+    password = CANARY_PREFIX + secrets.token_hex(12)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return password
+
+
+def make_recordings(root: Path) -> Path:
+    """Recordings with the names real call centres produce: spaces, Chinese, empty files, links, nesting."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "录音 2026-11-28.wav").write_bytes(os.urandom(64 * 1024))
+    (root / "empty call.wav").write_bytes(b"")
+    nested = root / "2026" / "11" / "agent 7"
+    nested.mkdir(parents=True)
+    (nested / "call-0001.wav").write_bytes(os.urandom(10_000))
+    (nested / "notes.txt").write_text("customer called twice\n")
+    (root / "latest.wav").symlink_to("录音 2026-11-28.wav")
+    return root
+
+
+def write_plan(directory: Path, document: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "plan.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False))
+    return path
+
+
+def files_plan(directory: Path, recordings: Path, **dataset_overrides) -> dict:
+    return {
+        "name": "test-callcenter",
+        "timezone": "UTC",
+        "targets": {"rto_minutes": 15, "rpo_minutes": 5},
+        "repositories": {"local": {"url": "./repo", "password_file": "./restic.pw", "init": True}},
+        "datasets": {
+            "recordings": {
+                "repository": "local",
+                "paths": [str(recordings)],
+                "retention": {"last": 3},
+                "rpo_minutes": 1500,
+                **dataset_overrides,
+            }
+        },
+        "checks": {"read_data_subset": "10%"},
+    }
+
+
+def run_cli(*arguments: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lifeline.flows.cli", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def tree(root: Path) -> dict[str, bytes | str]:
+    """Every entry under root: file contents, link targets, folders."""
+    found: dict[str, bytes | str] = {}
+    for path in sorted(root.rglob("*")):
+        relative = str(path.relative_to(root))
+        if path.is_symlink():
+            found[relative] = "-> " + os.readlink(path)
+        elif path.is_file():
+            found[relative] = path.read_bytes()
+        else:
+            found[relative] = "dir"
+    return found

@@ -1,0 +1,152 @@
+"""Backup and restore flows end to end, with real restic, a real Prefect server and the ledger."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from lifeline.configs.settings import load_settings
+from lifeline.flows.backup import backup_flow
+from lifeline.flows.restore import restore_flow
+from lifeline.tasks.ledger import Ledger
+from tests.helpers import files_plan, make_recordings, run_cli, tree, write_password, write_plan
+
+
+@pytest.fixture
+def files_setup(tmp_path, lifeline_home):
+    recordings = make_recordings(tmp_path / "srv" / "recordings")
+    password = write_password(tmp_path / "plan" / "restic.pw")
+    plan = write_plan(tmp_path / "plan", files_plan(tmp_path / "plan", recordings))
+    return plan, recordings, password
+
+
+def ledger():
+    return Ledger(load_settings().ledger)
+
+
+def test_backup_then_verified_restore_gives_back_every_file(files_setup, tmp_path):
+    plan, recordings, _ = files_setup
+    backup_id = backup_flow(str(plan))
+    record = ledger().run(backup_id)
+    assert record.status == "completed"
+    assert len(record.snapshots) == 1
+    steps = {step.name: step for step in record.steps}
+    assert {"prepare local", "backup recordings", "retention recordings", "prune local", "check local"} <= set(steps)
+    assert steps["backup recordings"].detail["files"] == 4
+    assert record.rpo_seconds is None  # no earlier snapshot to measure against
+
+    target = tmp_path / "restored"
+    restore_id = restore_flow(str(plan), "recordings", str(target))
+    restored = ledger().run(restore_id)
+    assert restored.status == "completed"
+    assert restored.snapshots == record.snapshots
+    assert tree(target) == tree(recordings)
+    assert restored.rto_seconds is not None and restored.rpo_seconds >= 0
+    assert not list(tmp_path.glob(".restored.lifeline-staging-*"))
+
+
+def test_second_backup_measures_rpo_as_time_since_previous_snapshot(files_setup):
+    plan, recordings, _ = files_setup
+    first = ledger().run(backup_flow(str(plan)))
+    (recordings / "new call.wav").write_bytes(b"x" * 1000)
+    second = ledger().run(backup_flow(str(plan)))
+    step = next(s for s in second.steps if s.name == "backup recordings")
+    assert second.rpo_seconds == pytest.approx(step.detail["rpo_seconds"])
+    assert 0 < second.rpo_seconds < (second.ended_at - first.started_at).total_seconds()
+    assert second.met_targets is True
+    assert second.snapshots != first.snapshots
+
+
+def test_restore_over_existing_data_is_refused_without_replace(files_setup, tmp_path):
+    plan, recordings, _ = files_setup
+    backup_flow(str(plan))
+    target = tmp_path / "occupied"
+    target.mkdir()
+    (target / "today.wav").write_bytes(b"today's calls")
+    with pytest.raises(Exception, match="already holds data"):
+        restore_flow(str(plan), "recordings", str(target))
+    assert tree(target) == {"today.wav": b"today's calls"}
+
+    restore_flow(str(plan), "recordings", str(target), replace=True)
+    assert tree(target) == tree(recordings)
+    aside = list(tmp_path.glob("occupied.replaced-*"))
+    assert len(aside) == 1 and tree(aside[0]) == {"today.wav": b"today's calls"}
+
+
+def test_restore_as_of_picks_the_newest_snapshot_at_or_before_that_time(files_setup, tmp_path):
+    plan, recordings, _ = files_setup
+    first = ledger().run(backup_flow(str(plan)))
+    (recordings / "later.wav").write_bytes(b"later")
+    backup_flow(str(plan))
+    target = tmp_path / "as-of"
+    restored = ledger().run(restore_flow(str(plan), "recordings", str(target), as_of=first.ended_at))
+    assert restored.snapshots == first.snapshots
+    assert not (target / "later.wav").exists()
+
+
+def test_failing_producer_fails_the_dataset_and_leaves_no_snapshot(tmp_path, lifeline_home):
+    write_password(tmp_path / "plan" / "restic.pw")
+    plan = write_plan(
+        tmp_path / "plan",
+        {
+            "name": "producer-test",
+            "repositories": {"local": {"url": "./repo", "password_file": "./restic.pw", "init": True}},
+            "datasets": {
+                "ivr-config": {
+                    "repository": "local",
+                    "command": [sys.executable, "-c", "import sys; sys.stdout.write('x' * 100000); sys.exit(3)"],
+                    "stdin_filename": "ivr.tar",
+                }
+            },
+        },
+    )
+    result = run_cli("backup", "--plan", str(plan), "--json")
+    assert result.returncode == 1, result.stderr
+    record = json.loads(result.stdout)
+    assert record["status"] == "failed"
+    failed = next(s for s in record["steps"] if s["name"] == "backup ivr-config")
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+    assert "Traceback" not in result.stderr
+    listing = run_cli("snapshots", "--plan", str(plan), "--json")
+    assert json.loads(listing.stdout) == []
+
+
+def test_wrong_password_is_bad_input_and_the_password_appears_nowhere(files_setup, tmp_path):
+    plan, _, password = files_setup
+    first = run_cli("backup", "--plan", str(plan), "--json")
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "plan" / "restic.pw").write_text("wrong-" + password)
+    result = run_cli("backup", "--plan", str(plan), "--json")
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()[-1]
+    assert "password" in message.lower() and "local" in message
+    assert "Traceback" not in result.stderr
+    record = json.loads(result.stdout)
+    assert record["status"] == "failed"
+    everything = first.stdout + first.stderr + result.stdout + result.stderr
+    everything += json.dumps([r.model_dump(mode="json") for r in ledger().runs()])
+    everything += (Path(load_settings().ledger.removeprefix("sqlite:///"))).read_bytes().decode("latin-1")
+    assert password not in everything
+
+
+def test_missing_repository_without_init_is_refused_with_its_name(files_setup, tmp_path):
+    plan, recordings, _ = files_setup
+    document = files_plan(tmp_path / "plan", recordings)
+    document["repositories"]["local"]["init"] = False
+    write_plan(tmp_path / "plan", document)
+    result = run_cli("backup", "--plan", str(plan))
+    assert result.returncode == 2
+    assert "local" in result.stderr and "init" in result.stderr
+    assert not (tmp_path / "plan" / "repo").exists()
+
+
+def test_runs_lists_records_newest_first_as_one_json_array(files_setup):
+    plan, _, _ = files_setup
+    backup_flow(str(plan))
+    result = run_cli("runs", "--plan", str(plan), "--json", "--kind", "backup")
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)
+    assert isinstance(records, list) and records[0]["kind"] == "backup" and records[0]["status"] == "completed"
