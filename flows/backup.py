@@ -110,12 +110,12 @@ def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: 
         pruned = prune_repository.submit(
             repositories[name], locks,
             journal=journal, step_name=f"prune {name}",
-            wait_for=[allow_failure(f) for f in after_backup[name] + copies],
+            wait_for=[ready[name], *(allow_failure(f) for f in after_backup[name] + copies)],
         )
         maintenance.append(
             check_repository.submit(
                 repositories[name], plan.checks.read_data_subset, locks,
-                journal=journal, step_name=f"check {name}", wait_for=[allow_failure(pruned)],
+                journal=journal, step_name=f"check {name}", wait_for=[ready[name], allow_failure(pruned)],
             )
         )
         maintenance.append(pruned)

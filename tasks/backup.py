@@ -75,7 +75,7 @@ def prepare_repository(repository: ResticRepository, init: bool) -> RepositoryRe
     if repository.exists():
         return RepositoryReady(repository=repository.name, created=False)
     if not init:
-        raise RepositoryMissing(
+        raise RepositoryMissing.during(
             "open", repository.name, f"no restic repository at {repository.url}; set `init: true` in the plan to create it"
         )
     repository.init()
@@ -92,8 +92,6 @@ def back_up_dataset(
     postgres_bin_dir: Path | None = None,
 ) -> DatasetBackup:
     logger = get_run_logger()
-    previous = repository.snapshots(tags=tags)
-    previous_time = max((snapshot.time for snapshot in previous), default=None)
     progress = reporter(f"backup {dataset_name}", logger)
     host = socket.gethostname()
     row_counts = None
@@ -107,6 +105,7 @@ def back_up_dataset(
                     tags=tags,
                     host=host,
                     on_progress=progress,
+                    resolve_full_id=False,
                 ),
             )
         elif dataset.postgres:
@@ -123,6 +122,7 @@ def back_up_dataset(
                         stdin_filename=f"{source.database or dataset_name}.sql",
                         tags=tags,
                         host=host,
+                        resolve_full_id=False,
                     ),
                 )
         else:
@@ -134,9 +134,13 @@ def back_up_dataset(
                     stdin_filename=dataset.stdin_filename or f"{dataset_name}.out",
                     tags=tags,
                     host=host,
+                    resolve_full_id=False,
                 ),
             )
-    (snapshot,) = repository.snapshots(snapshot_ids=[summary.snapshot_id])
+    # One listing gives both the new snapshot's time and the previous snapshot's (restic 0.14 reports a short id).
+    listing = repository.snapshots(tags=tags)
+    (snapshot,) = [s for s in listing if s.id.startswith(summary.snapshot_id) or s.short_id == summary.snapshot_id]
+    previous_time = max((s.time for s in listing if s.id != snapshot.id and s.time <= snapshot.time), default=None)
     for warning in summary.warnings:
         logger.warning("backup %s: %s", dataset_name, warning)
     return DatasetBackup(

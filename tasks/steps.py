@@ -2,6 +2,8 @@
 
 Every step declares its retries and timeout where it is defined. Only failures that a
 retry can fix are retried (errors carry `transient`); a wrong password fails at once.
+The timeout bounds every program the step runs (Prefect's own task timeout cannot
+interrupt a blocking call in a worker thread; a child process can always be stopped).
 Each attempt is timed into the run's journal, so the record shows what ran and how often.
 """
 
@@ -16,17 +18,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
+from lifeline.tasks.commands import time_limit
+from lifeline.tasks.errors import LifelineError
 from lifeline.tasks.record import Journal
+
+__all__ = ["LifelineError", "is_transient", "step"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class LifelineError(Exception):
-    """An error Lifeline explains in one line. `user_error` means bad input: exit code 2."""
-
-    transient = False
-    user_error = False
 
 
 def is_transient(error: BaseException | None) -> bool:
@@ -62,7 +61,7 @@ def step(
         task_name = name or function.__name__.replace("_", "-")
 
         def run(*args: Any, journal: Journal, step_name: str | None = None, **kwargs: Any) -> R:
-            with journal.step(step_name or task_name) as entry:
+            with journal.step(step_name or task_name) as entry, time_limit(timeout_seconds):
                 result = function(*args, **kwargs)
                 entry.detail.update(getattr(result, "detail", None) or {})
                 if getattr(result, "warnings", None):
@@ -85,7 +84,6 @@ def step(
             retries=retries,
             retry_delay_seconds=retry_delay_seconds,
             retry_condition_fn=_retry_only_transient,
-            timeout_seconds=timeout_seconds,
             cache_policy=NO_CACHE,
             log_prints=False,
         )

@@ -44,9 +44,10 @@ os.environ.pop("LIFELINE_LEDGER_URL", None)
 pytest_plugins = ["tests.pg_fixtures"]
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def prefect_server():
-    """One Prefect server for the whole session, as production would have."""
+    """One Prefect server for the whole session, as production would have; test modules that run
+    flows ask for it with `pytestmark = pytest.mark.usefixtures("prefect_server")`."""
     log = open(SESSION_DIR / "prefect-server.log", "wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(PREFECT_PORT)],

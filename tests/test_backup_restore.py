@@ -14,6 +14,8 @@ from lifeline.flows.restore import restore_flow
 from lifeline.tasks.ledger import Ledger
 from tests.helpers import files_plan, make_recordings, run_cli, tree, write_password, write_plan
 
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
 
 @pytest.fixture
 def files_setup(tmp_path, lifeline_home):
@@ -150,3 +152,23 @@ def test_runs_lists_records_newest_first_as_one_json_array(files_setup):
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)
     assert isinstance(records, list) and records[0]["kind"] == "backup" and records[0]["status"] == "completed"
+
+
+def test_restore_from_a_corrupted_repository_fails_and_leaves_the_target_untouched(files_setup, tmp_path):
+    plan, _, _ = files_setup
+    backup_flow(str(plan))
+    for pack in (tmp_path / "plan" / "repo" / "data").rglob("*"):
+        if pack.is_file():
+            pack.chmod(0o644)
+            data = bytearray(pack.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            pack.write_bytes(bytes(data))
+    target = tmp_path / "untouched"
+    target.mkdir()
+    with pytest.raises(Exception):
+        restore_flow(str(plan), "recordings", str(target))
+    assert list(target.iterdir()) == []
+    assert not list(tmp_path.glob(".untouched.lifeline-staging-*"))
+    failed = ledger().runs(kind="restore")[0]
+    assert failed.status == "failed"
+    assert any(step.status == "failed" for step in failed.steps)
