@@ -9,156 +9,47 @@ staging database is ever dropped.
 
 from __future__ import annotations
 
-import getpass
 import os
-import re
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from dataclasses import replace as replaced_copy
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
+from lifeline.tasks.commands import CommandNotFound, CommandTimeout, run_command
+from lifeline.tasks.postgres_connection import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    ConnectionInfo,
+    DatabaseMissing,
+    DumpLoadFailed,
+    InvalidDsn,
+    PostgresError,
+    TargetExists,
+    VerificationFailed,
+    classify_failure,
+    connection_info,
+    database_session,
+    libpq_environment,
+    open_connection,
+    redact_dsn,
+    translated_error,
+)
+
+__all__ = [
+    "AuthenticationFailed", "ConnectionFailed", "ConnectionInfo", "DatabaseMissing", "DumpLoadFailed", "InvalidDsn",
+    "PostgresError", "TargetExists", "VerificationFailed", "classify_failure", "libpq_environment", "redact_dsn",
+]
 from psycopg import errors as sql_errors
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
-
-from lifeline.tasks.commands import CommandNotFound, CommandTimeout, run_command
-from lifeline.tasks.errors import LifelineError
 
 STAGING_MARKER = "_lifeline_staging_"
 REPLACED_MARKER = "_replaced_"
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names
-DEFAULT_CONNECT_TIMEOUT_SECONDS = 10
-APPLICATION_NAME = "lifeline"
 DUMP_COMPLETE_LINE = "-- PostgreSQL database dump complete"  # pg_dump's plain format ends with it
-
-# Connection options a DSN may carry, and the libpq variable that hands each to pg_dump and psql.
-_OPTION_ENVIRONMENT = {"sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
-                       "sslkey": "PGSSLKEY", "target_session_attrs": "PGTARGETSESSIONATTRS"}
-_TRANSIENT_SIGNS = (
-    "connection refused", "timeout expired", "timed out", "could not connect", "no route to host",
-    "network is unreachable", "could not translate host name", "connection reset",
-    "server closed the connection unexpectedly", "the database system is starting up",
-    "the database system is shutting down", "the database system is in recovery mode",
-    "too many clients", "remaining connection slots are reserved",
-)
-_AUTHENTICATION_SIGNS = ("authentication failed", "no password supplied", "pg_hba.conf")
-
-
-class PostgresError(LifelineError):
-    """Every failure of this module: a one-line message naming host:port/database, never a password."""
-
-    def __init__(self, message: str, *, transient: bool | None = None) -> None:
-        super().__init__(message)
-        if transient is not None:
-            self.transient = transient
-
-
-class InvalidDsn(PostgresError):
-    """The DSN cannot be parsed or carries an option Lifeline cannot pass on safely."""
-
-    user_error = True
-
-
-class ConnectionFailed(PostgresError):
-    """The server could not be reached (refused, timed out, starting up): worth retrying."""
-
-    transient = True
-
-
-class AuthenticationFailed(PostgresError):
-    """Wrong or missing password, unknown role, or pg_hba.conf refuses us: retrying will not help."""
-
-    user_error = True
-
-
-class DatabaseMissing(PostgresError):
-    """The named database does not exist."""
-
-    user_error = True
-
-
-class TargetExists(PostgresError):
-    """The restore target (or a database of the requested name) already exists."""
-
-    user_error = True
-
-
-class DumpLoadFailed(PostgresError):
-    """psql could not load the dump (corrupt, truncated, or incompatible)."""
-
-
-class VerificationFailed(PostgresError):
-    """The loaded dump's row counts differ from the counts taken at backup time."""
-
-
-@dataclass(frozen=True)
-class ConnectionInfo:
-    """Where a database lives and how to authenticate, parsed once from a DSN."""
-
-    host: str | None
-    port: int
-    user: str
-    database: str
-    passfile: Path | None = None
-    connect_timeout_seconds: int = DEFAULT_CONNECT_TIMEOUT_SECONDS
-    options: tuple[tuple[str, str], ...] = ()
-    password: str | None = field(default=None, repr=False, compare=False)
-
-    @classmethod
-    def from_dsn(cls, dsn: str, passfile: str | Path | None = None) -> ConnectionInfo:
-        """Parse `postgresql://user@host:port/db` (or `key=value` form); PG* variables fill the gaps as in libpq."""
-        try:
-            parameters = conninfo_to_dict(dsn)
-        except psycopg.Error:
-            raise InvalidDsn(f"cannot parse PostgreSQL DSN {redact_dsn(dsn)!r}") from None
-        host = str(parameters.pop("host", "") or os.environ.get("PGHOST", "")) or None
-        port_text = str(parameters.pop("port", "") or os.environ.get("PGPORT", "") or "5432")
-        if (host and "," in host) or not port_text.isdigit():
-            raise InvalidDsn(f"{redact_dsn(dsn)!r}: name one host and one numeric port")
-        user = str(parameters.pop("user", "") or os.environ.get("PGUSER", "") or getpass.getuser())
-        database = str(parameters.pop("dbname", "") or os.environ.get("PGDATABASE", "") or user)
-        password = parameters.pop("password", None)
-        dsn_passfile = parameters.pop("passfile", None)
-        timeout = str(parameters.pop("connect_timeout", DEFAULT_CONNECT_TIMEOUT_SECONDS))
-        parameters.pop("application_name", None)
-        unsupported = sorted(set(parameters) - set(_OPTION_ENVIRONMENT))
-        if unsupported:
-            raise InvalidDsn(f"{redact_dsn(dsn)!r}: unsupported connection option(s) {', '.join(unsupported)}")
-        chosen_passfile = passfile if passfile is not None else dsn_passfile
-        return cls(
-            host, int(port_text), user, database, Path(chosen_passfile) if chosen_passfile else None,
-            int(timeout) if timeout.isdigit() else DEFAULT_CONNECT_TIMEOUT_SECONDS,
-            tuple(sorted((key, str(value)) for key, value in parameters.items())), str(password) if password else None,
-        )
-
-    @property
-    def address(self) -> str:
-        """host:port/database, for messages."""
-        return f"{self.host or '[local]'}:{self.port}/{self.database}"
-
-    def dsn(self) -> str:
-        """A URI without any password, safe to log."""
-        host = self.host or ""
-        host = f"[{host}]" if ":" in host else quote(host, safe="")
-        return f"postgresql://{quote(self.user, safe='')}@{host}:{self.port}/{quote(self.database, safe='')}"
-
-    def with_database(self, database: str) -> ConnectionInfo:
-        return replaced_copy(self, database=database)
-
-    def connect_arguments(self) -> dict[str, str | int]:
-        """Keyword arguments for psycopg.connect."""
-        arguments = {
-            "host": self.host, "port": self.port, "user": self.user, "dbname": self.database,
-            "passfile": str(self.passfile) if self.passfile else None, "password": self.password,
-            "connect_timeout": self.connect_timeout_seconds, "application_name": APPLICATION_NAME,
-        }
-        return {key: value for key, value in arguments.items() if value is not None} | dict(self.options)
 
 
 @dataclass(frozen=True)
@@ -179,48 +70,6 @@ class DatabaseRestoreResult:
     duration_seconds: float
 
 
-def redact_dsn(dsn: str) -> str:
-    """The DSN with any embedded password replaced by ***, in URI or key=value form."""
-    redacted = re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1***", dsn)
-    match = re.match(r"(?i)^(postgres(?:ql)?://)([^/?#]*)(.*)$", redacted, re.DOTALL)
-    if not match or "@" not in match.group(2):
-        return redacted
-    userinfo, _, hosts = match.group(2).rpartition("@")
-    if ":" in userinfo:
-        userinfo = userinfo.split(":", 1)[0] + ":***"
-    return f"{match.group(1)}{userinfo}@{hosts}{match.group(3)}"
-
-
-def libpq_environment(
-    passfile: str | Path | None = None, *, connection: ConnectionInfo | None = None
-) -> dict[str, str]:
-    """Variables to lay over os.environ for pg_dump/psql: the secret goes here, never into argv."""
-    timeout = connection.connect_timeout_seconds if connection else DEFAULT_CONNECT_TIMEOUT_SECONDS
-    environment = {"PGCONNECT_TIMEOUT": str(timeout), "PGAPPNAME": APPLICATION_NAME}
-    chosen_passfile = passfile if passfile is not None else (connection.passfile if connection else None)
-    if chosen_passfile:
-        environment["PGPASSFILE"] = str(chosen_passfile)
-    if connection:
-        environment.update({_OPTION_ENVIRONMENT[key]: value for key, value in connection.options})
-        if connection.password:
-            environment["PGPASSWORD"] = connection.password
-    return environment
-
-
-def classify_failure(connection: ConnectionInfo, action: str, detail: str) -> PostgresError:
-    """Turn libpq/psql/pg_dump error text into the right PostgresError, one line, password scrubbed."""
-    reason = _one_line(detail, connection)
-    lowered = reason.lower()
-    message = f"{action} {connection.address}: {reason}"
-    if re.search(r'database ".*" does not exist', lowered):
-        return DatabaseMissing(message)
-    if re.search(r'role ".*" does not exist', lowered) or any(sign in lowered for sign in _AUTHENTICATION_SIGNS):
-        return AuthenticationFailed(message)
-    if any(sign in lowered for sign in _TRANSIENT_SIGNS):
-        return ConnectionFailed(message)
-    return PostgresError(message)
-
-
 def pg_dump_arguments(
     connection: ConnectionInfo, snapshot_name: str, bin_dir: str | Path | None = None
 ) -> tuple[str, ...]:
@@ -234,8 +83,8 @@ def pg_dump_arguments(
 @contextmanager
 def exported_snapshot(dsn: str | ConnectionInfo, passfile: str | Path | None = None) -> Iterator[DumpSnapshot]:
     """Hold a REPEATABLE READ snapshot open, exported for `pg_dump --snapshot`, with every table's rows counted in it."""
-    connection = _connection_info(dsn, passfile)
-    session = _open(connection, "export a snapshot of")
+    connection = connection_info(dsn, passfile)
+    session = open_connection(connection, "export a snapshot of")
     try:
         try:
             session.execute("SET idle_in_transaction_session_timeout = 0")
@@ -245,7 +94,7 @@ def exported_snapshot(dsn: str | ConnectionInfo, passfile: str | Path | None = N
             assert row is not None
             counts = _count_rows_in(session)
         except psycopg.Error as error:
-            raise _translated(error, connection, "export a snapshot of") from error
+            raise translated_error(error, connection, "export a snapshot of") from error
         yield DumpSnapshot(snapshot_name=row[0], row_counts=counts, taken_at=row[1].astimezone(UTC))
     finally:
         session.close()  # ends the transaction; the snapshot can no longer be imported
@@ -253,8 +102,8 @@ def exported_snapshot(dsn: str | ConnectionInfo, passfile: str | Path | None = N
 
 def count_rows(dsn: str | ConnectionInfo, passfile: str | Path | None = None) -> dict[str, int]:
     """Rows of every user table, keyed "schema.table", all counted in one consistent snapshot."""
-    connection = _connection_info(dsn, passfile)
-    with _session(connection, "count rows in") as session:
+    connection = connection_info(dsn, passfile)
+    with database_session(connection, "count rows in") as session:
         session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         counts = _count_rows_in(session)
         session.execute("ROLLBACK")
@@ -262,15 +111,15 @@ def count_rows(dsn: str | ConnectionInfo, passfile: str | Path | None = None) ->
 
 
 def database_exists(admin_dsn: str | ConnectionInfo, name: str, passfile: str | Path | None = None) -> bool:
-    connection = _connection_info(admin_dsn, passfile)
-    with _session(connection, f"look for database {name!r} on") as session:
+    connection = connection_info(admin_dsn, passfile)
+    with database_session(connection, f"look for database {name!r} on") as session:
         return session.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
 def create_database(admin_dsn: str | ConnectionInfo, name: str, passfile: str | Path | None = None) -> None:
     """An empty database from template0, so nothing added to template1 collides with the dump."""
-    connection = _connection_info(admin_dsn, passfile)
-    with _session(connection, f"create database {name!r} on") as session:
+    connection = connection_info(admin_dsn, passfile)
+    with database_session(connection, f"create database {name!r} on") as session:
         session.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
 
 
@@ -279,7 +128,7 @@ def load_dump(
     bin_dir: str | Path | None = None, timeout_seconds: float | None = None,
 ) -> None:
     """Load a plain SQL dump with psql in one transaction, stopping at the first error."""
-    connection = _connection_info(dsn, passfile)
+    connection = connection_info(dsn, passfile)
     argv = (
         _program("psql", bin_dir), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "--no-password",
         "--output=/dev/null", f"--file={dump_path}", *_connection_flags(connection),
@@ -291,9 +140,9 @@ def rename_database(
     admin_dsn: str | ConnectionInfo, old: str, new: str, passfile: str | Path | None = None, *, attempts: int = 5
 ) -> None:
     """Rename a database, first ending every other session connected to it (and only to it)."""
-    connection = _connection_info(admin_dsn, passfile)
+    connection = connection_info(admin_dsn, passfile)
     statement = sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
-    with _session(connection, f"rename database {old!r} to {new!r} on") as session:
+    with database_session(connection, f"rename database {old!r} to {new!r} on") as session:
         wait = ", 5000" if session.info.server_version >= 140000 else ""  # PG 14+: wait until they are gone
         terminate = (
             f"SELECT pg_catalog.pg_terminate_backend(pid{wait}) FROM pg_catalog.pg_stat_activity"
@@ -314,8 +163,8 @@ def drop_database(admin_dsn: str | ConnectionInfo, name: str, passfile: str | Pa
     """Drop a staging database. Refuses any other name: Lifeline never drops real data."""
     if STAGING_MARKER not in name:
         raise ValueError(f"refusing to drop {name!r}: only Lifeline staging databases are ever dropped")
-    connection = _connection_info(admin_dsn, passfile)
-    with _session(connection, f"drop staging database {name!r} on") as session:
+    connection = connection_info(admin_dsn, passfile)
+    with database_session(connection, f"drop staging database {name!r} on") as session:
         session.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
@@ -360,7 +209,7 @@ def restore_database(
     expected_row_counts=None (a snapshot from before counts were recorded) verifies only that the dump loads.
     """
     started = time.monotonic()
-    target = _connection_info(target_dsn, passfile)
+    target = connection_info(target_dsn, passfile)
     name = target.database
     admin = target.with_database(maintenance_database if maintenance_database != name else "template1")
     if not dump_is_complete(dump_path):  # psql would load a truncated COPY's rows and commit them
@@ -415,63 +264,6 @@ def _count_rows_in(session: psycopg.Connection) -> dict[str, int]:
         row = session.execute(query).fetchone()
         counts[f"{schema}.{table}"] = int(row[0]) if row else 0
     return counts
-
-
-def _connection_info(dsn: str | ConnectionInfo, passfile: str | Path | None) -> ConnectionInfo:
-    """Parsed, with the passfile checked: libpq silently ignores a missing or group-readable one."""
-    if isinstance(dsn, ConnectionInfo):
-        connection = replaced_copy(dsn, passfile=Path(passfile)) if passfile is not None else dsn
-    else:
-        connection = ConnectionInfo.from_dsn(dsn, passfile)
-    if connection.passfile and not connection.passfile.is_file():
-        raise AuthenticationFailed(f"connect to {connection.address}: passfile {connection.passfile} does not exist")
-    if connection.passfile and connection.passfile.stat().st_mode & 0o077:
-        raise AuthenticationFailed(f"connect to {connection.address}: passfile {connection.passfile} must be mode 0600")
-    return connection
-
-
-def _open(connection: ConnectionInfo, action: str) -> psycopg.Connection:
-    try:
-        return psycopg.connect(**connection.connect_arguments(), autocommit=True)  # type: ignore[arg-type]
-    except psycopg.Error as error:
-        raise _translated(error, connection, action) from error
-
-
-@contextmanager
-def _session(connection: ConnectionInfo, action: str) -> Iterator[psycopg.Connection]:
-    """An autocommit session whose database errors come out as PostgresError."""
-    session = _open(connection, action)
-    try:
-        yield session
-    except psycopg.Error as error:
-        raise _translated(error, connection, action) from error
-    finally:
-        session.close()
-
-
-def _translated(error: psycopg.Error, connection: ConnectionInfo, action: str) -> PostgresError:
-    if isinstance(error, sql_errors.DuplicateDatabase):
-        return TargetExists(f"{action} {connection.address}: {_one_line(str(error), connection)}")
-    if isinstance(error, sql_errors.InvalidCatalogName):
-        return DatabaseMissing(f"{action} {connection.address}: {_one_line(str(error), connection)}")
-    if isinstance(error, sql_errors.ObjectInUse | sql_errors.LockNotAvailable | sql_errors.QueryCanceled):
-        return PostgresError(f"{action} {connection.address}: {_one_line(str(error), connection)}", transient=True)
-    return classify_failure(connection, action, str(error))
-
-
-def _one_line(detail: str, connection: ConnectionInfo) -> str:
-    lines = [line.strip() for line in detail.strip().splitlines() if line.strip()]
-    errors = [line for line in lines if re.search(r"\b(ERROR|FATAL):", line)]
-    line = (errors or lines or ["unknown error"])[0]
-    location = re.match(r"psql:(?P<file>.*?):(?P<line>\d+): ", line)
-    prefix = f"line {location.group('line')}: " if location else ""
-    line = line.rsplit(" failed: ", 1)[-1]
-    line = re.sub(r"^.*?\b(ERROR|FATAL):\s+", "", line)
-    line = re.sub(r"^(pg_dump|psql|connection failed|error):\s*", "", line)
-    line = re.sub(r"^error:\s*", "", line)
-    if connection.password:
-        line = line.replace(connection.password, "***")
-    return (prefix + line)[:400]
 
 
 def _connection_flags(connection: ConnectionInfo) -> tuple[str, ...]:

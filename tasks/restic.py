@@ -10,124 +10,55 @@ import functools
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lifeline.tasks.commands import CommandError, CommandResult, CommandTimeout, LineCallback, run_command, run_pipeline
-from lifeline.tasks.errors import LifelineError
+from lifeline.tasks.commands import (
+    CommandError,
+    CommandResult,
+    CommandTimeout,
+    LineCallback,
+    run_command,
+    run_pipeline,
+)
+from lifeline.tasks.restic_arguments import (
+    backup_arguments,
+    check_arguments,
+    copy_arguments,
+    forget_arguments,
+    forget_snapshots_arguments,
+    init_arguments,
+    ls_arguments,
+    prune_arguments,
+    restore_arguments,
+    snapshots_arguments,
+    stats_arguments,
+    unlock_arguments,
+)
+from lifeline.tasks.restic_errors import (
+    EXIT_PARTIAL_BACKUP,
+    PartialBackup,
+    ProducerFailed,
+    RepositoryLocked,
+    RepositoryMissing,
+    ResticError,
+    ResticFailed,
+    WrongPassword,
+    _json_lines,
+    _json_object,
+    backup_warnings,
+    classify_failure,
+)
+
+__all__ = [
+    "PartialBackup", "ProducerFailed", "RepositoryLocked", "RepositoryMissing", "ResticError",
+    "ResticFailed", "WrongPassword", "classify_failure", "ResticRepository", "Snapshot",
+]
 
 ProgressCallback = Callable[[float, int], None]  # (fraction 0..1, bytes done)
-RETENTION_FLAGS = {
-    "last": "--keep-last", "hourly": "--keep-hourly", "daily": "--keep-daily",
-    "weekly": "--keep-weekly", "monthly": "--keep-monthly", "yearly": "--keep-yearly",
-}
-EXIT_PARTIAL_BACKUP, EXIT_REPOSITORY_MISSING, EXIT_LOCKED, EXIT_WRONG_PASSWORD = 3, 10, 11, 12
-_WRONG_PASSWORD = re.compile(r"wrong password or no key found", re.I)
-_LOCKED = re.compile(r"repository is already locked|unable to create lock", re.I)
-# "Is there a repository at the following location?" follows *any* config error (even a refused connection).
-_MISSING = re.compile(
-    r"repository does not exist|unable to open config file: .*(no such file|not exist|not found|NoSuch)", re.I
-)
-_NETWORK = re.compile(
-    r"connection refused|connection reset|broken pipe|i/o timeout|timed? ?out|deadline exceeded|no such host"
-    r"|temporary failure in name resolution|network is unreachable|no route to host|tls handshake|unexpected eof"
-    r"|\b(?:429|5\d\d) (?-i:[A-Z][a-z])|status(?: code)?:? ?(?:429|5\d\d)\b|service unavailable|slow ?down"
-    r"|too many requests",
-    re.I,
-)
-_HINT_LINES = re.compile(r"^(is there a repository|lock was created at|storage id|the `unlock` command)", re.I)
-
-
-# --- errors -------------------------------------------------------------------------------------
-
-
-class ResticError(LifelineError):
-    """One line naming the repository (plan name) and the cause; never a password."""
-
-    def __init__(
-        self, message: str, *, repository: str = "", operation: str = "", returncode: int | None = None,
-        transient: bool | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.repository, self.operation, self.returncode = repository, operation, returncode
-        if transient is not None:
-            self.transient = transient
-
-    @classmethod
-    def during(cls, operation: str, repository: str, detail: str, **details: Any) -> ResticError:
-        where = f" on repository {repository!r}" if repository else ""
-        return cls(f"restic {operation}{where} failed: {detail}", repository=repository, operation=operation, **details)
-
-
-class WrongPassword(ResticError):
-    user_error = True
-
-
-class RepositoryMissing(ResticError):
-    user_error = True
-
-
-class RepositoryLocked(ResticError):
-    transient = True
-
-
-class PartialBackup(ResticError):
-    """Exit 3: the snapshot exists but some files could not be read. backup() returns instead of raising."""
-
-    warnings: tuple[str, ...] = ()
-
-
-class ResticFailed(ResticError):
-    pass
-
-
-class ProducerFailed(ResticError):
-    """The command feeding `backup --stdin` failed; its snapshot has been forgotten."""
-
-
-def _clean(line: str) -> str:
-    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line).strip()
-
-
-def meaningful_stderr_line(stderr: str) -> str:
-    lines = [_clean(line) for line in stderr.splitlines()]
-    lines = [line for line in lines if line]
-    for line in reversed(lines):  # restic >= 0.18 with --json: {"message_type":"exit_error",...}
-        if line.startswith("{"):
-            message = _json_object(line)
-            if message.get("message_type") == "exit_error" and message.get("message"):
-                return str(message["message"]).removeprefix("Fatal: ")[:300]
-    fatal = [line for line in lines if line.startswith("Fatal:")]
-    if fatal:
-        return fatal[-1].removeprefix("Fatal: ")[:300]
-    plain = [line for line in lines if not line.startswith("{") and not _HINT_LINES.match(line)]
-    return (plain[0] if plain else lines[-1] if lines else "no error message")[:300]
-
-
-def classify_failure(result: CommandResult, *, operation: str, repository: str) -> ResticError:
-    stderr, code = result.stderr_text, result.returncode
-    detail = meaningful_stderr_line(stderr) if stderr.strip() else f"exit code {code}"
-    if code == EXIT_WRONG_PASSWORD or _WRONG_PASSWORD.search(stderr):
-        return WrongPassword.during(operation, repository, detail, returncode=code)
-    if code == EXIT_LOCKED or _LOCKED.search(stderr):
-        return RepositoryLocked.during(operation, repository, detail, returncode=code)
-    if code == EXIT_PARTIAL_BACKUP:
-        warnings = backup_warnings(stderr)
-        error = PartialBackup.during(operation, repository, f"{len(warnings)} unreadable: {'; '.join(warnings[:3])}",
-                                     returncode=code)
-        error.warnings = tuple(warnings)
-        return error
-    # restic 0.14 reports an unreachable S3 endpoint as "unable to open config file": network first.
-    if code != EXIT_REPOSITORY_MISSING and _NETWORK.search(stderr):
-        return ResticFailed.during(operation, repository, detail, returncode=code, transient=True)
-    if code == EXIT_REPOSITORY_MISSING or _MISSING.search(stderr):
-        return RepositoryMissing.during(operation, repository, detail, returncode=code)
-    return ResticFailed.during(operation, repository, detail, returncode=code)
-
-
 # --- versions and features ----------------------------------------------------------------------
 
 
@@ -229,16 +160,8 @@ class RepositoryStats:
 # --- parsing ------------------------------------------------------------------------------------
 
 
-def _json_object(line: str) -> dict[str, Any]:
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
-def _json_lines(text: str) -> list[dict[str, Any]]:
-    return [value for line in text.splitlines() if line.strip().startswith("{") and (value := _json_object(line))]
 
 
 def parse_restic_time(text: str) -> datetime:
@@ -264,19 +187,6 @@ def unix_permissions(go_file_mode: int) -> int:
     return (go_file_mode & 0o777) | sum(unix for go, unix in special.items() if go_file_mode & go)
 
 
-def backup_warnings(stderr: str) -> list[str]:
-    warnings = []
-    for message in _json_lines(stderr):
-        if message.get("message_type") != "error":
-            continue
-        error, item = message.get("error") or {}, message.get("item", "")
-        if "message" in error:  # restic >= 0.17
-            warnings.append(f"{item}: {error['message']}")
-        elif isinstance(error.get("Err"), int):  # restic 0.14: {"Op","Path","Err": errno}
-            warnings.append(f"{error.get('Path', item)}: {error.get('Op', 'read')}: {os.strerror(error['Err'])}")
-        else:
-            warnings.append(f"{item}: {error}")
-    return warnings
 
 
 def _progress_reader(on_progress: ProgressCallback | None) -> LineCallback | None:
@@ -290,100 +200,6 @@ def _progress_reader(on_progress: ProgressCallback | None) -> LineCallback | Non
             on_progress(float(message.get("percent_done", 0.0)), int(done or 0))
 
     return read
-
-
-# --- pure argv builders -------------------------------------------------------------------------
-
-
-def _tag_list(tags: Iterable[str]) -> tuple[str, ...]:
-    tags = tuple(tags)
-    if any(not tag or "," in tag for tag in tags):
-        raise ValueError(f"restic tags must be non-empty and contain no comma: {tags!r}")
-    return ("--tag", ",".join(tags)) if tags else ()
-
-
-def backup_arguments(
-    paths: Sequence[str | os.PathLike[str]] = (), *, exclude: Sequence[str] = (), tags: Sequence[str] = (),
-    host: str | None = None, time: datetime | None = None, stdin_filename: str | None = None,
-) -> tuple[str, ...]:
-    if bool(paths) == bool(stdin_filename):
-        raise ValueError("backup takes either paths or stdin_filename")
-    arguments: list[str] = ["backup", "--json"]
-    if stdin_filename:
-        arguments += ["--stdin", "--stdin-filename", stdin_filename]
-    for pattern in exclude:
-        arguments += ["--exclude", pattern]
-    arguments += _tag_list(tags)
-    if host:
-        arguments += ["--host", host]
-    if time is not None:  # restic reads --time in its local zone
-        arguments += ["--time", time.astimezone().strftime("%Y-%m-%d %H:%M:%S")]
-    if paths:
-        arguments += ["--", *(os.fspath(path) for path in paths)]
-    return tuple(arguments)
-
-
-def forget_arguments(
-    tags: Sequence[str], retention: Mapping[str, int], group_by: str = "host,tags"
-) -> tuple[str, ...]:
-    if not tags:
-        raise ValueError("forget without --tag would apply the policy to every snapshot in the repository")
-    unknown = set(retention) - set(RETENTION_FLAGS)
-    if unknown:
-        raise ValueError(f"unknown retention keys: {sorted(unknown)}")
-    policy = [part for key, count in retention.items() if count for part in (RETENTION_FLAGS[key], str(count))]
-    if not policy:
-        raise ValueError("retention keeps nothing: give at least one of " + ", ".join(RETENTION_FLAGS))
-    return ("forget", "--json", *_tag_list(tags), "--group-by", group_by, *policy)
-
-
-def forget_snapshots_arguments(snapshot_ids: Sequence[str]) -> tuple[str, ...]:
-    if not snapshot_ids:
-        raise ValueError("no snapshot ids to forget")
-    return ("forget", "--", *snapshot_ids)
-
-
-def prune_arguments() -> tuple[str, ...]:
-    return ("prune",)
-
-
-def check_arguments(read_data_subset: str | None = None) -> tuple[str, ...]:
-    return ("check", "--read-data-subset", read_data_subset) if read_data_subset else ("check",)
-
-
-def copy_arguments(snapshot_ids: Sequence[str] = (), tags: Sequence[str] = ()) -> tuple[str, ...]:
-    """The source repository is passed in RESTIC_FROM_* variables (see copy_source_environment)."""
-    return ("copy", *_tag_list(tags), *(("--", *snapshot_ids) if snapshot_ids else ()))
-
-
-def restore_arguments(
-    snapshot_id: str, target: str | os.PathLike[str], *, include: Sequence[str] = (), verify: bool = True,
-    json_output: bool = False,
-) -> tuple[str, ...]:
-    arguments = ["restore", snapshot_id, "--target", os.fspath(target)]
-    for pattern in include:
-        arguments += ["--include", pattern]
-    return tuple(arguments + ["--verify"] * verify + ["--json"] * json_output)
-
-
-def snapshots_arguments(tags: Sequence[str] = (), snapshot_ids: Sequence[str] = ()) -> tuple[str, ...]:
-    return ("snapshots", "--json", *_tag_list(tags), *(("--", *snapshot_ids) if snapshot_ids else ()))
-
-
-def ls_arguments(snapshot_id: str) -> tuple[str, ...]:
-    return ("ls", "--json", snapshot_id)
-
-
-def stats_arguments(mode: str = "restore-size", tags: Sequence[str] = ()) -> tuple[str, ...]:
-    return ("stats", "--json", "--mode", mode, *_tag_list(tags))
-
-
-def init_arguments(copy_chunker_params: bool = False) -> tuple[str, ...]:
-    return ("init", "--copy-chunker-params") if copy_chunker_params else ("init",)
-
-
-def unlock_arguments() -> tuple[str, ...]:
-    return ("unlock",)  # only stale locks; never --remove-all, which also breaks a live backup's lock
 
 
 # --- the repository -----------------------------------------------------------------------------
