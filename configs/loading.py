@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
-
 from lifeline.configs.plan import Plan
+from pydantic import ValidationError
 
 
 @dataclass(frozen=True)

@@ -9,29 +9,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-
-def _relative_to_plan(path: Path, info: ValidationInfo) -> Path:
-    base_dir = (info.context or {}).get("base_dir")
-    path = path.expanduser()
-    return path if path.is_absolute() or base_dir is None else Path(base_dir) / path
-
-
-PlanPath = Annotated[Path, AfterValidator(_relative_to_plan)]
-"""A path in the plan, relative to the plan file."""
-
-RESTIC_REMOTE_SCHEMES = ("s3:", "sftp:", "rest:", "b2:", "azure:", "gs:", "swift:", "rclone:")
-
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
-
-
-class PlanModel(BaseModel):
-    """Unknown keys are errors: a typo in a recovery plan must not pass silently."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from lifeline.configs.base import RESTIC_REMOTE_SCHEMES, Name, PlanModel, PlanPath, relative_to_plan
+from lifeline.configs.recovery import Database, Fencing, Recovery, Service
+from pydantic import Field, ValidationInfo, field_validator
 
 
 class Targets(PlanModel):
@@ -64,7 +46,7 @@ class Repository(PlanModel):
         if url.startswith(RESTIC_REMOTE_SCHEMES):
             return url
         local = url.removeprefix("local:")
-        return str(_relative_to_plan(Path(local), info))
+        return str(relative_to_plan(Path(local), info))
 
     @property
     def is_local(self) -> bool:
@@ -173,6 +155,10 @@ class Plan(PlanModel):
     call_log: CallLog | None = None
     sites: dict[Name, Site] = Field(default_factory=dict)
     hosts: dict[Name, Host] = Field(default_factory=dict)
+    services: dict[Name, Service] = Field(default_factory=dict)
+    databases: dict[Name, Database] = Field(default_factory=dict)
+    fencing: dict[Name, Fencing] = Field(default_factory=dict, description="Site name → how to fence it.")
+    recovery: Recovery = Recovery()
 
     @field_validator("timezone")
     @classmethod

@@ -41,7 +41,7 @@ os.environ.update(
 os.environ.pop("LIFELINE_PLAN", None)
 os.environ.pop("LIFELINE_LEDGER_URL", None)
 
-pytest_plugins = ["tests.pg_fixtures"]
+pytest_plugins = ["tests.pg_fixtures", "tests.lab_fixtures"]
 
 
 @pytest.fixture(scope="session")

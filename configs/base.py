@@ -1,0 +1,28 @@
+"""What every part of the plan shares: strict models and paths relative to the plan file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+
+
+def relative_to_plan(path: Path, info: ValidationInfo) -> Path:
+    base_dir = (info.context or {}).get("base_dir")
+    path = path.expanduser()
+    return path if path.is_absolute() or base_dir is None else Path(base_dir) / path
+
+
+PlanPath = Annotated[Path, AfterValidator(relative_to_plan)]
+"""A path in the plan, relative to the plan file."""
+
+RESTIC_REMOTE_SCHEMES = ("s3:", "sftp:", "rest:", "b2:", "azure:", "gs:", "swift:", "rclone:")
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+
+class PlanModel(BaseModel):
+    """Unknown keys are errors: a typo in a recovery plan must not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)

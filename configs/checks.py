@@ -1,0 +1,78 @@
+"""Health checks a plan can name: `http`, `tcp`, `sql` and `ssh`, told apart by `type`.
+
+`lifeline.tasks.checks` runs them; the plan's services list them. A check never carries a secret:
+a SQL check's password lives in a passfile, an SSH check names a host whose key lives in a file.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from lifeline.configs.base import PlanModel, PlanPath
+from pydantic import Field, field_validator
+
+
+class CheckModel(PlanModel):
+    name: str | None = Field(None, max_length=80, description="How reports call this check; derived when omitted.")
+
+
+class HttpCheck(CheckModel):
+    type: Literal["http"] = "http"
+    url: str = Field(description="http:// or https:// URL, fetched with GET.")
+    expect_status: int = Field(200, ge=100, le=599)
+    expect_text: str | None = Field(None, description="Text the response body must contain.")
+    timeout_seconds: float = Field(2.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.password:
+            raise ValueError("must not contain a password")
+        return url
+
+
+class TcpCheck(CheckModel):
+    type: Literal["tcp"] = "tcp"
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    timeout_seconds: float = Field(2.0, gt=0, le=300)
+
+
+class SqlCheck(CheckModel):
+    type: Literal["sql"] = "sql"
+    dsn: str = Field(description="postgresql://user@host:port/database, without a password.")
+    passfile: PlanPath | None = Field(None, description="libpq password file for this server.")
+    query: str = Field("SELECT 1", min_length=1)
+    expect: str | None = Field(
+        None,
+        description="Expected text of the first column of the first row (booleans read true/false, NULL reads null); "
+        "omitted: the query only has to succeed.",
+    )
+    timeout_seconds: float = Field(3.0, gt=0, le=300)
+
+    @field_validator("dsn")
+    @classmethod
+    def postgres_dsn_without_password(cls, dsn: str) -> str:
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        authority = dsn.split("://", 1)[1].split("/", 1)[0]
+        userinfo = authority.rsplit("@", 1)[0] if "@" in authority else ""
+        if ":" in userinfo or "password=" in dsn.lower():
+            raise ValueError("must not contain a password: put it in a passfile")
+        return dsn
+
+
+class SshCheck(CheckModel):
+    type: Literal["ssh"] = "ssh"
+    host: str = Field(min_length=1, description="A host name from the plan's `hosts`.")
+    command: list[str] = Field(min_length=1, description="Argument list, quoted for the remote shell; never a string.")
+    expect_exit: int = Field(0, ge=0, le=255)
+    timeout_seconds: float = Field(5.0, gt=0, le=600)
+
+
+Check = Annotated[HttpCheck | TcpCheck | SqlCheck | SshCheck, Field(discriminator="type")]
+"""One check of any type; `type` picks the model."""

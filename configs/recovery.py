@@ -1,0 +1,146 @@
+"""The recovery part of a plan: services and their checks, databases, fencing, and the runbook.
+
+A runbook is ordered groups; the steps of one group run concurrently. Every step has
+retries, a retry delay and a timeout, defaulting to `recovery.defaults`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from lifeline.configs.base import PlanModel, PlanPath
+from lifeline.configs.checks import Check
+from pydantic import Field
+
+
+class Service(PlanModel):
+    site: str
+    critical: bool = True
+    checks: list[Check] = Field(min_length=1)
+
+
+class DatabaseInstance(PlanModel):
+    host: str = Field(description="The plan's SSH host that runs this instance (pg_ctl runs there).")
+    dsn: str = Field(description="postgresql://user@host:port/database, without a password.")
+    passfile: PlanPath | None = None
+    data_dir: Path = Field(description="The instance's data directory on its host.")
+    bin_dir: Path = Field(Path("/usr/lib/postgresql/15/bin"), description="Where pg_ctl and pg_rewind live on the host.")
+
+
+class Database(PlanModel):
+    """A PostgreSQL primary with a streaming standby: failover promotes the standby."""
+
+    primary: str = Field(description="Site of the primary in the normal state.")
+    instances: dict[str, DatabaseInstance] = Field(description="Site name → instance.")
+    replication_slot: str | None = Field(None, description="Slot the standby streams from.")
+    replication_user: str = "lifeline"
+    rpo_minutes: float | None = Field(None, ge=0)
+
+
+class Fencing(PlanModel):
+    """How to be sure a site no longer takes writes before another site is promoted."""
+
+    command: list[str] | None = Field(None, description="Stops the site out of band (a PDU, a cloud API).")
+    command_timeout_seconds: float = Field(60, gt=0)
+    self_fence_seconds: float | None = Field(
+        None, ge=0, description="The site stops taking writes after losing its witness this long: failover waits it out."
+    )
+
+
+class StepSettings(PlanModel):
+    retries: int = Field(2, ge=0, le=20)
+    retry_delay_seconds: float = Field(1.0, ge=0)
+    timeout_seconds: float = Field(60, gt=0)
+
+
+class StepBase(PlanModel):
+    name: str | None = None
+    retries: int | None = Field(None, ge=0, le=20)
+    retry_delay_seconds: float | None = Field(None, ge=0)
+    timeout_seconds: float | None = Field(None, gt=0)
+
+
+class SshStep(StepBase):
+    type: Literal["ssh"]
+    host: str
+    command: list[str] = Field(min_length=1)
+    expect_exit: int = 0
+
+
+class HttpStep(StepBase):
+    type: Literal["http"]
+    url: str
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    json_body: dict | None = Field(None, alias="json")
+    headers_file: PlanPath | None = Field(None, description="KEY=VALUE headers (tokens) kept out of the plan.")
+    expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
+
+
+class PromoteStep(StepBase):
+    type: Literal["postgres_promote"]
+    database: str
+    site: str | None = Field(None, description="Site to promote; default the one the failover goes to.")
+
+
+class DnsSwitchStep(StepBase):
+    type: Literal["dns_switch"]
+    to: str | None = Field(None, description="Site whose value the record gets; default the failover's target.")
+
+
+class FenceStep(StepBase):
+    type: Literal["fence"]
+    site: str | None = Field(None, description="Default: the site being failed away from.")
+
+
+class RestoreStep(StepBase):
+    type: Literal["restore"]
+    dataset: str
+    target: str = Field(description="A folder, or a postgresql:// DSN.")
+    replace: bool = False
+
+
+class VerifyStep(StepBase):
+    type: Literal["verify"]
+    site: str | None = None
+
+
+class NotifyStep(StepBase):
+    type: Literal["notify"]
+    message: str
+
+
+class ApprovalStep(StepBase):
+    type: Literal["approval"]
+    prompt: str = "Fail over?"
+    timeout_seconds: float | None = Field(None, gt=0)
+
+
+class WaitStep(StepBase):
+    type: Literal["wait"]
+    seconds: float = Field(ge=0)
+
+
+RecoveryStep = Annotated[
+    SshStep | HttpStep | PromoteStep | DnsSwitchStep | FenceStep | RestoreStep | VerifyStep | NotifyStep | ApprovalStep | WaitStep,
+    Field(discriminator="type"),
+]
+
+
+class StepGroup(PlanModel):
+    name: str
+    steps: list[RecoveryStep] = Field(min_length=1)
+
+
+class Verification(PlanModel):
+    rounds: int = Field(3, ge=1, description="Consecutive healthy rounds of every critical service.")
+    interval_seconds: float = Field(1.0, gt=0)
+    timeout_seconds: float = Field(120, gt=0, description="Give up when not recovered by then.")
+
+
+class Recovery(PlanModel):
+    defaults: StepSettings = StepSettings()
+    verification: Verification = Verification()
+    approval_timeout_seconds: float = Field(900, gt=0)
+    failover: list[StepGroup] = Field(default_factory=list, description="Runbook from the primary site to the DR site.")
+    failback: list[StepGroup] = Field(default_factory=list, description="Extra steps after the database is back at main.")
