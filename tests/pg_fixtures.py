@@ -9,7 +9,6 @@ command line. Built for speed: `initdb -N`, fsync off, small buffers, immediate 
 from __future__ import annotations
 
 import os
-import pwd
 import secrets
 import shutil
 import socket
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from lifeline.infra.lab.processes import ensure_lab_user
 from psycopg import sql
 
 CLUSTER_USER = "lifeline"
@@ -100,19 +100,14 @@ class PostgresServer:
 
 
 def _cluster_user() -> tuple[int, int] | None:
-    """(uid, gid) to run the cluster as, or None when we are not root and run it as ourselves."""
+    """(uid, gid) to run the cluster as, or None when we are not root and run it as ourselves.
+
+    The same system user the lab runs PostgreSQL and SSH logins as, made the same way.
+    """
     if os.geteuid() != 0:
         return None
-    try:
-        entry = pwd.getpwnam(CLUSTER_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--user-group", "--shell", "/bin/sh", "--no-create-home",
-             "--home-dir", "/nonexistent", CLUSTER_USER],
-            check=True, capture_output=True,
-        )
-        entry = pwd.getpwnam(CLUSTER_USER)
-    return entry.pw_uid, entry.pw_gid
+    user = ensure_lab_user(CLUSTER_USER, log=lambda message: None)
+    return user.uid, user.gid
 
 
 def _as_cluster_user(argv: Sequence[str], owner: tuple[int, int] | None) -> list[str]:

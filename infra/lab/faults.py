@@ -1,0 +1,162 @@
+"""Faults the lab can inject, site power, and the rule that keeps a replaced primary down.
+
+A fault records its time in ``faults.json`` (name -> ISO time, the incident time later flows
+read) and then breaks something. ``heal`` (in lab.py) undoes infrastructure faults only.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+
+from . import components, postgres
+from .context import LabContext
+from .processes import LabError, LabUsageError, say
+from .state import SITES, load_faults, now_iso, save_faults, save_state, site_components
+
+FAULT_DESCRIPTIONS: dict[str, str] = {
+    "main-db-down": "main's PostgreSQL stopped with `pg_ctl stop -m immediate`",
+    "main-service-down": "main's call-centre service killed",
+    "main-ssh-down": "main's sshd (and its sessions) stopped",
+    "recordings-lost": "main's recordings folder deleted",
+    "site-link-cut": "all of main's links down (--netns only)",
+    "replication-cut": "the main-dr link down (--netns only)",
+}
+NETNS_ONLY = ("site-link-cut", "replication-cut")
+# Components a fault leaves stopped (`up` does not restart them while the fault is active).
+FAULT_STOPS: dict[str, str] = {
+    "main-db-down": "postgres-main",
+    "main-service-down": "service-main",
+    "main-ssh-down": "sshd-main",
+}
+
+
+def power_fault_name(site: str) -> str:
+    return f"{site}-power-off"
+
+
+def replaced_primary_reason(context: LabContext, cluster: str) -> str | None:
+    """Why ``cluster`` must not be started, or None if starting it is safe.
+
+    A cluster with ``standby.signal`` starts as a standby: always safe. Otherwise it would start
+    as a primary, which is wrong if the other site has since been promoted: the other site is
+    not a standby and is on a newer timeline (``pg_wal/*.history``, written at promotion), or
+    is running and answers ``pg_is_in_recovery() = false`` while this one is on an older one.
+    """
+    if cluster not in SITES or not postgres.initialised(context, cluster):
+        return None
+    if postgres.is_standby(context, cluster):
+        return None
+    other = "dr" if cluster == "main" else "main"
+    if not postgres.initialised(context, other) or postgres.is_standby(context, other):
+        return None
+    mine, theirs = postgres.timeline(context, cluster), postgres.timeline(context, other)
+    if theirs > mine:
+        return (f"{other} has been promoted (timeline {theirs} > {mine}): {cluster}'s old primary stays "
+                f"stopped; bring it back as a standby with Lifeline's failback (pg_rewind)")
+    if postgres.pid(context, other) is not None:
+        try:
+            in_recovery = postgres.query(context, other, "SELECT pg_is_in_recovery()")[0][0]
+        except Exception:  # noqa: BLE001 - unreachable: decided by the timelines above
+            in_recovery = True
+        if not in_recovery and theirs >= mine:
+            return f"{other} is already a primary: starting {cluster} as a second primary would split the brain"
+    return None
+
+
+def _stop(context: LabContext, name: str) -> Callable[[], str]:
+    def action() -> str:
+        stopped = components.stop(context, name, crash=True)
+        return f"{name} stopped ({len(stopped)} processes)" if stopped else f"{name} was not running"
+
+    return action
+
+
+def _lose_recordings(context: LabContext) -> str:
+    folder = context.paths.recordings_dir("main")
+    if not folder.exists():
+        return f"{folder} was already gone"
+    count = sum(1 for path in folder.rglob("*") if path.is_file())
+    shutil.rmtree(folder)
+    return f"deleted {folder} ({count} files)"
+
+
+def _cut(context: LabContext, links: list[str]) -> Callable[[], str]:
+    def action() -> str:
+        from . import netns
+
+        for link in links:
+            netns.set_link(link, up=False)
+        return f"links down: {', '.join(links)}"
+
+    return action
+
+
+def fault(context: LabContext, name: str) -> tuple[str, str]:
+    """Inject fault ``name``; returns (ISO time recorded, what was done)."""
+    if name not in FAULT_DESCRIPTIONS:
+        raise LabUsageError(f"unknown fault {name!r}; known: {', '.join(FAULT_DESCRIPTIONS)}")
+    if name in NETNS_ONLY and not context.netns:
+        raise LabUsageError(f"fault {name!r} needs the lab in --netns mode")
+    actions: dict[str, Callable[[], str]] = {
+        "main-db-down": _stop(context, "postgres-main"),
+        "main-service-down": _stop(context, "service-main"),
+        "main-ssh-down": _stop(context, "sshd-main"),
+        "recordings-lost": lambda: _lose_recordings(context),
+        "site-link-cut": _cut(context, ["main-ops", "main-dr"]),
+        "replication-cut": _cut(context, ["main-dr"]),
+    }
+    at = now_iso()
+    done = actions[name]()
+    faults = load_faults(context.paths)
+    faults.setdefault(name, at)
+    save_faults(context.paths, faults)
+    return faults[name], done
+
+
+def power_off(context: LabContext, site: str) -> list[str]:
+    """Stop everything of a site out of band, the way a PDU would: immediate, no goodbyes."""
+    if site not in SITES:
+        raise LabUsageError(f"unknown site {site!r}; sites: {', '.join(SITES)}")
+    at = now_iso()
+    done: list[str] = []
+    for name in reversed(site_components(site)):
+        stopped = components.stop(context, name, crash=True)
+        done.append(f"{name}: {'stopped' if stopped else 'was not running'}")
+    if site not in context.state.powered_off:
+        context.state.powered_off.append(site)
+        save_state(context.paths, context.state)
+    faults = load_faults(context.paths)
+    faults.setdefault(power_fault_name(site), at)
+    save_faults(context.paths, faults)
+    return done
+
+
+def power_on(context: LabContext, site: str) -> list[str]:
+    """Start a site again; its database only if it has not been replaced."""
+    if site not in SITES:
+        raise LabUsageError(f"unknown site {site!r}; sites: {', '.join(SITES)}")
+    if site in context.state.powered_off:
+        context.state.powered_off.remove(site)
+        save_state(context.paths, context.state)
+    faults = load_faults(context.paths)
+    faults.pop(power_fault_name(site), None)
+    save_faults(context.paths, faults)
+    done: list[str] = []
+    for name in site_components(site):
+        if name in (FAULT_STOPS.get(fault_name) for fault_name in faults):
+            done.append(f"{name}: left stopped (fault active; `lab heal` undoes it)")
+            continue
+        if name.startswith("postgres-"):
+            reason = replaced_primary_reason(context, site)
+            if reason:
+                done.append(f"{name}: left stopped: {reason}")
+                say(reason)
+                continue
+        try:
+            components.start(context, name)
+            done.append(f"{name}: running")
+        except LabError as error:
+            done.append(f"{name}: failed to start: {error}")
+            raise
+    return done

@@ -1,0 +1,169 @@
+"""Render the lab's plan (``$LIFELINE_HOME/lab/plan.yaml``) from ``configs/callcenter.yaml``.
+
+All key names the lab fills in are in :func:`lab_plan_values`, in one place, matching
+``lifeline.configs.plan.Plan`` (which forbids unknown keys). The template supplies everything
+the lab does not know (name, timezone, targets, impact, retention, checks...).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import aws, postgres
+from .context import LabContext
+from .state import SITES
+
+FALLBACK_TEMPLATE: dict[str, Any] = {
+    "name": "callcenter-east",
+    "timezone": "Asia/Shanghai",
+    "targets": {"rto_minutes": 15, "rpo_minutes": 5},
+    "impact": {"customers_per_hour": 1200, "cost_per_minute": 85.0, "currency": "CNY"},
+    "repositories": {},
+    "datasets": {
+        "recordings": {"repository": "local", "exclude": ["*.tmp"],
+                       "retention": {"daily": 7, "weekly": 4, "monthly": 6}, "copy_to": ["offsite"],
+                       "rpo_minutes": 1500},
+        "crm-db": {"repository": "local"},
+    },
+}
+
+
+def load_template(template: Path | None = None) -> dict[str, Any]:
+    """The committed example plan (or a minimal built-in one if the package lacks it)."""
+    if template is not None:
+        text = template.read_text(encoding="utf-8")
+    else:
+        resource = resources.files("lifeline.configs").joinpath("callcenter.yaml")
+        if not resource.is_file():
+            return copy.deepcopy(FALLBACK_TEMPLATE)
+        text = resource.read_text(encoding="utf-8")
+    loaded = yaml.safe_load(text)
+    if not isinstance(loaded, dict):
+        raise ValueError("the plan template is not a mapping")
+    return loaded
+
+
+def lab_plan_values(context: LabContext) -> dict[str, Any]:
+    """What the lab knows, as plan keys (merged over the template's)."""
+    paths = context.paths
+    state = context.state
+    ops = context.address("ops")
+    return {
+        "repositories": {
+            "local": {"url": str(paths.repository_dir), "password_file": str(paths.restic_password_file),
+                      "init": True},
+            "offsite": {"url": f"s3:http://{ops}:{state.ports.moto}/{aws.BUCKET}",
+                        "password_file": str(paths.restic_password_file),
+                        "environment_file": str(paths.aws_environment_file), "init": True},
+        },
+        "datasets": {
+            "recordings": {"paths": [str(paths.recordings_dir("main"))]},
+            "crm-db": {"postgres": {"dsn": postgres.dsn(context, "main", postgres.CRM_DATABASE),
+                                    "passfile": str(paths.postgres_passfile)}},
+            "ivr-config": {"command": ["tar", "-C", str(paths.ivr_dir("main")), "-cf", "-", "."]},
+        },
+        "aws": {"endpoint_url": aws.endpoint_url(state), "region": aws.REGION,
+                "credentials_file": str(paths.aws_environment_file)},
+        "dns": {"zone": aws.ZONE, "record": aws.RECORD, "ttl": aws.RECORD_TTL, "values": dict(state.dns_values)},
+        "call_log": {"dsn": postgres.dsn(context, "calllog", postgres.CALL_LOG_DATABASE),
+                     "passfile": str(paths.postgres_passfile)},
+        "sites": {
+            "main": {"description": "Primary site (lab)"},
+            "dr": {"description": "Disaster-recovery site (lab)"},
+        },
+        "hosts": {
+            site: {"site": site, "address": context.address(site),
+                   "port": state.ports.for_component(f"sshd-{site}"), "user": context.user.name,
+                   "key_file": str(paths.client_key), "known_hosts_file": str(paths.known_hosts)}
+            for site in SITES
+        },
+    }
+
+
+def lab_recovery_values(context: LabContext) -> dict[str, Any]:
+    """What the lab knows about recovery, in the shapes of ``lifeline.configs.recovery``:
+    services with their health checks, the CRM database's two instances, and a fence command
+    per site (``lab power SITE off``). Rendered only for the keys the plan schema has."""
+    paths = context.paths
+    state = context.state
+    fence = [sys.executable, "-m", "lifeline.infra.lab", "--home", str(paths.root.parent), "power"]
+    return {
+        "services": {
+            f"crm-{site}": {
+                "site": site,
+                "critical": True,
+                "checks": [{"type": "http", "name": f"crm {site} health",
+                            "url": f"http://{context.address(site)}:{state.ports.for_component(f'service-{site}')}/health"}],
+            }
+            for site in SITES
+        },
+        "databases": {
+            "crm": {
+                "primary": "main",
+                "instances": {
+                    site: {"host": site, "dsn": postgres.dsn(context, site, postgres.CRM_DATABASE),
+                           "passfile": str(paths.postgres_passfile), "data_dir": str(paths.data_dir(site)),
+                           "bin_dir": str(postgres.binaries())}
+                    for site in SITES
+                },
+                "replication_slot": postgres.REPLICATION_SLOT,
+                "replication_user": context.user.name,
+            }
+        },
+        "fencing": {site: {"command": [*fence, site, "off"]} for site in SITES},
+    }
+
+
+def _schema_keys() -> set[str]:
+    """Top-level keys the plan schema accepts (it forbids unknown ones); empty if unavailable."""
+    try:
+        from lifeline.configs.plan import Plan
+    except ImportError:
+        return set()
+    return set(Plan.model_fields)
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge mappings: the lab's values win, the template keeps everything else.
+    ``repositories``, ``hosts`` and ``sites`` entries are the lab's alone."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def render(context: LabContext, template: Path | None = None) -> dict[str, Any]:
+    plan = load_template(template)
+    values = lab_plan_values(context)
+    datasets = plan.get("datasets") or {}
+    # a template dataset the lab cannot back (e.g. a command over a path it lacks) is dropped
+    plan["datasets"] = {name: spec for name, spec in datasets.items() if name in values["datasets"]}
+    if "ivr-config" not in datasets:
+        values["datasets"].pop("ivr-config")
+    accepted = _schema_keys()
+    values.update({key: value for key, value in lab_recovery_values(context).items() if key in accepted})
+    for name in ("repositories", "hosts", "services", "databases", "fencing"):
+        plan.pop(name, None)
+    return merge(plan, values)
+
+
+def write(context: LabContext, template: Path | None = None) -> Path:
+    """Render and write ``plan.yaml``; returns its absolute path."""
+    plan = render(context, template)
+    header = ("# The lab's plan, rendered by `lifeline lab up` from configs/callcenter.yaml.\n"
+              "# Regenerated by every `lab up`: edit the template, not this file.\n")
+    text = header + yaml.safe_dump(plan, sort_keys=False, allow_unicode=True, width=110)
+    target = context.paths.plan_file
+    temporary = target.with_suffix(".yaml.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(target)
+    return target.absolute()

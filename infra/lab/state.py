@@ -1,0 +1,303 @@
+"""Where the lab keeps its state: one directory, its paths, ports, and JSON state files.
+
+Everything the lab creates lives under ``$LIFELINE_HOME/lab`` (``~/.lifeline/lab`` by default).
+``state.json`` remembers the ports, the mode and the addresses chosen by the first ``up`` so that
+later commands (status, fault, down) find the same lab; ``faults.json`` records active faults
+(name -> ISO time), which later flows read as the incident time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+SITES: tuple[str, str] = ("main", "dr")
+SIDES: tuple[str, str, str] = ("main", "dr", "ops")
+
+STATE_VERSION = 1
+
+# Component name -> the side (namespace) it lives on.
+COMPONENT_SIDES: dict[str, str] = {
+    "moto": "ops",
+    "smtp": "ops",
+    "sshd-main": "main",
+    "sshd-dr": "dr",
+    "postgres-main": "main",
+    "postgres-calllog": "ops",
+    "postgres-dr": "dr",
+    "service-main": "main",
+    "service-dr": "dr",
+    "callgen": "ops",
+}
+
+
+def site_components(site: str) -> list[str]:
+    """The components that make up one site (what ``power SITE off`` stops)."""
+    return [f"sshd-{site}", f"postgres-{site}", f"service-{site}"]
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Ports(BaseModel):
+    """Every TCP port the lab listens on."""
+
+    ssh_main: int = 2221
+    ssh_dr: int = 2222
+    postgres_main: int = 5433
+    postgres_dr: int = 5434
+    postgres_calllog: int = 5435
+    moto: int = 9000
+    smtp: int = 1025
+    service_main: int = 8081
+    service_dr: int = 8082
+
+    @classmethod
+    def from_base(cls, base: int) -> Ports:
+        """A contiguous block: base .. base+8, in field order."""
+        names = list(cls.model_fields)
+        return cls(**{name: base + offset for offset, name in enumerate(names)})
+
+    @classmethod
+    def free(cls, host: str = "127.0.0.1") -> Ports:
+        """Ports the kernel says are free right now (picked once, then persisted)."""
+        sockets: list[socket.socket] = []
+        try:
+            chosen: dict[str, int] = {}
+            for name in cls.model_fields:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.bind((host, 0))
+                sockets.append(sock)
+                chosen[name] = sock.getsockname()[1]
+            return cls(**chosen)
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    def for_component(self, component: str) -> int:
+        return int(getattr(self, component.replace("-", "_").replace("sshd_", "ssh_")))
+
+
+class Addresses(BaseModel):
+    """Where each side listens (bind address) and how the others reach it."""
+
+    main: str = "127.0.0.1"
+    dr: str = "127.0.0.1"
+    ops: str = "127.0.0.1"
+
+    def of(self, side: str) -> str:
+        return str(getattr(self, side))
+
+
+class LabState(BaseModel):
+    """The persisted facts of one lab (``state.json``)."""
+
+    version: int = STATE_VERSION
+    mode: Literal["loopback", "netns"] = "loopback"
+    user: str
+    ports: Ports = Field(default_factory=Ports)
+    addresses: Addresses = Field(default_factory=Addresses)
+    # The Route 53 record's value for each site (distinct even when both sites are on 127.0.0.1).
+    dns_values: dict[str, str] = Field(default_factory=lambda: {"main": "127.0.0.1", "dr": "127.0.0.2"})
+    call_rate: float = 10.0
+    created_at: str = Field(default_factory=now_iso)
+    powered_off: list[str] = Field(default_factory=list)
+    recordings_seeded: bool = False
+    crm_seeded: bool = False
+
+
+def lifeline_home() -> Path:
+    """``$LIFELINE_HOME`` or ``~/.lifeline`` (made absolute)."""
+    value = os.environ.get("LIFELINE_HOME")
+    return Path(value).expanduser().absolute() if value else Path.home() / ".lifeline"
+
+
+class LabPaths:
+    """Every path the lab uses, derived from the lab directory."""
+
+    def __init__(self, lab_dir: Path) -> None:
+        self.root = lab_dir.absolute()
+
+    @classmethod
+    def from_home(cls, home: Path | None = None) -> LabPaths:
+        return cls((home.expanduser().absolute() if home else lifeline_home()) / "lab")
+
+    # top level
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def faults_file(self) -> Path:
+        return self.root / "faults.json"
+
+    @property
+    def plan_file(self) -> Path:
+        return self.root / "plan.yaml"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def drills_dir(self) -> Path:
+        """Drills leave markers here while they run; any file here is a 'drill leftover'."""
+        return self.root / "drills"
+
+    @property
+    def repository_dir(self) -> Path:
+        return self.root / "repo"
+
+    # secrets
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def restic_password_file(self) -> Path:
+        return self.secrets_dir / "restic.pw"
+
+    @property
+    def postgres_passfile(self) -> Path:
+        return self.secrets_dir / "pgpass"
+
+    @property
+    def aws_environment_file(self) -> Path:
+        return self.secrets_dir / "aws.env"
+
+    @property
+    def aws_credentials_file(self) -> Path:
+        return self.secrets_dir / "aws-credentials"
+
+    # ssh (Lifeline's side)
+    @property
+    def ssh_dir(self) -> Path:
+        return self.root / "ssh"
+
+    @property
+    def client_key(self) -> Path:
+        return self.ssh_dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.ssh_dir / "known_hosts"
+
+    def authorized_keys(self, site: str) -> Path:
+        return self.side_dir(site) / "authorized_keys"
+
+    # per side
+    def side_dir(self, side: str) -> Path:
+        return self.root / side
+
+    def host_key(self, site: str) -> Path:
+        return self.side_dir(site) / "ssh_host_ed25519_key"
+
+    def sshd_config(self, site: str) -> Path:
+        return self.side_dir(site) / "sshd_config"
+
+    def data_dir(self, cluster: str) -> Path:
+        """PostgreSQL data directory of ``main``, ``dr`` or ``calllog``."""
+        side = "ops" if cluster == "calllog" else cluster
+        name = "calllog-pgdata" if cluster == "calllog" else "pgdata"
+        return self.side_dir(side) / name
+
+    def recordings_dir(self, site: str) -> Path:
+        return self.side_dir(site) / "recordings"
+
+    def ivr_dir(self, site: str) -> Path:
+        return self.side_dir(site) / "ivr"
+
+    @property
+    def maildir(self) -> Path:
+        return self.side_dir("ops") / "mail"
+
+    @property
+    def sms_file(self) -> Path:
+        """One JSON line per SMS moto's SNS 'sent'."""
+        return self.side_dir("ops") / "sms.jsonl"
+
+    def pid_file(self, component: str) -> Path:
+        return self.run_dir / f"{component}.pid"
+
+    def log_file(self, component: str) -> Path:
+        return self.logs_dir / f"{component}.log"
+
+
+def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_state(paths: LabPaths) -> LabState | None:
+    if not paths.state_file.exists():
+        return None
+    return LabState.model_validate_json(paths.state_file.read_text(encoding="utf-8"))
+
+
+def save_state(paths: LabPaths, state: LabState) -> None:
+    write_json_atomic(paths.state_file, state.model_dump(mode="json"))
+
+
+def load_faults(paths: LabPaths) -> dict[str, str]:
+    """Active faults: name -> ISO time it was injected."""
+    if not paths.faults_file.exists():
+        return {}
+    data = json.loads(paths.faults_file.read_text(encoding="utf-8") or "{}")
+    return {str(key): str(value) for key, value in data.items()}
+
+
+def save_faults(paths: LabPaths, faults: dict[str, str]) -> None:
+    write_json_atomic(paths.faults_file, faults)
+
+
+def write_secret(path: Path, content: str, owner: tuple[int, int] | None = None) -> None:
+    """Write a file readable only by its owner (0600), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(content)
+        os.chmod(temporary, 0o600)
+        if owner is not None:
+            os.chown(temporary, owner[0], owner[1])
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_environment_file(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines (the format of the repository/aws ``environment_file``)."""
+    values: dict[str, str] = {}
+    for raw_line in path.read_text(encoding="utf-8").splitlines():
+        line = raw_line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip()
+    return values
