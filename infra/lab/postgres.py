@@ -154,10 +154,12 @@ def make_owned_directory(context: LabContext, path: Path) -> None:
     and cannot create it inside the root-owned side directory)."""
     if path.exists():
         shutil.rmtree(path)  # a half-made cluster from an interrupted `up`
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o755, exist_ok=True)
     path.mkdir(mode=0o700)
     if not context.user.is_current:
-        os.chown(path, context.user.uid, context.user.gid)
+        for owned in (path.parent, path):
+            os.chown(owned, context.user.uid, context.user.gid)
 
 
 def configure(context: LabContext, cluster: str) -> None:

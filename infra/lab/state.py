@@ -212,10 +212,14 @@ class LabPaths:
         return self.side_dir(site) / "sshd_config"
 
     def data_dir(self, cluster: str) -> Path:
-        """PostgreSQL data directory of ``main``, ``dr`` or ``calllog``."""
+        """PostgreSQL data directory of ``main``, ``dr`` or ``calllog``.
+
+        Inside a folder the lab user owns, as real installations are laid out: a failback moves
+        the old data directory aside (over SSH, as that user) instead of deleting it.
+        """
         side = "ops" if cluster == "calllog" else cluster
         name = "calllog-pgdata" if cluster == "calllog" else "pgdata"
-        return self.side_dir(side) / name
+        return self.side_dir(side) / "postgres" / name
 
     def recordings_dir(self, site: str) -> Path:
         return self.side_dir(site) / "recordings"
