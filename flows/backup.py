@@ -7,10 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
-from prefect.futures import PrefectFuture, wait
-from prefect.utilities.annotations import allow_failure
-
 from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.settings import Settings, load_settings
 from lifeline.flows.runs import recorded_run
@@ -25,8 +21,11 @@ from lifeline.tasks.backup import (
 )
 from lifeline.tasks.ledger import Ledger, SnapshotFacts
 from lifeline.tasks.record import Journal, Trigger
-from lifeline.tasks.steps import LifelineError
 from lifeline.tasks.repositories import dataset_tags, open_repository
+from lifeline.tasks.steps import LifelineError
+from prefect import flow
+from prefect.futures import PrefectFuture, wait
+from prefect.utilities.annotations import allow_failure
 
 
 class BackupFailed(LifelineError):

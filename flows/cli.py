@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-
 from lifeline.configs.loading import LoadedPlan, PlanInvalid, load_plan
 from lifeline.configs.settings import load_settings
 
@@ -175,6 +174,85 @@ def runs(
     from lifeline.flows.display import print_records
 
     print_records(records)
+
+
+@app.command()
+def preflight(plan: PlanOption = None, as_json: JsonOption = False) -> None:
+    """Readiness before anything is touched: READY or NOT READY with every reason."""
+    loaded = loaded_plan(plan)
+    from lifeline.flows.failover import normal_primary_site, other_site
+    from lifeline.tasks.preflight import assess_readiness
+
+    target = other_site(loaded.plan, normal_primary_site(loaded.plan))
+    readiness = assess_readiness(loaded.plan, load_settings(), target)
+    if as_json:
+        typer.echo(json.dumps({"ready": readiness.ready, "target_site": target, "reasons": readiness.reasons,
+                               "items": [item.model_dump() for item in readiness.items]}, indent=2))
+    else:
+        from lifeline.flows.display import print_rows
+
+        print_rows([item.model_dump() for item in readiness.items], ["name", "ready", "detail"], title=f"Preflight: fail over to {target}")
+        typer.echo("READY" if readiness.ready else "NOT READY")
+        for reason in readiness.reasons:
+            typer.echo(f"  - {reason}")
+    raise typer.Exit(0 if readiness.ready else EXIT_FAILED)
+
+
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Approve without asking.")]
+
+
+@app.command()
+def failover(
+    plan: PlanOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every step with its resolved command; change nothing.")] = False,
+    yes: YesOption = False,
+    force: Annotated[bool, typer.Option(help="Go on even when preflight says NOT READY (recorded).")] = False,
+    reason: Annotated[str, typer.Option(help="Why: the incident, the ticket.")] = "",
+    incident_at: Annotated[str | None, typer.Option("--incident-at", help="When the incident began (ISO time).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fail over to the DR site: preflight, approval, fence, recover, verify, record."""
+    loaded = loaded_plan(plan)
+    if dry_run:
+        from lifeline.flows.failover import describe_failover
+
+        typer.echo(describe_failover(loaded.plan))
+        return
+    from lifeline.flows.failover import failover_flow
+
+    run_and_report(
+        failover_flow, as_json, plan_path=str(loaded.path), reason=reason, force=force,
+        approval="yes" if yes else "terminal", incident_at=parse_time(incident_at, "--incident-at"),
+    )
+
+
+@app.command()
+def failback(
+    plan: PlanOption = None,
+    yes: YesOption = False,
+    reason: Annotated[str, typer.Option(help="Why now.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Make the old primary a standby again (keeping its data), let it catch up, and switch back."""
+    loaded = loaded_plan(plan)
+    from lifeline.flows.failback import failback_flow
+
+    run_and_report(failback_flow, as_json, plan_path=str(loaded.path), reason=reason, approval="yes" if yes else "terminal")
+
+
+@app.command()
+def verify(
+    plan: PlanOption = None,
+    site: Annotated[str | None, typer.Option(help="Only this site's services.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run every check of a site concurrently; exit 0 only when every critical service is healthy."""
+    loaded = loaded_plan(plan)
+    if site is not None and site not in loaded.plan.sites:
+        fail(f"--site: no site named {site!r} (known: {', '.join(loaded.plan.sites)})")
+    from lifeline.flows.verify import verify_flow
+
+    run_and_report(verify_flow, as_json, plan_path=str(loaded.path), site=site)
 
 
 def run_and_report(flow_function, as_json: bool, **parameters) -> None:

@@ -6,12 +6,11 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from lifeline.tasks import progress
+from lifeline.tasks.record import RunRecord
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-from lifeline.tasks import progress
-from lifeline.tasks.record import RunRecord
 
 stdout = Console()
 stderr = Console(stderr=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from prefect import flow
-
 from lifeline.configs.loading import load_plan
 from lifeline.configs.settings import load_settings
 from lifeline.flows.runs import recorded_run
@@ -22,6 +20,7 @@ from lifeline.tasks.restore import (
     restore_to_staging,
     staging_beside,
 )
+from prefect import flow
 
 
 @flow(name="restore", log_prints=False)

@@ -6,14 +6,13 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.logging import get_run_logger
-
 from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.settings import Settings
 from lifeline.tasks.ledger import Ledger
 from lifeline.tasks.record import Journal, RunKind, RunRecord, Trigger, utc_now
 from lifeline.tasks.report import record_markdown, record_table
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.logging import get_run_logger
 
 
 def artifact_key(plan: str, kind: str, suffix: str) -> str:
@@ -48,7 +47,9 @@ def recorded_run(
         record.ended_at = utc_now()
         for running in (s for s in record.steps if s.status == "running"):
             running.status, running.ended_at = "failed", record.ended_at
-        if record.met_targets is None:
+        if record.status == "failed":
+            record.met_targets = False if (record.rto_target_seconds or record.rpo_target_seconds) else None
+        elif record.met_targets is None:
             record.judge_targets()
         ledger.save_run(record)
         publish(record)

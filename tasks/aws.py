@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 import boto3
 import botocore.exceptions
 from botocore.config import Config
-from lifeline.tasks.repositories import read_environment_file
 from lifeline.tasks.errors import LifelineError
+from lifeline.tasks.repositories import read_environment_file
 
 CREDENTIAL_ERROR_CODES = frozenset({
     "InvalidClientTokenId", "SignatureDoesNotMatch", "AccessDenied", "AccessDeniedException",

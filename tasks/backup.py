@@ -6,15 +6,14 @@ import socket
 from datetime import datetime
 from pathlib import Path
 
-from prefect.logging import get_run_logger
-from pydantic import BaseModel, Field
-
 from lifeline.configs.plan import Dataset, Retention
 from lifeline.tasks import postgres
 from lifeline.tasks.locks import repository_lock
 from lifeline.tasks.progress import reporter
 from lifeline.tasks.restic import RepositoryLocked, RepositoryMissing, ResticRepository
 from lifeline.tasks.steps import step
+from prefect.logging import get_run_logger
+from pydantic import BaseModel, Field
 
 
 class RepositoryReady(BaseModel):

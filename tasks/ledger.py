@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field
-
 from lifeline.tasks.record import RunRecord
+from pydantic import BaseModel, Field
 
 metadata = sa.MetaData()
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lifeline.tasks.errors import LifelineError
 
-class RepositoryBusy(Exception):
+
+class RepositoryBusy(LifelineError):
     transient = True
 
     def __init__(self, repository: str, waited: float):
@@ -39,4 +42,34 @@ def repository_lock(locks_dir: Path, repository: str, url: str, *, exclusive: bo
         try:
             yield
         finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class RunInProgress(LifelineError):
+    """Another run holds the plan: failovers, failbacks and drills never overlap."""
+
+    user_error = True
+
+
+@contextmanager
+def plan_lock(locks_dir: Path, plan: str, kind: str) -> Iterator[None]:
+    """Held for a whole run; a second run of the same plan is refused at once, never queued."""
+    locks_dir.mkdir(parents=True, exist_ok=True)
+    path = locks_dir / f"plan-{plan}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another run"
+            raise RunInProgress(f"plan {plan}: {holder} is in progress; refusing to start a {kind} meanwhile") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"a {kind} run (pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -75,7 +75,7 @@ class RunRecord(BaseModel):
             )
             if measured is not None and target is not None
         ]
-        self.met_targets = (all(verdicts) and self.status == "completed") if verdicts else None
+        self.met_targets = all(verdicts) if verdicts else None
 
 
 class Journal:

@@ -11,14 +11,13 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, Field
-
 from lifeline.configs.plan import Dataset
 from lifeline.tasks import postgres
 from lifeline.tasks.locks import repository_lock
 from lifeline.tasks.progress import reporter
 from lifeline.tasks.restic import ResticRepository, Snapshot
 from lifeline.tasks.steps import LifelineError, step
+from pydantic import BaseModel, Field
 
 
 class RestoreRefused(LifelineError):

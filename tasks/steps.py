@@ -13,14 +13,13 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
+from lifeline.tasks.commands import time_limit
+from lifeline.tasks.errors import LifelineError
+from lifeline.tasks.record import Journal
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
-
-from lifeline.tasks.commands import time_limit
-from lifeline.tasks.errors import LifelineError
-from lifeline.tasks.record import Journal
 
 __all__ = ["LifelineError", "is_transient", "step"]
 
@@ -51,8 +50,9 @@ def step(
 ) -> Callable[[Callable[P, R]], Task[..., R]]:
     """Make a function a journaled Prefect task.
 
-    The task takes two extra keyword arguments: `journal` (the run's Journal) and
-    `step_name` (how the step is called in the journal, e.g. "backup recordings").
+    The task takes extra keyword arguments: `journal` (the run's Journal), `step_name`
+    (how the step is called in the journal, e.g. "backup recordings") and
+    `time_limit_seconds` (a plan's own timeout for this step).
     A result with a `detail` dict is copied into the step; a result with non-empty
     `warnings` marks the step as "warning".
     """
@@ -60,8 +60,10 @@ def step(
     def decorate(function: Callable[P, R]) -> Task[..., R]:
         task_name = name or function.__name__.replace("_", "-")
 
-        def run(*args: Any, journal: Journal, step_name: str | None = None, **kwargs: Any) -> R:
-            with journal.step(step_name or task_name) as entry, time_limit(timeout_seconds):
+        def run(
+            *args: Any, journal: Journal, step_name: str | None = None, time_limit_seconds: float | None = None, **kwargs: Any
+        ) -> R:
+            with journal.step(step_name or task_name) as entry, time_limit(time_limit_seconds or timeout_seconds):
                 result = function(*args, **kwargs)
                 entry.detail.update(getattr(result, "detail", None) or {})
                 if getattr(result, "warnings", None):
@@ -73,6 +75,7 @@ def step(
         extra = [
             inspect.Parameter("journal", inspect.Parameter.KEYWORD_ONLY),
             inspect.Parameter("step_name", inspect.Parameter.KEYWORD_ONLY, default=None),
+            inspect.Parameter("time_limit_seconds", inspect.Parameter.KEYWORD_ONLY, default=None),
         ]
         run.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])  # type: ignore[attr-defined]
         run.__name__, run.__qualname__ = function.__name__, function.__qualname__

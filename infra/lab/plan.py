@@ -73,6 +73,7 @@ def lab_plan_values(context: LabContext) -> dict[str, Any]:
         "dns": {"zone": aws.ZONE, "record": aws.RECORD, "ttl": aws.RECORD_TTL, "values": dict(state.dns_values)},
         "call_log": {"dsn": postgres.dsn(context, "calllog", postgres.CALL_LOG_DATABASE),
                      "passfile": str(paths.postgres_passfile)},
+        "incident_record": str(paths.faults_file),
         "sites": {
             "main": {"description": "Primary site (lab)"},
             "dr": {"description": "Disaster-recovery site (lab)"},

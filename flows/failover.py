@@ -1,0 +1,192 @@
+"""Fail the call centre over to its DR site: preflight, approval, fence, recover, verify, measure.
+
+Reads like the runbook: every step checks first whether its effect is already there, so a
+failover killed half-way and started again converges, and one that already happened says so.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from lifeline.configs.loading import LoadedPlan, load_plan
+from lifeline.configs.plan import Plan
+from lifeline.configs.recovery import DnsSwitchStep, PromoteStep, StepGroup
+from lifeline.configs.settings import load_settings
+from lifeline.flows.runbook import INLINE_STEPS, describe_runbook, run_inline_step, submit_step
+from lifeline.flows.runs import recorded_run
+from lifeline.tasks import replication
+from lifeline.tasks.approval import ApprovalMode, ask
+from lifeline.tasks.failover import aws_session, fence_site
+from lifeline.tasks.locks import plan_lock
+from lifeline.tasks.measurements import measure_outage, recorded_incident_time, write_positions
+from lifeline.tasks.preflight import NotReady, assess_readiness
+from lifeline.tasks.record import Journal, Trigger
+from lifeline.tasks.steps import LifelineError, step
+from lifeline.tasks.verification import verify_site, wait_until_recovered
+from prefect import flow
+from prefect.futures import wait
+from prefect.logging import get_run_logger
+
+
+class StepsFailed(LifelineError):
+    pass
+
+
+def normal_primary_site(plan: Plan) -> str:
+    primaries = {database.primary for database in plan.databases.values()}
+    if len(primaries) == 1:
+        return primaries.pop()
+    return next(iter(plan.sites))
+
+
+def other_site(plan: Plan, site: str) -> str:
+    others = [name for name in plan.sites if name != site]
+    if not others:
+        raise LifelineError(f"the plan has no site other than {site} to fail over to")
+    return others[0]
+
+
+def default_runbook(plan: Plan, target: str) -> list[StepGroup]:
+    groups = []
+    promotable = [name for name, database in plan.databases.items() if target in database.instances]
+    if promotable:
+        groups.append(StepGroup(name="promote", steps=[PromoteStep(type="postgres_promote", database=name) for name in promotable]))
+    if plan.dns is not None:
+        groups.append(StepGroup(name="switch", steps=[DnsSwitchStep(type="dns_switch")]))
+    return groups
+
+
+def describe_failover(plan: Plan) -> str:
+    source = normal_primary_site(plan)
+    target = other_site(plan, source)
+    return describe_runbook(plan, plan.recovery.failover or default_runbook(plan, target), source, target)
+
+
+def already_serving(plan: Plan, site: str) -> bool:
+    """The site's databases are primaries and the DNS record names it: the failover has happened."""
+    for database in plan.databases.values():
+        instance = database.instances.get(site)
+        if instance is not None and replication.instance_state(database, site).in_recovery is not False:
+            return False
+    if plan.dns is not None:
+        values, _ = aws_session(plan).record_value(plan.dns.zone, plan.dns.record)
+        if plan.dns.values[site] not in values:
+            return False
+    return True
+
+
+@step(retries=0, timeout_seconds=120)
+def preflight(plan: Plan, target_site: str):
+    return assess_readiness(plan, load_settings(), target_site)
+
+
+@step(retries=0, timeout_seconds=30)
+def probe_site(plan: Plan, site: str):
+    """Is the site we leave actually down? Its first failing probe is when the outage was detected."""
+    return verify_site(plan, site)
+
+
+def run_runbook(
+    loaded: LoadedPlan, groups: list[StepGroup], journal: Journal, source: str, target: str, *,
+    approval: ApprovalMode, reason: str,
+) -> bool:
+    """Run the groups in order; False when a person declined an approval step."""
+    plan = loaded.plan
+    for group in groups:
+        for definition in (d for d in group.steps if isinstance(d, INLINE_STEPS)):
+            if not run_inline_step(str(loaded.path), definition, journal, approval_mode=approval, reason=reason,
+                                   approval_timeout_seconds=plan.recovery.approval_timeout_seconds):
+                return False
+        futures = [submit_step(plan, definition, journal, source=source, target=target, group=group.name)
+                   for definition in group.steps if not isinstance(definition, INLINE_STEPS)]
+        wait(futures)
+        failed = [f for f in futures if not f.state.is_completed()]
+        if failed:
+            names = ", ".join(f.task_run.name if f.task_run else "a step" for f in failed)
+            messages = "; ".join(str(f.state.message or "") for f in failed)
+            raise StepsFailed(f"runbook group {group.name!r}: {names} failed: {messages}")
+        if any(isinstance(d, PromoteStep) for d in group.steps):
+            journal.milestone("promoted")
+        if any(isinstance(d, DnsSwitchStep) for d in group.steps):
+            journal.milestone("dns_switched")
+    return True
+
+
+@flow(name="failover", log_prints=False)
+def failover_flow(
+    plan_path: str,
+    reason: str = "",
+    dry_run: bool = False,
+    force: bool = False,
+    approval: ApprovalMode = "terminal",
+    incident_at: datetime | None = None,
+    trigger: Trigger = "cli",
+    record_id: str | None = None,
+) -> str:
+    """Fail over from the primary site to the DR site, then verify and measure the outage."""
+    loaded = load_plan(Path(plan_path))
+    settings = load_settings()
+    plan = loaded.plan
+    source = normal_primary_site(plan)
+    target = other_site(plan, source)
+    groups = plan.recovery.failover or default_runbook(plan, target)
+    if dry_run:
+        description = describe_failover(plan)
+        get_run_logger().info("%s", description)
+        return description
+    with plan_lock(settings.locks_dir, plan.name, "failover"), recorded_run(
+        "failover", loaded, settings, trigger=trigger, record_id=record_id
+    ) as journal:
+        fail_over(loaded, journal, source, target, groups, reason=reason, force=force, approval=approval,
+                  incident_at=incident_at)
+        return journal.record.id
+
+
+def fail_over(
+    loaded: LoadedPlan, journal: Journal, source: str, target: str, groups: list[StepGroup], *,
+    reason: str, force: bool, approval: ApprovalMode, incident_at: datetime | None,
+) -> None:
+    plan, record = loaded.plan, journal.record
+    record.incident_at = incident_at or plan_incident_time(plan) or record.started_at
+    journal.milestone("incident", record.incident_at)
+    journal.milestone("declared", record.started_at)
+    if already_serving(plan, target):
+        journal.record_skipped("fail over", f"{target} already serves: databases promoted and DNS names it")
+        fence_site(plan, source, journal=journal, step_name=f"fence {source}")
+        recovered = wait_until_recovered(plan, target, journal=journal, step_name=f"verify {target}")
+        journal.milestone("recovered", recovered.recovered_at)
+        return
+    seen = probe_site(plan, source, journal=journal, step_name=f"probe {source}")
+    if not seen.critical_healthy:
+        journal.milestone("detected", seen.at)
+    readiness = preflight(plan, target, journal=journal, step_name="preflight")
+    if not readiness.ready:
+        if not force:
+            raise NotReady(f"NOT READY to fail over to {target}: " + "; ".join(readiness.reasons) + " (--force overrides)")
+        journal.milestone("forced")
+        journal.record.steps[-1].detail["forced_past"] = readiness.reasons
+    decision = ask(f"Fail over {plan.name} from {source} to {target}?", readiness.markdown(), approval,
+                   plan.recovery.approval_timeout_seconds, reason)
+    with journal.step("approval") as entry:
+        entry.detail.update(decision.detail)
+    journal.milestone("approved" if decision.approved else "rejected", decision.answered_at)
+    if not decision.approved:
+        record.status = "cancelled"
+        record.error = f"not approved: {decision.reason or 'no reason given'}; nothing was changed"
+        return
+    before = write_positions(plan, source)
+    fenced = fence_site(plan, source, incident_at, journal=journal, step_name=f"fence {source}")
+    record.milestones.setdefault("fenced", fenced.at)
+    if not run_runbook(loaded, groups, journal, source, target, approval=approval, reason=reason):
+        record.status = "cancelled"
+        record.error = "an approval step was declined"
+        return
+    recovered = wait_until_recovered(plan, target, journal=journal, step_name=f"verify {target}")
+    journal.milestone("recovered", recovered.recovered_at)
+    measure_outage(plan, record, source, target, positions_before=before)
+
+
+def plan_incident_time(plan: Plan) -> datetime | None:
+    """The earliest active fault in the plan's incident record (monitoring or the lab writes it)."""
+    return recorded_incident_time(plan.incident_record) if plan.incident_record else None

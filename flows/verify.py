@@ -1,0 +1,40 @@
+"""Verify a site: every check of every service at once; healthy only when every critical one is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lifeline.configs.loading import load_plan
+from lifeline.configs.settings import load_settings
+from lifeline.flows.runs import recorded_run
+from lifeline.tasks.record import Step, Trigger
+from lifeline.tasks.steps import LifelineError
+from lifeline.tasks.verification import verify_site
+from prefect import flow
+
+
+class Unhealthy(LifelineError):
+    pass
+
+
+@flow(name="verify", log_prints=False)
+def verify_flow(plan_path: str, site: str | None = None, trigger: Trigger = "cli", record_id: str | None = None) -> str:
+    """Run every check of SITE (or of every site) once, concurrently."""
+    loaded = load_plan(Path(plan_path))
+    with recorded_run("verify", loaded, load_settings(), trigger=trigger, record_id=record_id) as journal:
+        checked = verify_site(loaded.plan, site)
+        for result in checked.results:
+            journal.record.steps.append(
+                Step(
+                    name=f"{result.service}: {result.check}",
+                    started_at=checked.at,
+                    ended_at=checked.at,
+                    status="completed" if result.healthy else ("failed" if result.critical else "warning"),
+                    detail={"target": result.target, "latency_ms": round(result.latency_ms, 1),
+                            "critical": result.critical, "detail": result.detail},
+                )
+            )
+        if not checked.critical_healthy:
+            unhealthy = [f"{r.service} ({r.detail})" for r in checked.results if r.critical and not r.healthy]
+            raise Unhealthy(f"critical services unhealthy at {site or 'every site'}: {', '.join(unhealthy)}")
+        return journal.record.id

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: the lab, a local restic repository plus the off-site
+# copy on the lab's S3, and an ephemeral Prefect server per command.
+#   1. bring the lab up (a two-site call centre on this machine) and validate its plan;
+#   2. back up its datasets: call recordings, the CRM database, the IVR configuration;
+#   3. restore the recordings into a scratch folder and the CRM database into a new database,
+#      each verified before it is put in place;
+#   4. fail over to the DR site, verify it, then fail back, losing nothing;
+#   5. print the run records.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.local/bin:$PATH"
+if [[ $(id -u) -eq 0 && -z ${LIFELINE_HOME:-} ]]; then
+  export LIFELINE_HOME=/var/lib/lifeline-demo   # the lab user must reach it; /root is private
+fi
+lifeline() { uv run --frozen lifeline "$@"; }
+step() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
+
+step "Bringing the lab up"
+plan=$(lifeline lab up)
+export LIFELINE_PLAN=$plan
+lifeline validate
+
+step "Backing up every dataset (with the off-site copy to S3)"
+lifeline backup
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+step "Restoring the recordings into $scratch/recordings, verified"
+lifeline restore recordings --target "$scratch/recordings"
+ls "$scratch/recordings" | head -5 >&2
+
+crm_server=$(uv run --frozen python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["datasets"]["crm-db"]["postgres"]["dsn"].rsplit("/", 1)[0])' "$plan")
+restored_db="crm_restored_$(date +%Y%m%d%H%M%S)"
+step "Restoring the CRM database into $restored_db, row counts proven"
+lifeline restore crm-db --target "$crm_server/$restored_db"
+
+if [[ ${LIFELINE_DEMO_FAILOVER:-1} == 1 ]]; then
+  step "Main's database goes down; failing over to dr"
+  lifeline lab fault main-db-down >/dev/null
+  lifeline failover --yes --reason "demo: main database down" --json > "$scratch/failover.json"
+  step "Failing back to main"
+  lifeline failback --yes --reason "demo: main repaired" --json > "$scratch/failback.json"
+  cat "$scratch/failover.json" "$scratch/failback.json"
+fi
+
+step "Run records"
+lifeline runs --last 10

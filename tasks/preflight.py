@@ -1,0 +1,143 @@
+"""Readiness before anything is touched: can the DR site take over right now, within the targets?"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from lifeline.configs.plan import Plan
+from lifeline.configs.settings import Settings
+from lifeline.tasks import replication, ssh
+from lifeline.tasks.aws import AwsSession
+from lifeline.tasks.errors import LifelineError
+from lifeline.tasks.record import utc_now
+from lifeline.tasks.repositories import dataset_tags, open_repository
+from pydantic import BaseModel
+
+
+class ReadinessItem(BaseModel):
+    name: str
+    ready: bool
+    detail: str
+
+
+class Readiness(BaseModel):
+    target_site: str
+    items: list[ReadinessItem]
+
+    @property
+    def ready(self) -> bool:
+        return all(item.ready for item in self.items)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{item.name}: {item.detail}" for item in self.items if not item.ready]
+
+    @property
+    def detail(self) -> dict:
+        return {"ready": self.ready, "reasons": self.reasons, "checked": len(self.items)}
+
+    def markdown(self) -> str:
+        lines = [f"**{'READY' if self.ready else 'NOT READY'}** to fail over to `{self.target_site}`", "",
+                 "| check | ready | detail |", "|---|---|---|"]
+        lines += [f"| {i.name} | {'yes' if i.ready else '**no**'} | {i.detail} |" for i in self.items]
+        return "\n".join(lines)
+
+
+class NotReady(LifelineError):
+    user_error = True
+
+
+def _guarded(name: str, probe: Callable[[], tuple[bool, str]]) -> ReadinessItem:
+    try:
+        ready, detail = probe()
+    except LifelineError as error:
+        ready, detail = False, str(error)
+    except Exception as error:  # a probe that breaks is a reason not to fail over, not a crash
+        ready, detail = False, f"{type(error).__name__}: {error}"
+    return ReadinessItem(name=name, ready=ready, detail=detail)
+
+
+def _host_reachable(target: ssh.SshTarget) -> tuple[bool, str]:
+    result = ssh.run(target, ["true"], timeout=5)
+    return result.exit_status == 0, f"{target.label} answers over SSH with a verified host key ({result.seconds * 1000:.0f} ms)"
+
+
+def _standby_ready(plan: Plan, database_name: str, target_site: str) -> tuple[bool, str]:
+    database = plan.databases[database_name]
+    target = timedelta(minutes=plan.targets.rpo_minutes if database.rpo_minutes is None else database.rpo_minutes)
+    standby = replication.instance_state(database, target_site)
+    if not standby.reachable:
+        return False, f"standby at {target_site} does not answer: {standby.detail}"
+    if standby.in_recovery is False:
+        return True, f"{target_site} is already the primary (timeline {standby.timeline})"
+    primary = replication.instance_state(database, database.primary)
+    if not primary.reachable:
+        return True, f"primary at {database.primary} does not answer; standby at {target_site} is in recovery, replay at {standby.current_lsn}"
+    if primary.in_recovery is not False:
+        return False, f"{database.primary} is not a primary ({primary.role}): nothing to fail over from"
+    standby = replication.instance_state(database, target_site)  # observed after the primary: lag is never negative
+    lag = replication.replication_lag(primary, standby)
+    if not lag.known or standby.receiver_status != "streaming":
+        return False, f"standby at {target_site} is not streaming ({standby.receiver_status or 'no WAL receiver'})"
+    within = (lag.seconds or 0.0) <= target.total_seconds()
+    return within, f"streaming, lag {lag.bytes} bytes, {lag.seconds or 0:.1f} s (target {target.total_seconds():g} s)"
+
+
+def _snapshots_fresh(plan: Plan, settings: Settings, repository_name: str) -> list[ReadinessItem]:
+    """One listing per repository, then each of its datasets against that dataset's own RPO target."""
+    datasets = [name for name, dataset in plan.datasets.items() if dataset.repository == repository_name]
+    try:
+        snapshots = open_repository(plan, repository_name, settings).snapshots(tags=[f"plan={plan.name}"])
+    except LifelineError as error:
+        return [ReadinessItem(name=f"backup {name}", ready=False, detail=str(error)) for name in datasets]
+    items = []
+    for name in datasets:
+        tag = dataset_tags(plan, name)[-1]
+        times = [snapshot.time for snapshot in snapshots if tag in snapshot.tags]
+        if not times:
+            items.append(ReadinessItem(name=f"backup {name}", ready=False, detail="no snapshot yet"))
+            continue
+        age, target = utc_now() - max(times), plan.rpo_target(name)
+        items.append(ReadinessItem(
+            name=f"backup {name}", ready=age <= target,
+            detail=f"newest snapshot {age.total_seconds() / 60:.1f} min old (target {target.total_seconds() / 60:g} min)",
+        ))
+    return items
+
+
+def _dns_zone(aws: AwsSession, plan: Plan) -> tuple[bool, str]:
+    dns = plan.dns
+    values, ttl = aws.record_value(dns.zone, dns.record)
+    return True, f"{dns.record} = {', '.join(values)} (TTL {ttl} s)"
+
+
+def _credentials(aws: AwsSession) -> tuple[bool, str]:
+    identity = aws.credentials_accepted()
+    return True, f"accepted as {identity.arn}"
+
+
+def assess_readiness(plan: Plan, settings: Settings, target_site: str) -> Readiness:
+    """Every probe runs concurrently; each failure becomes a reason, never an exception."""
+    probes: list[tuple[str, Callable[[], tuple[bool, str]]]] = []
+    targets = ssh.targets_from_plan(plan.hosts)
+    for name, host in plan.hosts.items():
+        if host.site == target_site:
+            probes.append((f"host {name}", lambda target=targets[name]: _host_reachable(target)))
+    for name, database in plan.databases.items():
+        if target_site in database.instances:
+            probes.append((f"database {name}", lambda name=name: _standby_ready(plan, name, target_site)))
+    if plan.aws is not None:
+        aws = AwsSession.from_credentials_file(
+            region=plan.aws.region, endpoint_url=plan.aws.endpoint_url, credentials_file=plan.aws.credentials_file
+        )
+        probes.append(("aws credentials", lambda: _credentials(aws)))
+        if plan.dns is not None:
+            probes.append((f"dns zone {plan.dns.zone}", lambda: _dns_zone(aws, plan)))
+    repositories = sorted({dataset.repository for dataset in plan.datasets.values()})
+    with ThreadPoolExecutor(max_workers=max(1, len(probes) + len(repositories))) as pool:
+        listings = [pool.submit(_snapshots_fresh, plan, settings, name) for name in repositories]
+        items = list(pool.map(lambda probe: _guarded(*probe), probes))
+        items += [item for listing in listings for item in listing.result()]
+    return Readiness(target_site=target_site, items=items)
