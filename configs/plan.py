@@ -119,8 +119,13 @@ class Dns(PlanModel):
 
 
 class CallLog(PlanModel):
+    """Where every customer call is logged with its outcome: how affected customers and lost calls are counted."""
+
     dsn: str
     passfile: PlanPath | None = None
+    calls_table: str = Field(
+        "calls", pattern=r"^[a-z_][a-z0-9_]*$", description="Table at the CRM database where an acknowledged call's id lives."
+    )
 
 
 class Site(PlanModel):
@@ -159,6 +164,9 @@ class Plan(PlanModel):
     databases: dict[Name, Database] = Field(default_factory=dict)
     fencing: dict[Name, Fencing] = Field(default_factory=dict, description="Site name → how to fence it.")
     recovery: Recovery = Recovery()
+    incident_record: PlanPath | None = Field(
+        None, description="JSON file {fault: ISO time} written by monitoring (or the lab): its earliest entry is the incident time."
+    )
 
     @field_validator("timezone")
     @classmethod
