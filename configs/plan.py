@@ -7,6 +7,7 @@ Paths in a plan are relative to the plan file; `load_plan` resolves them.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -147,6 +148,25 @@ class Checks(PlanModel):
     )
 
 
+CRON_FIELD = re.compile(r"^(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*$")
+
+
+class Schedules(PlanModel):
+    """Cron expressions, in the plan's time zone, for the deployments `lifeline serve` registers."""
+
+    backup: str = Field("0 2 * * *", description="Nightly backup.")
+    verify: str | None = Field("*/5 * * * *", description="Service verification; null to turn it off.")
+    drill: str | None = Field(None, description="Recovery drills.")
+
+    @field_validator("backup", "verify", "drill")
+    @classmethod
+    def valid_cron(cls, expression: str | None) -> str | None:
+        fields = expression.split() if expression is not None else []
+        if expression is not None and (len(fields) != 5 or not all(CRON_FIELD.match(field) for field in fields)):
+            raise ValueError(f"not a five-field cron expression: {expression!r}")
+        return expression
+
+
 class Plan(PlanModel):
     name: Name
     timezone: str = "UTC"
@@ -164,6 +184,7 @@ class Plan(PlanModel):
     databases: dict[Name, Database] = Field(default_factory=dict)
     fencing: dict[Name, Fencing] = Field(default_factory=dict, description="Site name → how to fence it.")
     recovery: Recovery = Recovery()
+    schedules: Schedules = Schedules()
     incident_record: PlanPath | None = Field(
         None, description="JSON file {fault: ISO time} written by monitoring (or the lab): its earliest entry is the incident time."
     )

@@ -42,7 +42,14 @@ def backup_flow(
     trigger: Trigger = "cli",
     record_id: str | None = None,
 ) -> str:
-    """Back up every dataset of the plan (or one), keep what the retention says, check, copy off-site."""
+    """Back up every dataset of the plan (or one), keep what the retention says, check, copy off-site.
+
+    Args:
+        plan_path: The plan file (YAML) on the machine that runs Lifeline.
+        dataset: Back up only this dataset; empty for all of them.
+        trigger: Who started the run: schedule, ui or cli.
+        record_id: Id for the run record (the CLI sets it); empty for a new one.
+    """
     loaded = load_plan(Path(plan_path))
     settings = load_settings()
     with recorded_run("backup", loaded, settings, trigger=trigger, record_id=record_id) as journal:

@@ -255,6 +255,22 @@ def verify(
     run_and_report(verify_flow, as_json, plan_path=str(loaded.path), site=site)
 
 
+@app.command()
+def serve(
+    plan: PlanOption = None,
+    query_seconds: Annotated[float, typer.Option(help="How often the runner looks for new runs.")] = 0.5,
+) -> None:
+    """Serve Lifeline's deployments to the Prefect server in PREFECT_API_URL (blocks)."""
+    loaded = loaded_plan(plan)
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        fail("serve needs a Prefect server: start one (`prefect server start`) and set PREFECT_API_URL")
+    from lifeline.flows.serve import serve_plan
+
+    serve_plan(loaded, query_seconds=query_seconds)
+
+
 def run_and_report(flow_function, as_json: bool, **parameters) -> None:
     """Run a flow here, then print its record from the ledger and exit with its verdict."""
     from lifeline.flows.display import configure_quiet_tracebacks, print_record, show_progress
@@ -276,6 +292,8 @@ def run_and_report(flow_function, as_json: bool, **parameters) -> None:
             typer.echo(record.model_dump_json(indent=2))
         else:
             print_record(record)
+    if error is None and record is not None and record.status == "cancelled":
+        fail(record.error or "cancelled", EXIT_FAILED)
     if error is not None:
         if isinstance(error, PlanInvalid):
             for problem in error.problems:

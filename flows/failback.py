@@ -21,6 +21,7 @@ from lifeline.tasks.measurements import measure_outage, write_positions
 from lifeline.tasks.record import Journal, Trigger
 from lifeline.tasks.verification import wait_until_recovered
 from prefect import flow
+from prefect.states import Cancelled
 
 
 @flow(name="failback", log_prints=False)
@@ -31,14 +32,24 @@ def failback_flow(
     trigger: Trigger = "cli",
     record_id: str | None = None,
 ) -> str:
-    """Make the primary site a standby again, let it catch up, switch back, verify and measure."""
+    """Make the primary site a standby again, let it catch up, switch back, verify and measure.
+
+    Args:
+        plan_path: The plan file (YAML) on the machine that runs Lifeline.
+        reason: Why now; shown in the approval form and kept in the record.
+        approval: How a person approves: ui (a form on this run's page), terminal, or yes (already approved).
+        trigger: Who started the run: schedule, ui or cli.
+        record_id: Id for the run record (the CLI sets it); empty for a new one.
+    """
     loaded = load_plan(Path(plan_path))
     settings = load_settings()
     with plan_lock(settings.locks_dir, loaded.plan.name, "failback"), recorded_run(
         "failback", loaded, settings, trigger=trigger, record_id=record_id
     ) as journal:
         fail_back(loaded, journal, reason=reason, approval=approval)
-        return journal.record.id
+    if journal.record.status == "cancelled":
+        return Cancelled(message=journal.record.error or "not approved; nothing was changed")
+    return journal.record.id
 
 
 def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: ApprovalMode) -> None:

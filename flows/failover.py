@@ -27,6 +27,7 @@ from lifeline.tasks.verification import verify_site, wait_until_recovered
 from prefect import flow
 from prefect.futures import wait
 from prefect.logging import get_run_logger
+from prefect.states import Cancelled
 
 
 class StepsFailed(LifelineError):
@@ -124,7 +125,18 @@ def failover_flow(
     trigger: Trigger = "cli",
     record_id: str | None = None,
 ) -> str:
-    """Fail over from the primary site to the DR site, then verify and measure the outage."""
+    """Fail over from the primary site to the DR site, then verify and measure the outage.
+
+    Args:
+        plan_path: The plan file (YAML) on the machine that runs Lifeline.
+        reason: Why: the incident or ticket; shown in the approval form and kept in the record.
+        dry_run: Only describe every step with its resolved command; change nothing.
+        force: Go on even when preflight says NOT READY (the override is recorded).
+        approval: How a person approves: ui (a form on this run's page), terminal, or yes (already approved).
+        incident_at: When the incident began; default the monitoring's fault record, else the run's start.
+        trigger: Who started the run: schedule, ui or cli.
+        record_id: Id for the run record (the CLI sets it); empty for a new one.
+    """
     loaded = load_plan(Path(plan_path))
     settings = load_settings()
     plan = loaded.plan
@@ -140,7 +152,9 @@ def failover_flow(
     ) as journal:
         fail_over(loaded, journal, source, target, groups, reason=reason, force=force, approval=approval,
                   incident_at=incident_at)
-        return journal.record.id
+    if journal.record.status == "cancelled":
+        return Cancelled(message=journal.record.error or "not approved; nothing was changed")
+    return journal.record.id
 
 
 def fail_over(

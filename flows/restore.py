@@ -35,7 +35,19 @@ def restore_flow(
     trigger: Trigger = "cli",
     record_id: str | None = None,
 ) -> str:
-    """Restore DATASET's snapshot (an id, `latest`, or the newest at or before `as_of`) to TARGET, verified."""
+    """Restore a dataset's snapshot to a folder or database, verified before it is put in place.
+
+    Args:
+        plan_path: The plan file (YAML) on the machine that runs Lifeline.
+        dataset: The dataset to restore, as named in the plan.
+        target: A folder for files; a postgresql:// DSN (no password) for a database.
+        snapshot: A snapshot id (or its first characters), or latest.
+        as_of: Restore the newest snapshot taken at or before this time instead.
+        replace: Move existing data at the target aside instead of refusing; nothing is deleted.
+        incident_at: When the data was lost, for the RPO; default the run's start.
+        trigger: Who started the run: schedule, ui or cli.
+        record_id: Id for the run record (the CLI sets it); empty for a new one.
+    """
     loaded = load_plan(Path(plan_path))
     settings = load_settings()
     plan = loaded.plan

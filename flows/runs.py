@@ -20,6 +20,20 @@ def artifact_key(plan: str, kind: str, suffix: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"lifeline-{plan}-{kind}-{suffix}".lower()).strip("-")
 
 
+def actual_trigger(trigger: Trigger) -> Trigger:
+    """A deployment run started by its schedule says so, even on a deployment meant for clicks."""
+    if trigger == "cli":
+        return trigger
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    try:
+        with get_client(sync_client=True) as client:
+            return "schedule" if client.read_flow_run(flow_run.id).auto_scheduled else "ui"
+    except Exception:  # no API at hand: keep what the caller said
+        return trigger
+
+
 @contextmanager
 def recorded_run(
     kind: RunKind,
@@ -30,7 +44,9 @@ def recorded_run(
     record_id: str | None = None,
     scenario: str | None = None,
 ) -> Iterator[Journal]:
-    record = RunRecord(kind=kind, plan=loaded.plan.name, plan_sha256=loaded.sha256, trigger=trigger, scenario=scenario)
+    record = RunRecord(
+        kind=kind, plan=loaded.plan.name, plan_sha256=loaded.sha256, trigger=actual_trigger(trigger), scenario=scenario
+    )
     if record_id:
         record.id = record_id
     journal = Journal(record)

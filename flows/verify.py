@@ -19,7 +19,14 @@ class Unhealthy(LifelineError):
 
 @flow(name="verify", log_prints=False)
 def verify_flow(plan_path: str, site: str | None = None, trigger: Trigger = "cli", record_id: str | None = None) -> str:
-    """Run every check of SITE (or of every site) once, concurrently."""
+    """Run every service check of a site (or of every site) once, concurrently.
+
+    Args:
+        plan_path: The plan file (YAML) on the machine that runs Lifeline.
+        site: Only this site's services; empty for every site.
+        trigger: Who started the run: schedule, ui or cli.
+        record_id: Id for the run record (the CLI sets it); empty for a new one.
+    """
     loaded = load_plan(Path(plan_path))
     with recorded_run("verify", loaded, load_settings(), trigger=trigger, record_id=record_id) as journal:
         checked = verify_site(loaded.plan, site)

@@ -1,0 +1,61 @@
+"""`lifeline serve`: Lifeline's flows as Prefect deployments, served from this process.
+
+An operator works from the Prefect UI: nightly backups and service verification run on the
+plan's schedules, and failover, failback and restore are one click (Run → Quick run) away;
+a failover pauses for a person's approval in a form before it touches anything.
+"""
+
+from __future__ import annotations
+
+from lifeline.configs.loading import LoadedPlan
+from lifeline.flows.backup import backup_flow
+from lifeline.flows.failback import failback_flow
+from lifeline.flows.failover import failover_flow
+from lifeline.flows.restore import restore_flow
+from lifeline.flows.verify import verify_flow
+from prefect import serve
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.deployments.runner import RunnerDeployment
+
+DEFAULT_QUERY_SECONDS = 0.5  # Prefect's default is 10 s: a click would wait that long to start
+
+
+def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
+    plan, path = loaded.plan, str(loaded.path)
+    timezone = plan.timezone
+    tags = ["lifeline", f"plan:{plan.name}"]
+
+    def cron(expression: str | None) -> list[CronSchedule] | None:
+        return [CronSchedule(cron=expression, timezone=timezone)] if expression else None
+
+    return [
+        backup_flow.to_deployment(
+            name="nightly-backup", tags=tags, schedules=cron(plan.schedules.backup),
+            parameters={"plan_path": path, "trigger": "schedule"},
+            description=f"Back up every dataset of {plan.name}, keep what retention says, check, copy off-site.",
+        ),
+        failover_flow.to_deployment(
+            name="failover", tags=tags,
+            parameters={"plan_path": path, "approval": "ui", "trigger": "ui"},
+            description=f"Fail {plan.name} over to its DR site. Runs preflight, then waits for approval in a form.",
+        ),
+        failback_flow.to_deployment(
+            name="failback", tags=tags,
+            parameters={"plan_path": path, "approval": "ui", "trigger": "ui"},
+            description=f"Fail {plan.name} back to its primary site, keeping the old primary's data aside.",
+        ),
+        restore_flow.to_deployment(
+            name="restore", tags=tags, parameters={"plan_path": path, "trigger": "ui"},
+            description="Restore a dataset (latest, a snapshot id, or as of a time) to a folder or database, verified.",
+        ),
+        verify_flow.to_deployment(
+            name="verify", tags=tags, schedules=cron(plan.schedules.verify),
+            parameters={"plan_path": path, "trigger": "schedule"},
+            description="Run every service check of the plan once.",
+        ),
+    ]
+
+
+def serve_plan(loaded: LoadedPlan, query_seconds: float = DEFAULT_QUERY_SECONDS) -> None:
+    """Blocks, serving every deployment; no run limit, since a paused failover keeps its slot."""
+    serve(*deployments(loaded), query_seconds=query_seconds, limit=None)
