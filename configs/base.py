@@ -26,3 +26,8 @@ class PlanModel(BaseModel):
     """Unknown keys are errors: a typo in a recovery plan must not pass silently."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Targets(PlanModel):
+    rto_minutes: float = Field(15, gt=0, description="Recovery time objective.")
+    rpo_minutes: float = Field(5, ge=0, description="Recovery point objective: data loss allowed, as time.")

@@ -12,14 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from lifeline.configs.base import RESTIC_REMOTE_SCHEMES, Name, PlanModel, PlanPath, relative_to_plan
+from lifeline.configs.base import RESTIC_REMOTE_SCHEMES, Name, PlanModel, PlanPath, Targets, relative_to_plan
+from lifeline.configs.drills import Scenario
 from lifeline.configs.recovery import Database, Fencing, Recovery, Service
 from pydantic import Field, ValidationInfo, field_validator
-
-
-class Targets(PlanModel):
-    rto_minutes: float = Field(15, gt=0, description="Recovery time objective.")
-    rpo_minutes: float = Field(5, ge=0, description="Recovery point objective: data loss allowed, as time.")
 
 
 class Impact(PlanModel):
@@ -185,6 +181,9 @@ class Plan(PlanModel):
     fencing: dict[Name, Fencing] = Field(default_factory=dict, description="Site name → how to fence it.")
     recovery: Recovery = Recovery()
     schedules: Schedules = Schedules()
+    scenarios: dict[Name, Scenario] = Field(
+        default_factory=dict, description="Drill scenarios; the lab's plan carries the five built-in ones."
+    )
     incident_record: PlanPath | None = Field(
         None, description="JSON file {fault: ISO time} written by monitoring (or the lab): its earliest entry is the incident time."
     )

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     def locks_dir(self) -> Path:
         return self.home_dir / "locks"
 
+    @property
+    def drills_dir(self) -> Path:
+        """Markers of drills in progress: what a killed drill left, for the next run to sweep."""
+        return self.home_dir / "drills"
+
 
 def load_settings() -> Settings:
     return Settings()

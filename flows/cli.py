@@ -256,6 +256,22 @@ def verify(
 
 
 @app.command()
+def drill(
+    scenario: Annotated[str, typer.Option("--scenario", "-s", help="Scenario to rehearse, as named in the plan.")],
+    plan: PlanOption = None,
+    keep: Annotated[bool, typer.Option(help="Leave the recovered state for inspection.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Rehearse a scenario on the lab (or the plan's systems): fault, recovery, verification, score, clean-up."""
+    loaded = loaded_plan(plan)
+    if scenario not in loaded.plan.scenarios:
+        fail(f"--scenario: no scenario named {scenario!r} (known: {', '.join(loaded.plan.scenarios) or 'none'})")
+    from lifeline.flows.drill import drill_flow
+
+    run_and_report(drill_flow, as_json, plan_path=str(loaded.path), scenario=scenario, keep=keep)
+
+
+@app.command()
 def serve(
     plan: PlanOption = None,
     query_seconds: Annotated[float, typer.Option(help="How often the runner looks for new runs.")] = 0.5,

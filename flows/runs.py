@@ -51,6 +51,10 @@ def recorded_run(
         record.id = record_id
     journal = Journal(record)
     ledger = Ledger(settings.ledger)
+    if kind != "drill" and settings.drills_dir.is_dir() and any(settings.drills_dir.glob("*.json")):
+        from lifeline.flows.drill import sweep_dead_drills  # drills build on this module
+
+        sweep_dead_drills(loaded, settings)
     ledger.save_run(record)
     try:
         yield journal

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from lifeline.configs.loading import LoadedPlan
 from lifeline.flows.backup import backup_flow
+from lifeline.flows.drill import drill_flow
 from lifeline.flows.failback import failback_flow
 from lifeline.flows.failover import failover_flow
 from lifeline.flows.restore import restore_flow
@@ -47,6 +48,11 @@ def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
         restore_flow.to_deployment(
             name="restore", tags=tags, parameters={"plan_path": path, "trigger": "ui"},
             description="Restore a dataset (latest, a snapshot id, or as of a time) to a folder or database, verified.",
+        ),
+        drill_flow.to_deployment(
+            name="drill", tags=[*tags, "drill"], schedules=cron(plan.schedules.drill),
+            parameters={"plan_path": path, "scenario": "", "trigger": "schedule"},
+            description="Rehearse a scenario (empty: the most overdue one), score it, return to the normal state.",
         ),
         verify_flow.to_deployment(
             name="verify", tags=tags, schedules=cron(plan.schedules.verify),

@@ -46,7 +46,7 @@ class Readiness(BaseModel):
 
 
 class NotReady(LifelineError):
-    user_error = True
+    """Preflight found reasons not to fail over; --force overrides (and the record says so)."""
 
 
 def _guarded(name: str, probe: Callable[[], tuple[bool, str]]) -> ReadinessItem:

@@ -18,16 +18,20 @@ FAULT_DESCRIPTIONS: dict[str, str] = {
     "main-db-down": "main's PostgreSQL stopped with `pg_ctl stop -m immediate`",
     "main-service-down": "main's call-centre service killed",
     "main-ssh-down": "main's sshd (and its sessions) stopped",
+    "main-unreachable": "main's service and sshd stopped: nothing of main answers (a network outage without --netns)",
     "recordings-lost": "main's recordings folder deleted",
+    "main-compromised": ("main's host compromised: only the incident time is recorded (nothing breaks); "
+                         "`heal` re-trusts main's host key and gives crm_app its login back"),
     "site-link-cut": "all of main's links down (--netns only)",
     "replication-cut": "the main-dr link down (--netns only)",
 }
 NETNS_ONLY = ("site-link-cut", "replication-cut")
 # Components a fault leaves stopped (`up` does not restart them while the fault is active).
-FAULT_STOPS: dict[str, str] = {
-    "main-db-down": "postgres-main",
-    "main-service-down": "service-main",
-    "main-ssh-down": "sshd-main",
+FAULT_STOPS: dict[str, tuple[str, ...]] = {
+    "main-db-down": ("postgres-main",),
+    "main-service-down": ("service-main",),
+    "main-ssh-down": ("sshd-main",),
+    "main-unreachable": ("service-main", "sshd-main"),
 }
 
 
@@ -102,7 +106,9 @@ def fault(context: LabContext, name: str) -> tuple[str, str]:
         "main-db-down": _stop(context, "postgres-main"),
         "main-service-down": _stop(context, "service-main"),
         "main-ssh-down": _stop(context, "sshd-main"),
+        "main-unreachable": lambda: "; ".join(_stop(context, name)() for name in FAULT_STOPS["main-unreachable"]),
         "recordings-lost": lambda: _lose_recordings(context),
+        "main-compromised": lambda: "incident time recorded; nothing else changed",
         "site-link-cut": _cut(context, ["main-ops", "main-dr"]),
         "replication-cut": _cut(context, ["main-dr"]),
     }
@@ -144,7 +150,7 @@ def power_on(context: LabContext, site: str) -> list[str]:
     save_faults(context.paths, faults)
     done: list[str] = []
     for name in site_components(site):
-        if name in (FAULT_STOPS.get(fault_name) for fault_name in faults):
+        if any(name in FAULT_STOPS.get(fault_name, ()) for fault_name in faults):
             done.append(f"{name}: left stopped (fault active; `lab heal` undoes it)")
             continue
         if name.startswith("postgres-"):
@@ -159,4 +165,17 @@ def power_on(context: LabContext, site: str) -> list[str]:
         except LabError as error:
             done.append(f"{name}: failed to start: {error}")
             raise
+    return done
+
+
+def heal_compromise(context: LabContext) -> list[str]:
+    """Undo what a data-leak recovery revokes: main's host key back in known_hosts, crm_app's login."""
+    from . import sshd
+
+    done = []
+    if sshd.write_known_hosts(context):
+        done.append("known_hosts: host keys of both sites trusted again")
+    if postgres.pid(context, "main") is not None and not postgres.is_standby(context, "main"):
+        if postgres.ensure_app_role(context):
+            done.append(f"{postgres.APP_ROLE}: login restored")
     return done

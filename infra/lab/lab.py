@@ -126,8 +126,8 @@ def _blocked(context: LabContext) -> dict[str, str]:
     """Components that must stay stopped: stopped by an active fault, or on a powered-off site."""
     blocked: dict[str, str] = {}
     for fault_name in load_faults(context.paths):
-        if fault_name in faults.FAULT_STOPS:
-            blocked[faults.FAULT_STOPS[fault_name]] = f"fault {fault_name} active; `lab heal` undoes it"
+        for component in faults.FAULT_STOPS.get(fault_name, ()):
+            blocked[component] = f"fault {fault_name} active; `lab heal` undoes it"
     for site in context.state.powered_off:
         for name in site_components(site):
             blocked[name] = f"site {site} is powered off; `lab power {site} on`"
@@ -175,6 +175,8 @@ def _databases(context: LabContext, blocked: dict[str, str], create: bool, log: 
         postgres.seed_crm(context)
         context.state.crm_seeded = True
         save_state(context.paths, context.state)
+    if create and main_running and not postgres.is_standby(context, "main"):
+        postgres.ensure_app_role(context)
     if create and not postgres.initialised(context, "dr"):
         if main_running and not postgres.is_standby(context, "main"):
             log("building the dr standby from main (pg_basebackup)")
@@ -353,6 +355,8 @@ def heal(home: Path | None = None, log: Log = say) -> list[str]:
         for name, pid in before.items():
             if pid is None and components.pid(context, name) is not None:
                 note(f"{name}: started")
+        for done in faults.heal_compromise(context):  # whatever a data-leak recovery revoked
+            note(done)
         if active:
             note(f"cleared faults: {', '.join(active)}")
     return notes

@@ -118,6 +118,56 @@ def lab_recovery_values(context: LabContext) -> dict[str, Any]:
             }
         },
         "fencing": {site: {"command": [*fence, site, "off"]} for site in SITES},
+        "scenarios": lab_scenarios(context),
+    }
+
+
+def lab_scenarios(context: LabContext) -> dict[str, Any]:
+    """The emergency plan's five drills, wired to the lab's fault and power verbs."""
+    paths = context.paths
+    lab = [sys.executable, "-m", "lifeline.infra.lab", "--home", str(paths.root.parent)]
+    row = {"database": "crm", "table": "drill_sentinels", "row_survives": True}
+    network_fault = ["fault", "site-link-cut"] if context.netns else ["fault", "main-unreachable"]
+    return {
+        "site-loss": {
+            "description": "Natural disaster: the main site loses power. The call centre fails over to dr.",
+            "kind": "natural-disaster",
+            "fault": {"command": [*lab, "power", "main", "off"], "undo": [*lab, "power", "main", "on"], "probe_site": "main"},
+            "recovery": {"failover": True}, "sentinel": row, "cadence_days": 180,
+        },
+        "network-outage": {
+            "description": "Network outage: nothing of the main site answers. The call centre fails over to dr.",
+            "kind": "network-outage",
+            "fault": {"command": [*lab, *network_fault], "undo": [*lab, "heal"], "probe_site": "main"},
+            "recovery": {"failover": True}, "sentinel": row, "cadence_days": 90,
+        },
+        "system-crash": {
+            "description": "System crash: main's CRM database goes down. The standby at dr is promoted.",
+            "kind": "system-crash",
+            "fault": {"command": [*lab, "fault", "main-db-down"], "undo": [*lab, "heal"], "probe_site": "main"},
+            "recovery": {"failover": True}, "sentinel": row, "cadence_days": 90,
+        },
+        "data-corruption": {
+            "description": "Data corruption: the call recordings at main are lost. The last good snapshot is restored.",
+            "kind": "data-corruption",
+            "fault": {"command": [*lab, "fault", "recordings-lost"], "undo": [*lab, "heal"]},
+            "recovery": {"restore": {"dataset": "recordings"}},
+            "sentinel": {"dataset": "recordings", "file_survives": False},
+            "targets": {"rto_minutes": 15, "rpo_minutes": 1500}, "cadence_days": 90,
+        },
+        "data-leak": {
+            "description": ("Security incident: main's host is compromised. It is isolated, the backups move to a new "
+                            "repository holding only snapshots recorded before the compromise, and data is restored "
+                            "from the newest of those."),
+            "kind": "security-incident",
+            "fault": {"command": [*lab, "fault", "main-compromised"], "undo": [*lab, "heal"]},
+            "recovery": {"leak": {"host": "main", "dataset": "recordings",
+                                  "new_repository_url": str(paths.root / "repo-clean"),
+                                  "new_password_file": str(paths.secrets_dir / "restic-clean.pw"),
+                                  "database_role": "crm_app"}},
+            "sentinel": {"dataset": "recordings", "file_survives": False},
+            "targets": {"rto_minutes": 30, "rpo_minutes": 1500}, "cadence_days": 365,
+        },
     }
 
 

@@ -1,0 +1,65 @@
+"""Drills: scenarios from the emergency plan, each with its fault, recovery, checks and targets.
+
+The emergency plan's five scenarios (site-loss, network-outage, system-crash, data-corruption,
+data-leak) come with the lab's plan, wired to the lab's fault and power verbs; a plan for real
+sites writes its own under `scenarios`, with commands (a cloud API, a PDU) or with instructions
+a person carries out.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from lifeline.configs.base import PlanModel, PlanPath, Targets
+from pydantic import Field
+
+
+class Fault(PlanModel):
+    command: list[str] | None = Field(None, description="Injects the fault; its start is the incident time.")
+    instructions: str | None = Field(None, description="For a person to carry out when no command can.")
+    undo: list[str] | None = Field(None, description="Undoes the infrastructure fault after recovery (never data).")
+    probe_site: str | None = Field(None, description="Site whose services are probed to detect the fault.")
+
+
+class RestoreRecovery(PlanModel):
+    dataset: str
+    target: str | None = Field(None, description="Default: the dataset's own first path, replaced (moved aside).")
+
+
+class LeakRecovery(PlanModel):
+    """A host compromised at time T: isolate it and restore only from what was backed up before T."""
+
+    host: str = Field(description="The compromised host, as named under `hosts`.")
+    dataset: str = Field(description="Dataset whose backups move to a new repository.")
+    new_repository_url: str = Field(description="Where the clean repository is created.")
+    new_password_file: PlanPath = Field(description="Written with a new password, mode 0600.")
+    database_role: str | None = Field(None, description="Role the host used at the CRM database: login revoked.")
+
+
+class Recovery(PlanModel):
+    """Exactly one: a failover (with failback afterwards), a restore, or the data-leak procedure."""
+
+    failover: bool = False
+    restore: RestoreRecovery | None = None
+    leak: LeakRecovery | None = None
+
+
+class Sentinel(PlanModel):
+    """A uniquely marked row and file written just before the fault; where they survive proves the RPO."""
+
+    database: str | None = Field(None, description="Database (under `databases`) that gets the sentinel row.")
+    table: str = Field("drill_sentinels", pattern=r"^[a-z_][a-z0-9_]*$")
+    dataset: str | None = Field(None, description="Files dataset whose first path gets the sentinel file.")
+    row_survives: bool = Field(True, description="The row must be there after recovery (replication keeps it).")
+    file_survives: bool = Field(False, description="The file must be there after recovery.")
+
+
+class Scenario(PlanModel):
+    description: str
+    kind: Literal["natural-disaster", "network-outage", "system-crash", "data-corruption", "security-incident", "other"] = "other"
+    fault: Fault
+    recovery: Recovery
+    sentinel: Sentinel = Sentinel()
+    targets: Targets | None = None
+    cadence_days: int | None = Field(90, ge=1, description="A drill of this scenario is overdue after this many days.")
+    needs_netns: bool = Field(False, description="Only on the lab started with --netns.")
