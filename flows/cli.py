@@ -272,6 +272,51 @@ def drill(
 
 
 @app.command()
+def report(
+    plan: PlanOption = None,
+    run: Annotated[str | None, typer.Option("--run", help="Run id (or its start); default the newest run.")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="html, md or json.")] = "html",
+    out: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
+    trend: Annotated[bool, typer.Option("--trend", help="RTO and RPO per scenario over time, and overdue drills.")] = False,
+) -> None:
+    """An after-action report of one run (self-contained HTML with charts, Markdown or JSON), or the trend."""
+    if output_format not in ("html", "md", "json"):
+        fail(f"--format: {output_format!r} is not html, md or json")
+    loaded = loaded_plan(plan)
+    from lifeline.tasks import reporting
+    from lifeline.tasks.ledger import Ledger
+
+    ledger = Ledger(load_settings().ledger)
+    if trend:
+        records = reporting.load_trend_records(ledger, loaded.plan.name)
+        if output_format == "json":
+            text = json.dumps([r.model_dump(mode="json") for r in records], indent=2)
+        else:
+            render = reporting.render_trend_html if output_format == "html" else reporting.render_trend_markdown
+            text = render(records, loaded.plan)
+    else:
+        if run is not None:
+            record = ledger.run(run)
+            if record is None:
+                fail(f"--run: no single run starts with {run!r}")
+        else:
+            newest = ledger.runs(plan=loaded.plan.name, last=1)
+            if not newest:
+                fail(f"no runs of plan {loaded.plan.name} in the ledger yet")
+            record = newest[0]
+        if output_format == "json":
+            text = record.model_dump_json(indent=2)
+        else:
+            render = reporting.render_html if output_format == "html" else reporting.render_markdown
+            text = render(record, loaded.plan, reporting.load_history(ledger, record))
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"report written to {out}", err=True)
+
+
+@app.command()
 def serve(
     plan: PlanOption = None,
     query_seconds: Annotated[float, typer.Option(help="How often the runner looks for new runs.")] = 0.5,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from lifeline.configs.loading import LoadedPlan
-from lifeline.configs.settings import Settings
+from lifeline.configs.settings import Settings, load_settings
 from lifeline.tasks.ledger import Ledger
 from lifeline.tasks.record import Journal, RunKind, RunRecord, Trigger, utc_now
 from lifeline.tasks.report import record_markdown, record_table
@@ -72,10 +72,23 @@ def recorded_run(
         elif record.met_targets is None:
             record.judge_targets()
         ledger.save_run(record)
-        publish(record)
+        publish(record, loaded)
+        export_metrics(ledger, loaded, settings)
 
 
-def publish(record: RunRecord) -> None:
+def export_metrics(ledger: Ledger, loaded: LoadedPlan, settings: Settings) -> None:
+    if settings.metrics_textfile is None and settings.pushgateway_url is None:
+        return
+    from lifeline.tasks.metrics import export
+
+    try:
+        export(ledger, loaded.plan.name, textfile=settings.metrics_textfile, pushgateway_url=settings.pushgateway_url,
+               datasets=list(loaded.plan.datasets))
+    except Exception as error:  # monitoring must never fail the run it reports on
+        get_run_logger().warning("could not export metrics: %s", error)
+
+
+def publish(record: RunRecord, loaded: LoadedPlan) -> None:
     try:
         create_table_artifact(
             table=record_table(record),
@@ -87,5 +100,13 @@ def publish(record: RunRecord) -> None:
             key=artifact_key(record.plan, record.kind, "summary"),
             description=f"Lifeline {record.kind} run {record.id}",
         )
+        if record.kind in ("drill", "failover", "failback", "restore"):
+            from lifeline.tasks.reporting import load_history, render_markdown
+
+            create_markdown_artifact(
+                markdown=render_markdown(record, loaded.plan, load_history(Ledger(load_settings().ledger), record)),
+                key=artifact_key(record.plan, record.kind, "after-action"),
+                description=f"After-action report of {record.kind} run {record.id}",
+            )
     except Exception as error:  # the ledger holds the record; a missing artifact must not fail the run
         get_run_logger().warning("could not publish the run record as artifacts: %s", error)
