@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(restic openssh-server openssh-client postgresql postgresql-client iproute2 procps util-linux passwd ca-certificates curl)
+packages=(restic openssh-server openssh-client postgresql postgresql-client iproute2 procps util-linux passwd ca-certificates curl chromium)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

@@ -56,8 +56,16 @@ def _timestamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def pick_snapshot(snapshots: list[Snapshot], wanted: str = "latest", as_of: datetime | None = None) -> Snapshot:
-    """`latest`, an id or its prefix, or the newest snapshot at or before `as_of`."""
+def pick_snapshot(
+    snapshots: list[Snapshot], wanted: str = "latest", as_of: datetime | None = None, allowed: list[str] | None = None
+) -> Snapshot:
+    """`latest`, an id or its prefix, or the newest snapshot at or before `as_of`; only `allowed` ids if given.
+
+    `allowed` is how a data-leak recovery trusts the ids it recorded, not snapshot times,
+    which the client sets and an intruder can forge.
+    """
+    if allowed is not None:
+        snapshots = [s for s in snapshots if s.id in set(allowed)]
     if as_of is not None:
         eligible = [s for s in snapshots if s.time <= as_of]
         if not eligible:
@@ -75,9 +83,10 @@ def pick_snapshot(snapshots: list[Snapshot], wanted: str = "latest", as_of: date
 
 @step(retries=3, retry_delay_seconds=[1, 3, 10], timeout_seconds=300)
 def choose_snapshot(
-    repository: ResticRepository, tags: list[str], wanted: str = "latest", as_of: datetime | None = None
+    repository: ResticRepository, tags: list[str], wanted: str = "latest", as_of: datetime | None = None,
+    allowed: list[str] | None = None,
 ) -> ChosenSnapshot:
-    chosen = pick_snapshot(repository.snapshots(tags=tags), wanted, as_of)
+    chosen = pick_snapshot(repository.snapshots(tags=tags), wanted, as_of, allowed)
     return ChosenSnapshot(id=chosen.id, time=chosen.time, paths=list(chosen.paths))
 
 
