@@ -18,7 +18,9 @@ class Fault(PlanModel):
     command: list[str] | None = Field(None, description="Injects the fault; its start is the incident time.")
     instructions: str | None = Field(None, description="For a person to carry out when no command can.")
     undo: list[str] | None = Field(None, description="Undoes the infrastructure fault after recovery (never data).")
-    probe_site: str | None = Field(None, description="Site whose services are probed to detect the fault.")
+    probe_site: str | None = Field(
+        None, description="Site whose services are probed to detect the fault; none: detected when it is reported."
+    )
 
 
 class RestoreRecovery(PlanModel):

@@ -97,22 +97,52 @@ def rehearse(loaded: LoadedPlan, settings: Settings, journal: Journal, name: str
         entry.detail["problems"] = problems
         if problems:
             raise drills.NotNormal("not in the normal state, refusing to drill: " + "; ".join(problems))
+    targets = scenario.targets or plan.targets  # known from the start: a drill that fails did not meet them
+    record.rto_target_seconds, record.rpo_target_seconds = targets.rto_minutes * 60, targets.rpo_minutes * 60
     marker = drills.DrillMarker(record_id=record.id, plan=plan.name, plan_path=str(loaded.path), scenario=name)
     marker.save(settings.drills_dir)
+    failure: BaseException | None = None
     try:
         sentinel = drills.write_sentinel(plan, scenario, drills.new_token(record.id), journal=journal, step_name="write sentinel")
         marker.sentinel_token, marker.sentinel_file = sentinel.token, sentinel.file
         marker.save(settings.drills_dir)
         inject_fault(plan, journal, scenario)
-        detect(plan, journal, scenario.fault.probe_site or home)
+        detect(plan, journal, scenario, scenario.fault.probe_site or home, sentinel)
         recover(loaded, settings, journal, scenario, marker, home, away)
         check_sentinel(plan, journal, scenario, sentinel)
         score(plan, journal, scenario)
+    except Exception as error:
+        failure = DrillFailed(failure_message(journal, error))
+        raise failure from error
+    except BaseException as error:  # cancelled: the clean-up below still runs
+        failure = error
+        raise
     finally:
         if keep:
-            journal.record_skipped("return to normal", "--keep: the recovered state is left for inspection")
+            journal.record_skipped("return to normal", "--keep: the recovered state is left for inspection; "
+                                   "the next Lifeline run of this plan returns it to normal")
+            marker.kept = True
+            marker.save(settings.drills_dir)
         else:
-            return_to_normal(loaded, settings, journal, scenario, marker)
+            try:
+                return_to_normal(loaded, settings, journal, scenario, marker)
+            except Exception as cleanup:
+                if not isinstance(failure, DrillFailed):
+                    raise
+                # the drill's own failure stays first in the error: it is what the drill found
+                raise DrillFailed(f"{failure}; then the return to normal failed: {cleanup}") from failure
+
+
+def failure_message(journal: Journal, error: BaseException) -> str:
+    """What failed, naming the step: the last failed step's own error (a runbook reports its failed
+    group in its own words), else the error and the step it came after."""
+    failed = [step for step in journal.record.steps if step.status == "failed"]
+    if failed:
+        return f"step {failed[-1].name!r} failed: {failed[-1].detail.get('error') or error}"
+    message = str(error) or type(error).__name__
+    if journal.record.steps:
+        return f"after step {journal.record.steps[-1].name!r}: {message}"
+    return message
 
 
 def inject_fault(plan, journal: Journal, scenario: Scenario) -> None:
@@ -129,11 +159,17 @@ def inject_fault(plan, journal: Journal, scenario: Scenario) -> None:
     journal.record.incident_at = journal.milestone("incident", at)
 
 
-def detect(plan, journal: Journal, site: str) -> None:
-    """Probe until a critical service of `site` fails; how long that took is the time to detect."""
+def detect(plan, journal: Journal, scenario: Scenario, site: str, sentinel: drills.Sentinel) -> None:
+    """Probe until a critical service of `site` fails or the scenario's data is gone; how long that
+    took is the time to detect."""
     with journal.step(f"detect at {site}") as entry:
         deadline = time.monotonic() + DETECTION_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
+            missing = drills.missing_data(plan, scenario, sentinel)
+            if missing:
+                journal.milestone("detected")
+                entry.detail["missing"] = missing
+                return
             checked = verify_site(plan, site)
             if not checked.critical_healthy:
                 journal.milestone("detected", checked.at)
@@ -197,7 +233,7 @@ def return_to_normal(loaded, settings, journal: Journal, scenario: Scenario, mar
     plan = loaded.plan
     with journal.step("return to normal") as entry:
         entry.detail.update(clean_up(loaded, settings, scenario, marker))
-        problems = drills.normal_state_problems(plan, normal_primary_site(plan), other_site(plan, normal_primary_site(plan)))
+        problems = drills.wait_until_normal(plan, normal_primary_site(plan), other_site(plan, normal_primary_site(plan)))
         entry.detail["problems"] = problems
         if problems:
             raise DrillFailed("not back in the normal state: " + "; ".join(problems))
@@ -209,7 +245,10 @@ def clean_up(loaded: LoadedPlan, settings: Settings, scenario: Scenario, marker:
         done["undo"] = drills.run_fault_command(scenario.fault.undo, "undo fault")
         marker.fault_undone = True
         marker.save(settings.drills_dir)
-    if marker.failed_over:
+    home = normal_primary_site(plan)
+    if marker.failed_over and not drills.site_serves(plan, other_site(plan, home)):
+        done["failback"] = "not needed: the failover stopped before anything at the other site took over"
+    elif marker.failed_over:
         with recorded_run("failback", loaded, settings, trigger="cli", scenario=marker.scenario) as failback:
             fail_back(loaded, failback, reason=f"end of drill {marker.scenario}", approval="yes")
             done["failback_run"] = failback.record.id
@@ -227,8 +266,9 @@ def sweep_dead_drills(loaded: LoadedPlan, settings: Settings) -> list[str]:
     for marker in drills.markers(settings.drills_dir, loaded.plan.name):
         if marker.process_alive or marker.scenario not in loaded.plan.scenarios:
             continue
-        get_run_logger().warning("sweeping the leftovers of drill %s (%s), whose process is gone", marker.record_id, marker.scenario)
-        marker.pid = os.getpid()  # ours now: a nested run must not sweep it a second time
+        get_run_logger().warning("sweeping the leftovers of drill %s (%s), %s", marker.record_id, marker.scenario,
+                                 "kept for inspection" if marker.kept else "whose process is gone")
+        marker.pid, marker.kept = os.getpid(), False  # ours now: a nested run must not sweep it a second time
         marker.save(settings.drills_dir)
         clean_up(loaded, settings, loaded.plan.scenarios[marker.scenario], marker)
         ledger = Ledger(settings.ledger)

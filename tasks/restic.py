@@ -125,6 +125,7 @@ class Snapshot:
     paths: tuple[str, ...]
     tags: tuple[str, ...]
     hostname: str
+    original: str | None = None  # a `restic copy` names the source snapshot's id here
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ def parse_snapshot(data: Mapping[str, Any]) -> Snapshot:
     return Snapshot(
         id=data["id"], short_id=data.get("short_id") or data["id"][:8], time=parse_restic_time(data["time"]),
         paths=tuple(data.get("paths") or ()), tags=tuple(data.get("tags") or ()), hostname=data.get("hostname", ""),
+        original=data.get("original"),
     )
 
 

@@ -65,6 +65,7 @@ def prefect_server():
         except httpx.HTTPError:
             pass
         if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
             raise RuntimeError(f"the Prefect server did not start: see {SESSION_DIR / 'prefect-server.log'}")
         time.sleep(0.2)
     yield os.environ["PREFECT_API_URL"]

@@ -110,7 +110,7 @@ def _reconcile(existing: LabState, user: LabUser, netns: bool, port_base: int | 
 def _prepare_directories(context: LabContext) -> None:
     paths = context.paths
     for directory, mode in ((paths.root, 0o755), (paths.run_dir, 0o755), (paths.logs_dir, 0o755),
-                            (paths.secrets_dir, 0o711), (paths.ssh_dir, 0o700), (paths.drills_dir, 0o755),
+                            (paths.secrets_dir, 0o711), (paths.ssh_dir, 0o700),
                             *((paths.side_dir(side), 0o755) for side in ("main", "dr", "ops"))):
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(mode)

@@ -25,6 +25,7 @@ CLUSTER_SIDES: dict[str, str] = {"main": "main", "dr": "dr", "calllog": "ops"}
 CRM_DATABASE = "crm"
 CALL_LOG_DATABASE = "calls"
 REPLICATION_SLOT = "dr_slot"
+APP_ROLE = "crm_app"  # the role main's application host uses at the CRM (no password: nobody logs in with it in the lab)
 
 
 def binaries() -> Path:
@@ -293,6 +294,20 @@ def seed_crm(context: LabContext) -> None:
                 connection.execute(seed_sql("crm.sql"))
 
     context.in_ops(load)
+
+
+def ensure_app_role(context: LabContext) -> bool:
+    """``crm_app`` exists at main (the primary) and may log in; True if it had to be created or re-enabled."""
+    rows = query(context, "main", "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", parameters=(APP_ROLE,))
+    if rows and rows[0][0]:
+        return False
+    if rows:
+        query(context, "main", f"ALTER ROLE {APP_ROLE} LOGIN")
+    else:
+        query(context, "main", f"CREATE ROLE {APP_ROLE} LOGIN")
+        query(context, "main", f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}",
+              database=CRM_DATABASE)
+    return True
 
 
 def seed_call_log(context: LabContext) -> None:

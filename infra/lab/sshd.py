@@ -33,20 +33,34 @@ def prepare(context: LabContext) -> None:
     paths = context.paths
     _generate_key(paths.client_key, "lifeline@lab")
     client_public = paths.client_key.with_suffix(".pub").read_text(encoding="utf-8").strip()
-    known_hosts_lines: list[str] = []
     for site in SITES:
         _generate_key(paths.host_key(site), f"sshd-{site}@lab")
         keys = context.paths.authorized_keys(site)
         keys.write_text(client_public + "\n", encoding="utf-8")
         os.chmod(keys, 0o644)
-        port = context.state.ports.for_component(f"sshd-{site}")
-        address = context.address(site)
-        key_type, key_body = paths.host_key(site).with_suffix(".pub").read_text(encoding="utf-8").split()[:2]
-        known_hosts_lines.append(f"{known_hosts_name(address, port)} {key_type} {key_body}")
         paths.sshd_config(site).write_text(config_text(context, site), encoding="utf-8")
-    paths.known_hosts.write_text("\n".join(known_hosts_lines) + "\n", encoding="utf-8")
+    write_known_hosts(context)
     if is_root() and not PRIVILEGE_SEPARATION_DIR.is_dir():
         PRIVILEGE_SEPARATION_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def known_hosts_text(context: LabContext) -> str:
+    lines = []
+    for site in SITES:
+        port = context.state.ports.for_component(f"sshd-{site}")
+        key_type, key_body = context.paths.host_key(site).with_suffix(".pub").read_text(encoding="utf-8").split()[:2]
+        lines.append(f"{known_hosts_name(context.address(site), port)} {key_type} {key_body}")
+    return "\n".join(lines) + "\n"
+
+
+def write_known_hosts(context: LabContext) -> bool:
+    """The shared known_hosts with both sites' host keys; True if it had to be (re)written."""
+    text = known_hosts_text(context)
+    path = context.paths.known_hosts
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    path.write_text(text, encoding="utf-8")
+    return True
 
 
 def config_text(context: LabContext, site: str) -> str:
