@@ -160,21 +160,28 @@ def inject_fault(plan, journal: Journal, scenario: Scenario) -> None:
 
 
 def detect(plan, journal: Journal, scenario: Scenario, site: str, sentinel: drills.Sentinel) -> None:
-    """Probe until a critical service of `site` fails or the scenario's data is gone; how long that
-    took is the time to detect."""
+    """Probe until the scenario's data is gone or a critical service of `site` fails; how long that
+    took is the time to detect. A fault with no `probe_site` that destroys no data the drill can look
+    at (a compromised host) is detected when it is reported: at once."""
     with journal.step(f"detect at {site}") as entry:
         deadline = time.monotonic() + DETECTION_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
+        while True:
             missing = drills.missing_data(plan, scenario, sentinel)
             if missing:
                 journal.milestone("detected")
                 entry.detail["missing"] = missing
+                return
+            if scenario.fault.probe_site is None:
+                journal.milestone("detected")
+                entry.detail["reported"] = "no probe sees this fault: detected when it was reported"
                 return
             checked = verify_site(plan, site)
             if not checked.critical_healthy:
                 journal.milestone("detected", checked.at)
                 entry.detail["unhealthy"] = checked.detail["unhealthy"]
                 return
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.2)
         entry.status = "warning"
         entry.detail["unhealthy"] = f"nothing at {site} failed within {DETECTION_TIMEOUT_SECONDS} s"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class DrillMarker(BaseModel):
     sentinel_file: str | None = None
     failed_over: bool = False
     fault_undone: bool = False
+    kept: bool = Field(False, description="Left for inspection by --keep: the next run of the plan cleans it up.")
 
     def save(self, drills_dir: Path) -> None:
         drills_dir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +62,9 @@ class DrillMarker(BaseModel):
 
     @property
     def process_alive(self) -> bool:
+        """A kept drill has ended: its state is nobody's, whichever process left it."""
+        if self.kept:
+            return False
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -154,6 +159,35 @@ def remove_sentinels(plan: Plan, scenario: Scenario, token: str, file: str | Non
     return removed
 
 
+def missing_data(plan: Plan, scenario: Scenario, sentinel: Sentinel | None) -> list[str]:
+    """Data a fault destroyed, by looking at it: the sentinel file and the folders of the datasets the
+    scenario writes its sentinel to or restores (a lost folder fails no service's health check)."""
+    missing = []
+    if sentinel is not None and sentinel.file and not Path(sentinel.file).exists():
+        missing.append(f"sentinel file {sentinel.file} is gone")
+    datasets = {scenario.sentinel.dataset, scenario.recovery.restore.dataset if scenario.recovery.restore else None}
+    for name in sorted(d for d in datasets if d and d in plan.datasets):
+        missing += [f"dataset {name}: {path} is missing" for path in plan.datasets[name].paths or [] if not Path(path).exists()]
+    return missing
+
+
+def site_serves(plan: Plan, site: str) -> bool:
+    """Some database of `site` is a primary or the DNS record names it: a failover got at least that far."""
+    for database in plan.databases.values():
+        if site in database.instances and replication.instance_state(database, site).in_recovery is False:
+            return True
+    if plan.dns is not None and plan.aws is not None:
+        values, _ = _aws(plan).record_value(plan.dns.zone, plan.dns.record)
+        return plan.dns.values[site] in values
+    return False
+
+
+def _aws(plan: Plan) -> AwsSession:
+    return AwsSession.from_credentials_file(
+        region=plan.aws.region, endpoint_url=plan.aws.endpoint_url, credentials_file=plan.aws.credentials_file
+    )
+
+
 def run_fault_command(argv: list[str], what: str) -> str:
     result = run_command(argv, timeout=120)
     if result.returncode != 0:
@@ -191,10 +225,7 @@ def normal_state_problems(plan: Plan, home: str, away: str) -> list[str]:
             if lag.seconds is None or lag.seconds >= 1.0:
                 problems.append(f"database {name}: {away} lags {lag.seconds} s")
     if plan.dns is not None and plan.aws is not None:
-        aws = AwsSession.from_credentials_file(
-            region=plan.aws.region, endpoint_url=plan.aws.endpoint_url, credentials_file=plan.aws.credentials_file
-        )
-        values, _ = aws.record_value(plan.dns.zone, plan.dns.record)
+        values, _ = _aws(plan).record_value(plan.dns.zone, plan.dns.record)
         if plan.dns.values[home] not in values:
             problems.append(f"DNS {plan.dns.record} does not name {home}")
     checked = verify_site(plan, home)
@@ -203,4 +234,13 @@ def normal_state_problems(plan: Plan, home: str, away: str) -> list[str]:
         active = json.loads(plan.incident_record.read_text() or "{}")
         if active:
             problems.append(f"faults active: {', '.join(active)}")
+    return problems
+
+
+def wait_until_normal(plan: Plan, home: str, away: str, timeout: float = 30.0) -> list[str]:
+    """The normal state's problems once they are gone (empty), or as they stand after `timeout`:
+    a restarted primary's standby takes a few seconds to stream again."""
+    deadline = time.monotonic() + timeout
+    while (problems := normal_state_problems(plan, home, away)) and time.monotonic() < deadline:
+        time.sleep(0.5)
     return problems

@@ -157,8 +157,9 @@ class LabPaths:
 
     @property
     def drills_dir(self) -> Path:
-        """Drills leave markers here while they run; any file here is a 'drill leftover'."""
-        return self.root / "drills"
+        """Drills leave markers here while they run; any file here is a 'drill leftover'. Lifeline
+        writes them under its LIFELINE_HOME (``Settings.drills_dir``), which is the lab's home."""
+        return self.root.parent / "drills"
 
     @property
     def repository_dir(self) -> Path:
