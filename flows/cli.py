@@ -243,7 +243,7 @@ def failback(
 @app.command()
 def verify(
     plan: PlanOption = None,
-    site: Annotated[str | None, typer.Option(help="Only this site's services.")] = None,
+    site: Annotated[str | None, typer.Option(help="Only this site's services (default: the site DNS names).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run every check of a site concurrently; exit 0 only when every critical service is healthy."""

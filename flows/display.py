@@ -43,7 +43,21 @@ def print_records(records: list[RunRecord]) -> None:
     stdout.print(table)
 
 
+def print_verification(record: RunRecord) -> None:
+    table = Table(title=f"verify run {record.id}: {record.status}")
+    for column in ("service", "check", "status", "latency ms", "detail"):
+        table.add_column(column, overflow="fold")
+    for step in record.steps:
+        service, _, check = step.name.partition(": ")
+        status = {"completed": "healthy", "failed": "UNHEALTHY", "warning": "unhealthy (not critical)"}.get(step.status, step.status)
+        table.add_row(service, check, status, str(step.detail.get("latency_ms", "")), str(step.detail.get("detail", ""))[:80])
+    stdout.print(table)
+
+
 def print_record(record: RunRecord) -> None:
+    if record.kind == "verify":
+        print_verification(record)
+        return
     table = Table(title=f"{record.kind} run {record.id}: {record.status}")
     for column in ("step", "status", "seconds", "attempts", "detail"):
         table.add_column(column, overflow="fold")

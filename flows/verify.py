@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from lifeline.configs.loading import load_plan
+from lifeline.configs.plan import Plan
 from lifeline.configs.settings import load_settings
 from lifeline.flows.runs import recorded_run
+from lifeline.tasks.failover import aws_session
 from lifeline.tasks.record import Step, Trigger
 from lifeline.tasks.steps import LifelineError
 from lifeline.tasks.verification import verify_site
@@ -17,18 +19,27 @@ class Unhealthy(LifelineError):
     pass
 
 
+def serving_site(plan: Plan) -> str | None:
+    """The site the call centre's DNS record names now: the one whose services must be healthy."""
+    if plan.dns is None or plan.aws is None:
+        return None
+    values, _ = aws_session(plan).record_value(plan.dns.zone, plan.dns.record)
+    return next((site for site, value in plan.dns.values.items() if value in values), None)
+
+
 @flow(name="verify", log_prints=False)
 def verify_flow(plan_path: str, site: str | None = None, trigger: Trigger = "cli", record_id: str | None = None) -> str:
     """Run every service check of a site (or of every site) once, concurrently.
 
     Args:
         plan_path: The plan file (YAML) on the machine that runs Lifeline.
-        site: Only this site's services; empty for every site.
+        site: Only this site's services; empty for the site the DNS record names (else every site).
         trigger: Who started the run: schedule, ui or cli.
         record_id: Id for the run record (the CLI sets it); empty for a new one.
     """
     loaded = load_plan(Path(plan_path))
     with recorded_run("verify", loaded, load_settings(), trigger=trigger, record_id=record_id) as journal:
+        site = site or serving_site(loaded.plan)
         checked = verify_site(loaded.plan, site)
         for result in checked.results:
             journal.record.steps.append(
