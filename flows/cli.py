@@ -340,7 +340,7 @@ def run_and_report(flow_function, as_json: bool, **parameters) -> None:
     configure_quiet_tracebacks()
     record_id = uuid.uuid4().hex[:12]
     error: BaseException | None = None
-    with show_progress(enabled=sys.stderr.isatty()):
+    with show_progress(enabled=sys.stderr.isatty()), prefect_for_cli():
         try:
             flow_function(**parameters, record_id=record_id, trigger="cli")
         except KeyboardInterrupt:
@@ -365,9 +365,17 @@ def run_and_report(flow_function, as_json: bool, **parameters) -> None:
 
 
 def prefect_for_cli():
-    """A CLI run needs no heartbeat (it reports its own end); it saves seconds at exit."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    """A CLI run against a server needs no heartbeat (it reports its own end): about 0.9 s less at exit.
 
+    Not with the temporary server Prefect starts when there is none: its event worker then
+    stops before the run's last events are sent.
+    """
+    from contextlib import nullcontext
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    if not PREFECT_API_URL.value():
+        return nullcontext()
     return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 

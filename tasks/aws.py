@@ -107,6 +107,10 @@ def _one_line(text: str, secret: str | None) -> str:
     return text[:300]
 
 
+_SHARED: dict[tuple, AwsSession] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 @dataclass
 class AwsSession:
     """boto3 clients (one per service, thread-safe once built) signed with the given credentials."""
@@ -124,9 +128,18 @@ class AwsSession:
         cls, *, region: str, endpoint_url: str | None = None, credentials_file: Path | None = None,
         timeouts: AwsTimeouts | None = None,
     ) -> AwsSession:
-        """Without a file, boto3's own chain applies (environment, instance role...)."""
-        return cls(region=region, endpoint_url=endpoint_url, credentials=read_environment_file(credentials_file),
-                   timeouts=timeouts or AwsTimeouts())
+        """Without a file, boto3's own chain applies (environment, instance role...).
+
+        Sessions are shared per process for the same endpoint and credentials: building boto3
+        clients costs up to a second, and a failover asks several times within it.
+        """
+        credentials = read_environment_file(credentials_file)
+        key = (region, endpoint_url, tuple(sorted(credentials.items())), timeouts)
+        with _SHARED_LOCK:
+            if key not in _SHARED:
+                _SHARED[key] = cls(region=region, endpoint_url=endpoint_url, credentials=credentials,
+                                   timeouts=timeouts or AwsTimeouts())
+            return _SHARED[key]
 
     @property
     def where(self) -> str:
