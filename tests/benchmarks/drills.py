@@ -1,0 +1,298 @@
+"""Drill benchmark: wall time of each built-in drill on a lab of its own, with RTO and RPO from its record.
+
+    uv run python -m tests.benchmarks.run drills [--runs 1] [--scenario NAME ...]
+
+One lab (free ports, its own LIFELINE_HOME under $TMPDIR), one Prefect server started here, and one
+untimed backup (preflight wants each dataset's newest snapshot within its RPO target; datasets whose
+target is short are backed up again, untimed, between drills). Then every built-in scenario in turn,
+`drill_flow(plan, scenario)` IN this process, the way `lifeline drill` runs it:
+
+- wall: the whole drill, from the normal state back to the normal state (normal-state check, sentinel,
+  fault, detection, recovery, sentinel check, score, and the return to normal: undo, failback,
+  sentinels removed);
+- RTO, RPO and met targets: the run record's (RTO from the fault's own time to the first of the
+  healthy verification rounds, or to the restored data in place; RPO: the data lost, or for a
+  restore the age of the snapshot restored at the incident);
+- detect: fault to the `detected` milestone; back: the `return to normal` step.
+
+data-leak runs when flows/leak.py exists (its new repository is removed after each run). After each
+drill the lab must be normal again; when it is not, that is reported and the lab is repaired (heal,
+failback) or rebuilt before the next one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.benchmarks.common import (
+    bench_tmpdir,
+    log,
+    prefect_server,
+    print_table,
+    quiet_prefect_environment,
+    spread,
+    timed,
+)
+
+SCENARIOS = ["site-loss", "network-outage", "system-crash", "data-corruption", "data-leak"]
+NORMAL_TIMEOUT = 60.0
+BACKUP_REFRESH_FRACTION = 0.5  # back a dataset up again once half its RPO target has passed
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+def leak_available() -> bool:
+    try:
+        return importlib.util.find_spec("lifeline.flows.leak") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    wall: float
+    status: str
+    rto: float | None = None
+    rpo: float | None = None
+    met: bool | None = None
+    detect: float | None = None
+    back: float | None = None
+    rto_target: float | None = None
+    rpo_target: float | None = None
+    error: str | None = None
+    left_not_normal: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LabRun:
+    home: Path
+    plan: Path
+    backed_up_at: dict[str, float] = field(default_factory=dict)
+    rebuilds: int = 0
+
+    def normal_problems(self, timeout: float = NORMAL_TIMEOUT) -> list[str]:
+        from lifeline.infra.lab import status
+
+        deadline = time.monotonic() + timeout
+        while True:
+            current = status(self.home)
+            if current.normal or time.monotonic() > deadline:
+                return current.not_normal_because
+            time.sleep(0.3)
+
+    def back_up(self, datasets: list[str] | None = None) -> None:
+        from lifeline.configs.loading import load_plan
+        from lifeline.flows.backup import backup_flow
+
+        for dataset in datasets or [None]:
+            seconds, _ = timed(lambda dataset=dataset: backup_flow(str(self.plan), dataset=dataset))
+            log(f"backup {dataset or 'of every dataset'}: {seconds:.1f} s (not timed)")
+        names = datasets or list(load_plan(self.plan).plan.datasets)
+        self.backed_up_at.update({name: time.monotonic() for name in names})
+
+    def refresh_backups(self) -> None:
+        from lifeline.configs.loading import load_plan
+
+        plan = load_plan(self.plan).plan
+        stale = [name for name in plan.datasets
+                 if time.monotonic() - self.backed_up_at.get(name, float("-inf"))
+                 > BACKUP_REFRESH_FRACTION * plan.rpo_target(name).total_seconds()]
+        if stale:
+            self.back_up(stale)
+
+    def repair(self) -> None:
+        """Heal and fail back; rebuild from scratch when that is not enough (reported as a finding)."""
+        from lifeline.flows.failback import failback_flow
+        from lifeline.infra.lab import down, heal, status, up
+
+        try:
+            heal(self.home, log=quiet)
+            if status(self.home).databases.get("dr") == "primary":
+                failback_flow(str(self.plan), approval="yes", reason="benchmark repair")
+            heal(self.home, log=quiet)
+            problems = self.normal_problems()
+            if not problems:
+                return
+            log(f"still not normal after heal + failback: {problems}")
+        except Exception as error:  # noqa: BLE001 - rebuilt below
+            log(f"repair failed: {type(error).__name__}: {error}")
+        self.rebuilds += 1
+        down(self.home, purge=True, log=quiet)
+        shutil.rmtree(self.home / "drills", ignore_errors=True)
+        self.plan = Path(up(self.home, free_ports=True, log=quiet))
+        if self.normal_problems():
+            raise RuntimeError("the rebuilt lab is not normal")
+        self.backed_up_at.clear()
+        self.back_up()
+
+
+def remove_clean_repository(plan_path: Path) -> None:
+    """The data-leak drill's new repository and password: a later data-leak drill creates them again."""
+    from lifeline.configs.loading import load_plan
+
+    leak = load_plan(plan_path).plan.scenarios["data-leak"].recovery.leak
+    if leak is not None:
+        shutil.rmtree(leak.new_repository_url, ignore_errors=True)
+        Path(leak.new_password_file).unlink(missing_ok=True)
+
+
+def run_drill(lab: LabRun, scenario: str) -> Outcome:
+    from lifeline.configs.settings import load_settings
+    from lifeline.flows.drill import drill_flow
+    from lifeline.tasks.ledger import Ledger
+
+    lab.refresh_backups()
+    if lab.normal_problems(timeout=NORMAL_TIMEOUT):
+        lab.repair()
+    ledger = Ledger(load_settings().ledger)
+    started = time.perf_counter()
+    error = None
+    try:
+        drill_flow(str(lab.plan), scenario)
+    except Exception as raised:  # noqa: BLE001 - the record says what failed
+        error = f"{type(raised).__name__}: {raised}"
+    wall = time.perf_counter() - started
+    [record] = ledger.runs(kind="drill", last=1)
+    if scenario == "data-leak":
+        remove_clean_repository(lab.plan)
+    milestones = record.milestones
+    back = [step for step in record.steps if step.name == "return to normal"]
+    outcome = Outcome(
+        scenario=scenario, wall=wall, status=record.status, rto=record.rto_seconds, rpo=record.rpo_seconds,
+        met=record.met_targets, rto_target=record.rto_target_seconds, rpo_target=record.rpo_target_seconds,
+        detect=(milestones["detected"] - milestones["incident"]).total_seconds()
+        if {"detected", "incident"} <= set(milestones) else None,
+        back=back[-1].seconds if back else None,
+        error=record.error or error,
+    )
+    outcome.left_not_normal = lab.normal_problems(timeout=10)
+    if outcome.left_not_normal:
+        log(f"{scenario}: the lab is NOT normal after the drill: {outcome.left_not_normal}")
+        lab.repair()
+    return outcome
+
+
+def run_benchmark(root: Path, scenarios: list[str], runs: int) -> tuple[list[Outcome], int]:
+    from lifeline.infra.lab import down, up
+
+    os.chmod(root, 0o755)  # the lab's PostgreSQL runs as its own user and must reach its data dirs
+    home = root / "home"
+    home.mkdir(mode=0o755)
+    saved = {name: os.environ.get(name) for name in ("LIFELINE_HOME", "LIFELINE_PLAN", "LIFELINE_LEDGER_URL")}
+    os.environ["LIFELINE_HOME"] = str(home)
+    for name in ("LIFELINE_PLAN", "LIFELINE_LEDGER_URL"):
+        os.environ.pop(name, None)
+    outcomes: list[Outcome] = []
+    lab = None
+    try:
+        seconds, plan = timed(lambda: up(home, free_ports=True, log=quiet))
+        lab = LabRun(home=home, plan=Path(plan))
+        problems = lab.normal_problems()
+        if problems:
+            raise RuntimeError(f"the new lab is not normal: {problems}")
+        log(f"lab up in {seconds:.1f} s: {plan}")
+        with prefect_server(root / "prefect"):
+            lab.back_up()
+            for number in range(1, runs + 1):
+                for scenario in scenarios:
+                    outcome = run_drill(lab, scenario)
+                    outcomes.append(outcome)
+                    log(f"run {number}/{runs} {scenario}: {outcome.status} in {outcome.wall:.1f} s, "
+                        f"RTO {format_seconds(outcome.rto)} s, RPO {format_seconds(outcome.rpo)} s, met {outcome.met}"
+                        + (f": {outcome.error}" if outcome.error else ""))
+    finally:
+        down(home, purge=True, log=quiet)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(home, ignore_errors=True)
+    return outcomes, lab.rebuilds if lab else 0
+
+
+def format_seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def median_of(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+def report(outcomes: list[Outcome], scenarios: list[str], runs: int, rebuilds: int, skipped: list[str]) -> None:
+    by_scenario: dict[str, list[Outcome]] = defaultdict(list)
+    for outcome in outcomes:
+        by_scenario[outcome.scenario].append(outcome)
+    rows = []
+    for scenario in scenarios:
+        done = by_scenario[scenario]
+        completed = [o for o in done if o.status == "completed"]
+        met = [o.met for o in done]
+        rows.append([
+            scenario,
+            median_of([o.wall for o in done]),
+            spread([o.wall for o in done]) if runs > 1 else None,
+            median_of([o.rto for o in completed]),
+            median_of([o.rpo for o in completed]),
+            "yes" if met and all(met) else ("no" if any(m is False for m in met) else "-"),
+            median_of([o.detect for o in completed]),
+            median_of([o.back for o in done]),
+            f"{len(completed)}/{len(done)}",
+            "/".join(f"{(o.rto_target or 0) / 60:g}m" for o in done[:1]) + " / "
+            + "/".join(f"{(o.rpo_target or 0) / 60:g}m" for o in done[:1]),
+        ])
+    for scenario in skipped:
+        rows.append([scenario, None, None, None, None, "-", None, None, "skipped", ""])
+    notes = [
+        f"{runs} run(s) per scenario" + (" (medians)" if runs > 1 else "") + "; wall = normal state to normal state, "
+        "including the return to normal (back); detect = fault to the detected milestone.",
+        "RTO and RPO are the run records'; met = every run met the scenario's targets (RTO / RPO targets shown).",
+    ]
+    if rebuilds:
+        notes.append(f"FINDING: the lab had to be rebuilt {rebuilds} time(s) after a drill left it not normal.")
+    for outcome in outcomes:
+        if outcome.status != "completed" or outcome.left_not_normal:
+            notes.append(f"FINDING: {outcome.scenario}: {outcome.status}: {outcome.error or ''} "
+                         f"{'; left not normal: ' + '; '.join(outcome.left_not_normal) if outcome.left_not_normal else ''}")
+    print_table(["scenario", "wall s", "wall range", "RTO s", "RPO s", "met targets", "detect s", "back s", "completed", "targets"],
+                rows, title="Drills on the lab (built-in scenarios)", notes=notes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="drills", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1, help="drills of each scenario (default 1)")
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="only these (repeatable)")
+    arguments = parser.parse_args(argv)
+    if arguments.runs < 1:
+        parser.error("--runs must be at least 1")
+    scenarios = arguments.scenario or list(SCENARIOS)
+    skipped = []
+    if "data-leak" in scenarios and not leak_available():
+        scenarios.remove("data-leak")
+        skipped.append("data-leak")
+        log("data-leak: skipped (lifeline.flows.leak is not there yet)")
+    quiet_prefect_environment()
+    started = time.perf_counter()
+    with bench_tmpdir("lifeline-bench-drills-") as root:
+        outcomes, rebuilds = run_benchmark(root, scenarios, arguments.runs)
+    report(outcomes, scenarios, arguments.runs, rebuilds, skipped)
+    log(f"drills: {time.perf_counter() - started:.0f} s in all")
+    failed = [o for o in outcomes if o.status != "completed" or o.left_not_normal]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

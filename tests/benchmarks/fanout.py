@@ -1,0 +1,205 @@
+"""Fan-out benchmark: Lifeline's checks and SSH pool next to a bare thread pool doing the same work.
+
+    uv run python -m tests.benchmarks.fanout [--lab-home DIR] [--rounds N]
+
+Against the lab (a running one with --lab-home, else one started and stopped here):
+- 100 HTTP checks of main's /health via run_checks, and via ThreadPoolExecutor + one httpx.Client;
+- one SSH command on 50 connections (50 plan hosts, alternating the two sites' sshd) via tasks/ssh,
+  and via a thread pool of plain paramiko clients (as usually written, and with TCP_NODELAY).
+Variants alternate within each round; the table shows medians. Goal: each Lifeline row <= 2x its baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import paramiko
+from pydantic import TypeAdapter
+
+from lifeline.configs.checks import Check
+from lifeline.configs.loading import load_plan
+from lifeline.tasks import ssh
+from lifeline.tasks.checks import CheckRunner, run_checks
+
+HTTP_CHECKS = 100
+SSH_CONNECTIONS = 50
+WORKERS = 32
+COMMAND = ["uname", "-n"]
+EXPECT_TEXT = '"healthy": true'
+
+
+def health_url(home: Path) -> str:
+    """main's /health: 200 after a heartbeat commit (dr's standby answers 503 only after a failed write and a
+    new database connection each time, which would measure the lab's service, not the client)."""
+    from lifeline.infra.lab import open_lab
+
+    return f"http://127.0.0.1:{open_lab(home).state.ports.service_main}/health"
+
+
+def ssh_targets(home: Path) -> list[ssh.SshTarget]:
+    plan = load_plan(home / "lab" / "plan.yaml").plan
+    sites = list(ssh.targets_from_plan(plan.hosts).values())
+    return [dataclasses.replace(sites[index % len(sites)], name=f"host-{index:02d}") for index in range(SSH_CONNECTIONS)]
+
+
+def bare_http(urls: list[str], client: httpx.Client | None = None) -> list[bool]:
+    own = client or httpx.Client(limits=httpx.Limits(max_connections=WORKERS, max_keepalive_connections=WORKERS))
+
+    def check(url: str) -> bool:
+        response = own.get(url, timeout=2)
+        return response.status_code == 200 and EXPECT_TEXT in response.text
+
+    try:
+        with ThreadPoolExecutor(WORKERS) as executor:
+            return list(executor.map(check, urls))
+    finally:
+        if client is None:
+            own.close()
+
+
+def bare_ssh_command(target: ssh.SshTarget, nodelay: bool) -> int:
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(target.known_hosts_file))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    sock = None
+    if nodelay:
+        sock = socket.create_connection((target.address, target.port), timeout=5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        client.connect(target.address, port=target.port, username=target.user, key_filename=str(target.key_file),
+                       sock=sock, timeout=5, look_for_keys=False, allow_agent=False)
+        _, stdout, _ = client.exec_command(ssh.command_line(COMMAND), timeout=5)
+        stdout.read()
+        return stdout.channel.recv_exit_status()
+    finally:
+        client.close()
+
+
+def bare_ssh(targets: list[ssh.SshTarget], nodelay: bool) -> list[int]:
+    with ThreadPoolExecutor(len(targets)) as executor:
+        return list(executor.map(lambda target: bare_ssh_command(target, nodelay), targets))
+
+
+def lifeline_ssh(targets: list[ssh.SshTarget], pool: ssh.SshPool | None = None) -> list[int]:
+    own = pool or ssh.SshPool()
+    try:
+        with ThreadPoolExecutor(len(targets)) as executor:
+            return list(executor.map(lambda target: own.run(target, COMMAND, timeout=10).exit_status, targets))
+    finally:
+        if pool is None:
+            own.close_all()
+
+
+def timed(function: Callable[[], object]) -> tuple[float, object]:
+    started = time.perf_counter()
+    outcome = function()
+    return time.perf_counter() - started, outcome
+
+
+def measure(variants: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Every variant once per round, alternating; one warm-up round not counted. Outcomes must agree."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for round_number in range(rounds + 1):
+        outcomes = {}
+        for name, function in variants.items():
+            seconds, outcomes[name] = timed(function)
+            if round_number:
+                times[name].append(seconds)
+        first = next(iter(outcomes.values()))
+        if any(_summary(outcome) != _summary(first) for outcome in outcomes.values()):
+            raise SystemExit(f"variants disagree: { {name: _summary(o) for name, o in outcomes.items()} }")
+    return times
+
+
+def _summary(outcome: object) -> object:
+    if isinstance(outcome, list) and outcome and hasattr(outcome[0], "healthy"):
+        return sorted(result.healthy for result in outcome)
+    if isinstance(outcome, list):
+        return sorted(outcome)
+    return outcome
+
+
+def run(home: Path, rounds: int) -> list[tuple[str, str, float, str, float]]:
+    urls = [health_url(home)] * HTTP_CHECKS
+    checks = TypeAdapter(list[Check]).validate_python(
+        [{"type": "http", "url": url, "expect_text": EXPECT_TEXT} for url in urls])
+
+    def bare_statuses(client: httpx.Client | None = None) -> list[bool]:
+        return bare_http(urls, client)
+
+    rows = []
+    one_shot = measure({"lifeline": lambda: [r.healthy for r in run_checks(checks, max_workers=WORKERS)],
+                        "bare": bare_statuses}, rounds)
+    rows.append(("100 HTTP checks, one round (new pool + client)", "run_checks", statistics.median(one_shot["lifeline"]),
+                 "ThreadPoolExecutor + httpx.Client", statistics.median(one_shot["bare"])))
+    with CheckRunner(max_workers=WORKERS) as runner, \
+            httpx.Client(limits=httpx.Limits(max_connections=WORKERS, max_keepalive_connections=WORKERS)) as client:
+        warm = measure({"lifeline": lambda: [r.healthy for r in runner.run(checks)],
+                        "bare": lambda: bare_statuses(client)}, rounds)
+    rows.append(("100 HTTP checks, repeated rounds (kept-alive)", "CheckRunner.run", statistics.median(warm["lifeline"]),
+                 "same, client kept", statistics.median(warm["bare"])))
+
+    targets = ssh_targets(home)
+    cold = measure({"lifeline": lambda: lifeline_ssh(targets), "bare": lambda: bare_ssh(targets, nodelay=False),
+                    "bare_nodelay": lambda: bare_ssh(targets, nodelay=True)}, rounds)
+    rows.append((f"1 SSH command on {SSH_CONNECTIONS} new connections", "tasks.ssh (new pool)",
+                 statistics.median(cold["lifeline"]), "paramiko clients", statistics.median(cold["bare"])))
+    rows.append((f"1 SSH command on {SSH_CONNECTIONS} new connections", "tasks.ssh (new pool)",
+                 statistics.median(cold["lifeline"]), "paramiko + TCP_NODELAY", statistics.median(cold["bare_nodelay"])))
+    pool = ssh.SshPool()
+    try:
+        warm_ssh = measure({"lifeline": lambda: lifeline_ssh(targets, pool),
+                            "bare_nodelay": lambda: bare_ssh(targets, nodelay=True)}, rounds)
+    finally:
+        pool.close_all()
+    rows.append((f"1 SSH command on {SSH_CONNECTIONS} hosts, again", "tasks.ssh (pooled)",
+                 statistics.median(warm_ssh["lifeline"]), "paramiko + TCP_NODELAY", statistics.median(warm_ssh["bare_nodelay"])))
+    return rows
+
+
+def print_table(rows: list[tuple[str, str, float, str, float]], rounds: int) -> None:
+    header = ("scenario", "Lifeline", "ms", "baseline", "ms", "ratio")
+    lines = [header] + [(scenario, ours, f"{ours_s * 1000:.1f}", theirs, f"{theirs_s * 1000:.1f}",
+                         f"{ours_s / theirs_s:.2f}x") for scenario, ours, ours_s, theirs, theirs_s in rows]
+    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+    print(f"medians of {rounds} rounds (after one warm-up); goal: ratio <= 2x")
+    for index, line in enumerate(lines):
+        print("  ".join(cell.rjust(width) if column in (2, 4, 5) else cell.ljust(width)
+                        for column, (cell, width) in enumerate(zip(line, widths, strict=True))))
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lab-home", type=Path, help="LIFELINE_HOME of a running lab (default: start one)")
+    parser.add_argument("--rounds", type=int, default=15)
+    arguments = parser.parse_args(argv)
+    if arguments.lab_home:
+        print_table(run(arguments.lab_home, arguments.rounds), arguments.rounds)
+        return 0
+    from lifeline.infra.lab import down, up
+    from tests.lab_fixtures import Lab, new_lab_home
+
+    home = new_lab_home("lifeline-bench-")
+    try:
+        up(home, free_ports=True, log=lambda message: print(message, file=sys.stderr))
+        Lab(home).wait_normal(30)
+        print_table(run(home, arguments.rounds), arguments.rounds)
+    finally:
+        down(home, purge=True, log=lambda message: None)
+        home.rmdir()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
