@@ -13,7 +13,7 @@ from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.plan import Plan
 from lifeline.configs.recovery import DnsSwitchStep, PromoteStep, StepGroup
 from lifeline.configs.settings import load_settings
-from lifeline.flows.runbook import INLINE_STEPS, describe_runbook, run_inline_step, submit_step
+from lifeline.flows.runbook import INLINE_STEPS, describe_runbook, run_inline_step, step_title, submit_step
 from lifeline.flows.runs import recorded_run
 from lifeline.tasks import replication
 from lifeline.tasks.approval import ApprovalMode, ask
@@ -99,19 +99,28 @@ def run_runbook(
             if not run_inline_step(str(loaded.path), definition, journal, approval_mode=approval, reason=reason,
                                    approval_timeout_seconds=plan.recovery.approval_timeout_seconds):
                 return False
-        futures = [submit_step(plan, definition, journal, source=source, target=target, group=group.name)
-                   for definition in group.steps if not isinstance(definition, INLINE_STEPS)]
-        wait(futures)
-        failed = [f for f in futures if not f.state.is_completed()]
+        submitted = [(step_title(definition, source, target),
+                      submit_step(plan, definition, journal, source=source, target=target, group=group.name))
+                     for definition in group.steps if not isinstance(definition, INLINE_STEPS)]
+        wait([future for _, future in submitted])
+        failed = [(name, future) for name, future in submitted if not future.state.is_completed()]
         if failed:
-            names = ", ".join(f.task_run.name if f.task_run else "a step" for f in failed)
-            messages = "; ".join(str(f.state.message or "") for f in failed)
-            raise StepsFailed(f"runbook group {group.name!r}: {names} failed: {messages}")
+            raise StepsFailed(f"runbook group {group.name!r}: " + "; ".join(
+                f"step {name!r} failed: {_failure(future)}" for name, future in failed))
         if any(isinstance(d, PromoteStep) for d in group.steps):
             journal.milestone("promoted")
         if any(isinstance(d, DnsSwitchStep) for d in group.steps):
             journal.milestone("dns_switched")
     return True
+
+
+def _failure(future) -> str:
+    """The step's own error message (Prefect's state message wraps it in boilerplate)."""
+    try:
+        error = future.state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - the result could not be read back: fall back to the state's message
+        error = None
+    return str(error) if isinstance(error, BaseException) and str(error) else str(future.state.message or "failed")
 
 
 @flow(name="failover", log_prints=False)
@@ -177,7 +186,9 @@ def fail_over(
     readiness = preflight(plan, target, journal=journal, step_name="preflight")
     if not readiness.ready:
         if not force:
-            raise NotReady(f"NOT READY to fail over to {target}: " + "; ".join(readiness.reasons) + " (--force overrides)")
+            refusal = NotReady(f"NOT READY to fail over to {target}: " + "; ".join(readiness.reasons) + " (--force overrides)")
+            refusal.user_error = readiness.bad_input  # e.g. an unknown host key: exit 2
+            raise refusal
         journal.milestone("forced")
         journal.record.steps[-1].detail["forced_past"] = readiness.reasons
     decision = ask(f"Fail over {plan.name} from {source} to {target}?", readiness.markdown(), approval,

@@ -139,10 +139,15 @@ def run_ssh_step(plan: Plan, definition: SshStep) -> StepOutcome:
 @step(retries=2, retry_delay_seconds=2, timeout_seconds=120)
 def call_http(definition: HttpStep) -> StepOutcome:
     headers = read_environment_file(definition.headers_file)
-    response = httpx.request(
-        definition.method, definition.url, json=definition.json_body, headers=headers,
-        timeout=definition.timeout_seconds or 30,
-    )
+    try:
+        response = httpx.request(
+            definition.method, definition.url, json=definition.json_body, headers=headers,
+            timeout=definition.timeout_seconds or 30,
+        )
+    except httpx.TransportError as error:  # refused, timed out, reset: the endpoint may answer on a retry
+        failure = StepFailed(f"{definition.method} {definition.url}: {str(error) or type(error).__name__}")
+        failure.transient = True
+        raise failure from None
     if response.status_code not in definition.expect_status:
         error = StepFailed(f"{definition.method} {definition.url}: HTTP {response.status_code}")
         error.transient = response.status_code >= 500

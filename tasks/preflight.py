@@ -20,6 +20,7 @@ class ReadinessItem(BaseModel):
     name: str
     ready: bool
     detail: str
+    bad_input: bool = False  # not ready because the plan is wrong (an unknown host key, refused credentials)
 
 
 class Readiness(BaseModel):
@@ -33,6 +34,12 @@ class Readiness(BaseModel):
     @property
     def reasons(self) -> list[str]:
         return [f"{item.name}: {item.detail}" for item in self.items if not item.ready]
+
+    @property
+    def bad_input(self) -> bool:
+        """Every reason is the plan's own fault: a refusal is then exit 2 (DESIGN.md section 3), not 1."""
+        not_ready = [item for item in self.items if not item.ready]
+        return bool(not_ready) and all(item.bad_input for item in not_ready)
 
     @property
     def detail(self) -> dict:
@@ -50,13 +57,14 @@ class NotReady(LifelineError):
 
 
 def _guarded(name: str, probe: Callable[[], tuple[bool, str]]) -> ReadinessItem:
+    bad_input = False
     try:
         ready, detail = probe()
     except LifelineError as error:
-        ready, detail = False, str(error)
+        ready, detail, bad_input = False, str(error), error.user_error
     except Exception as error:  # a probe that breaks is a reason not to fail over, not a crash
         ready, detail = False, f"{type(error).__name__}: {error}"
-    return ReadinessItem(name=name, ready=ready, detail=detail)
+    return ReadinessItem(name=name, ready=ready, detail=detail, bad_input=bad_input)
 
 
 def _host_reachable(target: ssh.SshTarget) -> tuple[bool, str]:

@@ -1,0 +1,584 @@
+"""Failover, failback and service verification on the lab (issue 4), checked the way an operator would.
+
+Each test that fails over runs a write monitor at both databases for its whole length and fails
+back before it ends, so it leaves the lab normal for the next; a test that breaks midway is
+repaired by the `normal_lab` fixture (heal and fail back, or rebuild as the last resort).
+Figures in the run records are checked against the call log and the databases, not against
+the code that computed them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from lifeline.configs.loading import load_plan
+from lifeline.configs.settings import load_settings
+from lifeline.flows.backup import backup_flow
+from lifeline.flows.failback import failback_flow
+from lifeline.flows.failover import failover_flow
+from lifeline.infra.lab import fault, heal, load_faults, power
+from lifeline.tasks import ssh
+from lifeline.tasks.ledger import Ledger
+from lifeline.tasks.record import RunRecord, Step
+
+from tests.helpers import run_cli
+from tests.lab_fixtures import Lab
+
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_server")]
+
+MONITOR_TABLE = "failover_write_monitor"
+MONITOR_PERIOD = 0.05
+SNAPSHOTS_KEPT_FRESH_FOR = timedelta(minutes=3)  # the lab's ivr-config has the plan's 5-minute RPO target
+
+
+def ledger() -> Ledger:
+    return Ledger(load_settings().ledger)
+
+
+def step_named(record: RunRecord, name: str) -> Step:
+    matches = [step for step in record.steps if step.name == name]
+    assert matches, f"no step {name!r} in {[step.name for step in record.steps]}"
+    return matches[-1]
+
+
+def in_recovery(lab: Lab, site: str) -> bool | None:
+    """pg_is_in_recovery() at a site; None when its database does not answer."""
+    try:
+        return lab.query(site, "SELECT pg_is_in_recovery()")[0][0]
+    except psycopg.Error:
+        return None
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(poll)
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port nothing listens on (bound but not listening, so nothing else takes it meanwhile)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+def plan_copy(lab: Lab, directory: Path, change: Callable[[dict], None]) -> Path:
+    """The lab's plan (absolute paths throughout) with one change, written to `directory`."""
+    document = yaml.safe_load(lab.plan.read_text())
+    change(document)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "plan.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def cli_process(*arguments: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lifeline.flows.cli", *arguments], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+
+
+def one_line_error(stderr: str) -> str:
+    """The CLI's user-facing error: exactly one `lifeline: ...` line, and no traceback."""
+    assert "Traceback" not in stderr
+    [message] = [line for line in stderr.splitlines() if line.startswith("lifeline: ")]
+    return message
+
+
+# --- the write monitor -----------------------------------------------------------------------------
+
+@dataclass
+class Write:
+    site: str
+    sent: float  # wall clock (time.time()), comparable with the record's timestamps
+    acknowledged: float
+
+
+@dataclass
+class WriteMonitor:
+    """Tries an autocommit INSERT at main and at dr every 50 ms, each side on its own thread, and
+    keeps every write a database acknowledged: (site, sent, acknowledged).
+
+    "Both committed" is defined on those acknowledged writes. Order them by the time they were
+    sent and cut the sequence into runs of one site each; at every change of site, the old
+    primary's last acknowledged write must have been acknowledged *before* the new primary's
+    first accepted write was sent. If both ever took writes at the same time, some write at one
+    would be sent while the other was still acknowledging writes, and the check fails. Its
+    resolution is the probe period: a window shorter than 50 ms between two probes of a side
+    could go unseen.
+    """
+
+    dsns: dict[str, str]
+    passfile: str
+    accepted: list[Write] = field(default_factory=list)
+    refused: dict[str, int] = field(default_factory=lambda: {"main": 0, "dr": 0})
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> WriteMonitor:
+        for site in self.dsns:
+            thread = threading.Thread(target=self._probe, args=(site,), name=f"write-monitor-{site}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        return self
+
+    def _probe(self, site: str) -> None:
+        connection = None
+        while not self.stop.is_set():
+            began = time.monotonic()
+            sent = time.time()
+            try:
+                if connection is None:
+                    connection = psycopg.connect(self.dsns[site], passfile=self.passfile, connect_timeout=2,
+                                                 autocommit=True, application_name="write-monitor",
+                                                 options="-c statement_timeout=2000")
+                connection.execute(f"INSERT INTO {MONITOR_TABLE} (site, sent_at) VALUES (%s, now())", (site,))
+                with self.lock:
+                    self.accepted.append(Write(site, sent, time.time()))
+            except psycopg.Error:
+                with self.lock:
+                    self.refused[site] += 1
+                if connection is not None and (connection.closed or connection.broken):
+                    connection.close()
+                    connection = None
+            self.stop.wait(max(0.0, MONITOR_PERIOD - (time.monotonic() - began)))
+        if connection is not None:
+            connection.close()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(5)
+
+    def primaries(self) -> list[tuple[str, float, float]]:
+        """Runs of acknowledged writes: (site, first sent, last acknowledged), in order."""
+        with self.lock:
+            writes = sorted(self.accepted, key=lambda write: write.sent)
+        runs: list[list[Write]] = []
+        for write in writes:
+            if runs and runs[-1][0].site == write.site:
+                runs[-1].append(write)
+            else:
+                runs.append([write])
+        return [(run[0].site, run[0].sent, max(w.acknowledged for w in run)) for run in runs]
+
+    def assert_one_primary_at_a_time(self, expected: list[str]) -> None:
+        runs = self.primaries()
+        assert [site for site, _, _ in runs] == expected, f"writes were accepted by {runs}"
+        for (old, _, last_acknowledged), (new, first_sent, _) in zip(runs, runs[1:], strict=False):
+            assert last_acknowledged < first_sent, (
+                f"{old} acknowledged a write at {last_acknowledged:.3f}, after {new} had accepted one sent at "
+                f"{first_sent:.3f}: both took writes at once")
+
+    def last_acknowledged_at(self, site: str) -> datetime:
+        with self.lock:
+            return datetime.fromtimestamp(max(w.acknowledged for w in self.accepted if w.site == site), UTC)
+
+
+# --- the lab, kept normal --------------------------------------------------------------------------
+
+@dataclass
+class Backups:
+    lab: Lab
+    taken_at: float = 0.0
+
+    def ensure_fresh(self) -> None:
+        """Preflight wants each dataset's newest snapshot within its RPO target: back up again as they age."""
+        if time.monotonic() - self.taken_at > SNAPSHOTS_KEPT_FRESH_FOR.total_seconds():
+            record = ledger().run(backup_flow(str(self.lab.plan)))
+            assert record.status == "completed", record.error
+            self.taken_at = time.monotonic()
+
+
+@pytest.fixture(scope="module")
+def backups(lab: Lab) -> Backups:
+    lab.wait_normal(30)
+    kept = Backups(lab)
+    kept.ensure_fresh()
+    return kept
+
+
+def back_to_normal(lab: Lab) -> None:
+    """After a failover: the infrastructure healed, then Lifeline's own failback (the lab never does that)."""
+    heal(lab.home, log=lambda message: None)
+    if in_recovery(lab, "main") is not False or in_recovery(lab, "dr") is not True:
+        record = ledger().run(failback_flow(str(lab.plan), approval="yes"))
+        assert record.status == "completed", record.error
+    lab.wait_normal(20)
+
+
+@pytest.fixture
+def normal_lab(lab: Lab, backups: Backups) -> Iterator[Lab]:
+    """The lab in its normal state with fresh snapshots; normal again afterwards, whatever the test did."""
+    backups.ensure_fresh()
+    lab.wait_normal(20)
+    lab.query("main", f"CREATE TABLE IF NOT EXISTS {MONITOR_TABLE} "
+                      "(id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, site text NOT NULL, sent_at timestamptz)")
+    try:
+        yield lab
+    finally:
+        ssh.close_all()
+        if not lab.status().normal:
+            try:
+                back_to_normal(lab)
+            except Exception:  # noqa: BLE001 - broken beyond a failback: start over
+                lab.rebuild()
+                backups.taken_at = 0.0
+                backups.ensure_fresh()
+
+
+@pytest.fixture
+def monitor(normal_lab: Lab) -> Iterator[WriteMonitor]:
+    """Writes at both databases every 50 ms from before the test touches anything until it ends."""
+    crm = load_plan(normal_lab.plan).plan.databases["crm"]
+    watching = WriteMonitor(
+        dsns={site: crm.instances[site].dsn for site in ("main", "dr")},
+        passfile=str(crm.instances["main"].passfile),
+    ).start()
+    wait_for(lambda: watching.primaries(), 5, "the monitor's first write at main")
+    try:
+        yield watching
+    finally:
+        watching.finish()
+
+
+def assert_nothing_changed(lab: Lab) -> None:
+    current = lab.status()
+    assert (current.databases["main"], current.databases["dr"]) == ("primary", "standby")
+    assert current.replication.streaming and current.dns.points_at == "main"
+
+
+# --- what the call log shows -----------------------------------------------------------------------
+
+def call_log(lab: Lab, sql: str, *parameters: Any) -> list[tuple]:
+    return lab.query("calllog", sql, parameters=parameters or None)
+
+
+def wait_for_dr_answering(lab: Lab, since: datetime, timeout: float = 30) -> datetime:
+    """When the first call placed after `since` that dr answered was placed (the generator logs in batches)."""
+    def first() -> datetime | None:
+        return call_log(lab, "SELECT min(placed_at) FROM calls_log WHERE site = 'dr' AND outcome = 'answered' "
+                             "AND placed_at >= %s", since)[0][0]
+
+    return wait_for(first, timeout, "calls answered at dr")
+
+
+def settle_call_log() -> None:
+    """The generator flushes its log every 0.25 s; a refused call ends at once."""
+    time.sleep(1.0)
+
+
+# --- verification and refusals: nothing is failed over ---------------------------------------------
+
+def test_verify_site_exits_0_when_healthy_and_1_naming_the_unhealthy_service(normal_lab: Lab) -> None:
+    plan = str(normal_lab.plan)
+    healthy = run_cli("verify", "--plan", plan, "--site", "main", "--json")
+    assert healthy.returncode == 0, healthy.stderr
+    record = json.loads(healthy.stdout)
+    assert (record["kind"], record["status"]) == ("verify", "completed")
+    assert [(step["name"], step["status"]) for step in record["steps"]] == [("crm-main: crm main health", "completed")]
+
+    fault("main-service-down", normal_lab.home)
+    broken = run_cli("verify", "--plan", plan, "--site", "main", "--json")
+    assert broken.returncode == 1, broken.stderr
+    record = json.loads(broken.stdout)
+    assert record["status"] == "failed" and "crm-main" in record["error"]
+    [step] = record["steps"]
+    assert (step["name"], step["status"], step["detail"]["critical"]) == ("crm-main: crm main health", "failed", True)
+    assert "crm-main" in one_line_error(broken.stderr)
+    normal_lab.restore_normal()
+
+
+def test_unknown_host_key_is_refused_with_a_clear_message_and_nothing_changes(
+    normal_lab: Lab, monitor: WriteMonitor, tmp_path: Path
+) -> None:
+    lab = normal_lab
+    dr = load_plan(lab.plan).plan.hosts["dr"]
+    lines = Path(dr.known_hosts_file).read_text().splitlines()
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("".join(f"{line}\n" for line in lines if not line.startswith(f"[{dr.address}]:{dr.port} ")))
+    assert len(known_hosts.read_text().splitlines()) == len(lines) - 1  # dr's key, and only it, is gone
+
+    def trust_only_main(document: dict) -> None:
+        document["hosts"]["dr"]["known_hosts_file"] = str(known_hosts)
+
+    plan = str(plan_copy(lab, tmp_path / "plan", trust_only_main))
+    preflight, failover = cli_process("preflight", "--plan", plan), cli_process("failover", "--yes", "--plan", plan)
+    (readiness, _), (_, refusal) = preflight.communicate(timeout=180), failover.communicate(timeout=180)
+    assert preflight.returncode == 1 and "NOT READY" in readiness
+    [reason] = [line for line in readiness.splitlines() if line.strip().startswith("- host dr")]
+    assert "known_hosts" in reason and "refusing" in reason
+
+    assert failover.returncode == 2, refusal  # a host key is bad input (DESIGN.md section 3)
+    message = one_line_error(refusal)
+    assert "NOT READY" in message and "host dr" in message and "known_hosts" in message
+    assert_nothing_changed(lab)
+    monitor.finish()
+    monitor.assert_one_primary_at_a_time(["main"])
+
+
+def test_a_step_that_keeps_failing_ends_the_run_as_failed_naming_the_step(
+    normal_lab: Lab, monitor: WriteMonitor, tmp_path: Path
+) -> None:
+    lab = normal_lab
+    with closed_port() as port:
+        def announce_first(document: dict) -> None:
+            document.setdefault("recovery", {})["failover"] = [
+                {"name": "announce", "steps": [{"type": "http", "name": "announce the outage on the IVR",
+                                                "url": f"http://127.0.0.1:{port}/announcements",
+                                                "json": {"text": "we are moving"}, "retries": 1,
+                                                "retry_delay_seconds": 0.2, "timeout_seconds": 5}]},
+                {"name": "promote", "steps": [{"type": "postgres_promote", "database": "crm"}]},
+                {"name": "switch", "steps": [{"type": "dns_switch"}]},
+            ]
+
+        plan = str(plan_copy(lab, tmp_path, announce_first))
+        with pytest.raises(Exception, match="announce the outage on the IVR"):
+            failover_flow(plan_path=plan, approval="yes")
+
+    [record] = ledger().runs(kind="failover", last=1)
+    assert record.status == "failed"
+    assert "'announce the outage on the IVR' failed" in record.error and "Connection refused" in record.error
+    announce = step_named(record, "announce the outage on the IVR")
+    assert (announce.status, announce.attempts) == ("failed", 2)  # retries: 1
+    assert not any(step.name.startswith(("promote", "switch")) for step in record.steps)
+    assert in_recovery(lab, "dr") is True and lab.status().dns.points_at == "main"
+    # main was fenced before the runbook ran; nothing replaced it, so the lab's heal may start it again.
+    lab.restore_normal()
+    monitor.finish()
+    monitor.assert_one_primary_at_a_time(["main"])
+
+
+def test_not_ready_preflight_refuses_without_force_and_force_proceeds_recording_the_override(
+    normal_lab: Lab, monitor: WriteMonitor, tmp_path: Path
+) -> None:
+    lab = normal_lab
+
+    def want_ivr_backups_60_ms_old(document: dict) -> None:
+        document["datasets"]["ivr-config"]["rpo_minutes"] = 0.001  # no snapshot is ever that fresh
+
+    plan = str(plan_copy(lab, tmp_path, want_ivr_backups_60_ms_old))
+    refused = run_cli("failover", "--yes", "--plan", plan, "--json")
+    assert refused.returncode == 1, refused.stderr
+    message = one_line_error(refused.stderr)
+    assert "NOT READY" in message and "backup ivr-config" in message and "--force" in message
+    record = json.loads(refused.stdout)
+    assert record["status"] == "failed" and [step["name"] for step in record["steps"]] == ["probe main", "preflight"]
+    assert_nothing_changed(lab)
+
+    forced = ledger().run(failover_flow(plan_path=plan, approval="yes", force=True))
+    assert forced.status == "completed", forced.error
+    assert forced.milestones["forced"] <= forced.milestones["approved"] <= forced.milestones["fenced"]
+    preflight = step_named(forced, "preflight")
+    assert preflight.detail["ready"] is False
+    assert [reason.split(":")[0] for reason in preflight.detail["forced_past"]] == ["backup ivr-config"]
+    assert lab.status().dns.points_at == "dr"
+
+    back_to_normal(lab)
+    monitor.finish()
+    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
+
+
+# --- failovers --------------------------------------------------------------------------------------
+
+def test_main_database_down_failover_dr_takes_calls_and_the_record_matches_the_call_log(
+    normal_lab: Lab, monitor: WriteMonitor
+) -> None:
+    lab = normal_lab
+    fault("main-db-down", lab.home)
+    incident_at = datetime.fromisoformat(load_faults(lab.context.paths)["main-db-down"])
+
+    record = ledger().run(failover_flow(plan_path=str(lab.plan), approval="yes"))
+
+    assert record.status == "completed", record.error
+    assert lab.status().dns.points_at == "dr" and in_recovery(lab, "dr") is False
+    first_at_dr = wait_for_dr_answering(lab, incident_at)
+    settle_call_log()
+
+    # RTO runs from the lab's fault time to the first of the healthy verification rounds.
+    assert record.incident_at == incident_at
+    assert record.recovered_at == record.milestones["recovered"]
+    assert record.rto_seconds == pytest.approx((record.recovered_at - incident_at).total_seconds(), abs=0.001)
+    milestones = [record.milestones[name] for name in ("incident", "detected", "fenced", "promoted", "dns_switched")]
+    assert milestones == sorted(milestones) and milestones[-1] <= record.recovered_at <= record.ended_at
+    # The call log tells the same story: calls failed from the fault on, none was answered anywhere until
+    # dr answered, and dr began answering within a DNS TTL (plus a probe interval) of the recorded recovery.
+    [(first_failed,)] = call_log(lab, "SELECT min(placed_at) FROM calls_log WHERE outcome <> 'answered' "
+                                      "AND placed_at >= %s", incident_at)
+    assert first_failed is not None and (first_failed - incident_at).total_seconds() < 2
+    [(answered_meanwhile,)] = call_log(lab, "SELECT count(*) FROM calls_log WHERE outcome = 'answered' "
+                                            "AND placed_at > %s AND placed_at < %s", first_failed, first_at_dr)
+    assert answered_meanwhile == 0
+    ttl = load_plan(lab.plan).plan.dns.ttl
+    assert abs((first_at_dr - record.recovered_at).total_seconds()) <= ttl + 2
+
+    # Affected customers: distinct callers whose calls failed or were abandoned from incident to recovery.
+    [(callers, failed_calls)] = call_log(
+        lab, "SELECT count(DISTINCT caller_id), count(*) FROM calls_log WHERE outcome IN ('failed', 'abandoned') "
+             "AND placed_at BETWEEN %s AND %s", incident_at, record.recovered_at)
+    assert record.impact_source == "call_log"
+    assert callers > 0 and record.affected_customers == callers
+    assert step_named(record, "measure").detail["failed_calls"] == failed_calls
+
+    # RPO: the calls main acknowledged (per the call log) that dr does not have, as time before the incident.
+    acknowledged = dict(call_log(lab, "SELECT call_id, placed_at FROM calls_log WHERE site = 'main' "
+                                      "AND outcome = 'answered' AND call_id IS NOT NULL AND placed_at >= %s",
+                                 incident_at - timedelta(hours=1)))
+    at_dr = {row[0] for row in lab.query("dr", "SELECT id FROM calls WHERE id = ANY(%s)",
+                                         parameters=(list(acknowledged),))}
+    lost = set(acknowledged) - at_dr
+    assert step_named(record, "measure").detail["lost_calls_crm"] == len(lost)
+    expected_rpo = max([0.0, *((incident_at - acknowledged[call]).total_seconds() for call in lost)])
+    assert record.rpo_seconds == pytest.approx(expected_rpo, abs=0.001)
+    assert record.met_targets is True
+
+    back_to_normal(lab)
+    monitor.finish()
+    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
+
+
+def test_failover_while_main_is_up_fences_it_first_and_failback_keeps_every_call(
+    normal_lab: Lab, monitor: WriteMonitor
+) -> None:
+    lab = normal_lab
+    record = ledger().run(failover_flow(plan_path=str(lab.plan), approval="yes", reason="planned test"))
+    assert record.status == "completed", record.error
+
+    fence, promote = step_named(record, "fence main"), step_named(record, "promote crm at dr")
+    assert (fence.status, fence.detail["method"]) == ("completed", "ssh")
+    assert fence.ended_at <= promote.started_at
+    # Not only the record says so: main acknowledged its last write before dr's promotion began,
+    # and main's database is down, not merely refusing writes.
+    assert monitor.last_acknowledged_at("main") < promote.started_at
+    assert lab.status().databases == {"main": "down", "dr": "primary", "calllog": "primary"}
+    assert lab.status().dns.points_at == "dr"
+    outage_began = record.started_at
+    wait_for_dr_answering(lab, outage_began)
+
+    failback = ledger().run(failback_flow(str(lab.plan), approval="yes"))
+    assert failback.status == "completed", failback.error
+    settle_call_log()
+    assert (in_recovery(lab, "main"), in_recovery(lab, "dr")) == (False, True)
+    assert ("dr", "streaming") in lab.query("main", "SELECT application_name, state FROM pg_stat_replication")
+    assert lab.status().dns.points_at == "main"
+    # Every call dr answered while it served (per the call log) is in main's database now ...
+    answered_at_dr = {row[0] for row in call_log(
+        lab, "SELECT call_id FROM calls_log WHERE site = 'dr' AND outcome = 'answered' AND placed_at >= %s",
+        outage_began)}
+    at_main = {row[0] for row in lab.query("main", "SELECT id FROM calls WHERE site = 'dr' AND id = ANY(%s)",
+                                           parameters=(list(answered_at_dr),))}
+    assert answered_at_dr and answered_at_dr == at_main
+    # ... main, fenced cleanly, had nothing dr lacked, and the switch back lost nothing either.
+    rebuild = step_named(failback, "rebuild crm at main as standby")
+    assert not any(rebuild.detail["rows_only_at_old_primary"].values()), rebuild.detail
+    assert failback.rpo_seconds == 0 and step_named(failback, "measure").detail["lost_calls_crm"] == 0
+    heal(lab.home, log=lambda message: None)
+    assert lab.wait_normal(10).normal
+    monitor.finish()
+    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
+
+
+def test_failover_with_main_powered_off_fences_it_with_the_fence_command(
+    normal_lab: Lab, monitor: WriteMonitor
+) -> None:
+    lab = normal_lab
+    power("main", "off", lab.home)
+    powered_off_at = datetime.fromisoformat(load_faults(lab.context.paths)["main-power-off"])
+
+    record = ledger().run(failover_flow(plan_path=str(lab.plan), approval="yes"))
+
+    assert record.status == "completed", record.error
+    fence = step_named(record, "fence main")
+    assert (fence.status, fence.detail["method"]) == ("completed", "fence_command")
+    assert fence.ended_at <= step_named(record, "promote crm at dr").started_at
+    assert record.incident_at == powered_off_at
+    assert lab.status().dns.points_at == "dr"
+    wait_for_dr_answering(lab, powered_off_at)
+
+    back_to_normal(lab)
+    monitor.finish()
+    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
+
+
+def test_failover_killed_after_the_promotion_converges_when_run_again_and_then_reports_dr_serves(
+    normal_lab: Lab, monitor: WriteMonitor
+) -> None:
+    lab = normal_lab
+    plan = str(lab.plan)
+    fault("main-db-down", lab.home)
+    before = {record.id for record in ledger().runs(kind="failover")}
+
+    killed = cli_process("failover", "--yes", "--plan", plan)
+    try:
+        wait_for(lambda: in_recovery(lab, "dr") is False or killed.poll() is not None, 120, "dr's promotion", 0.02)
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.communicate(timeout=10)
+    assert killed.returncode == -signal.SIGKILL  # still running when dr had just been promoted
+    [cut_off] = [record for record in ledger().runs(kind="failover") if record.id not in before]
+    assert (cut_off.status, cut_off.ended_at, cut_off.recovered_at) == ("running", None, None)
+
+    record = ledger().run(failover_flow(plan_path=plan, approval="yes"))
+    assert record.status == "completed", record.error
+    assert step_named(record, "promote crm at dr").detail["promoted"] is False  # the killed run had done it
+    assert record.recovered_at is not None
+    assert lab.status().dns.points_at == "dr" and lab.status().services["dr"].healthy
+    wait_for_dr_answering(lab, record.started_at)
+
+    after = run_cli("failover", "--yes", "--plan", plan, "--json")
+    assert after.returncode == 0, after.stderr
+    done = json.loads(after.stdout)
+    assert done["status"] == "completed"
+    skipped = [step for step in done["steps"] if step["status"] == "skipped"]
+    assert [step["name"] for step in skipped] == ["fail over"]
+    assert "dr already serves" in skipped[0]["detail"]["reason"]
+    assert not any(step["name"].startswith(("promote", "switch")) for step in done["steps"])
+
+    back_to_normal(lab)
+    monitor.finish()
+    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
+
+
+def test_two_failovers_started_together_one_runs_the_other_refuses_naming_it(
+    normal_lab: Lab, monitor: WriteMonitor
+) -> None:
+    lab = normal_lab
+    plan = str(lab.plan)
+    fault("main-db-down", lab.home)
+    before = {record.id for record in ledger().runs(kind="failover")}
+
+    first, second = cli_process("failover", "--yes", "--plan", plan), cli_process("failover", "--yes", "--plan", plan)
+    errors = {process.pid: process.communicate(timeout=300)[1] for process in (first, second)}
+    (code_a, winner), (code_b, loser) = sorted((process.returncode, process.pid) for process in (first, second))
+    assert (code_a, code_b) == (0, 2), {pid: stderr[-2000:] for pid, stderr in errors.items()}
+    message = one_line_error(errors[loser])
+    assert f"a failover run (pid {winner}," in message and "refusing" in message
+    [record] = [r for r in ledger().runs(kind="failover") if r.id not in before]  # the refused one left none
+    assert record.status == "completed"
+    assert lab.status().dns.points_at == "dr"
+
+    back_to_normal(lab)
+    monitor.finish()
+    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
