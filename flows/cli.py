@@ -393,6 +393,8 @@ _mount_lab()
 def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # Without a server, Prefect starts a temporary one and gives it 20 s; a busy 2-core machine has needed 60.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     app()
 
 

@@ -195,8 +195,9 @@ class FlowRun:
 class ResticCalls:
     """Times every restic process Lifeline starts in this process (wraps tasks.restic.run_command).
 
-    CPU is the growth of RUSAGE_CHILDREN over the call: right while the flow runs one restic at a time,
-    as the one-dataset plans here do.
+    CPU is the growth of RUSAGE_CHILDREN's user time over the call (system time swings with the host's
+    I/O load; user time is restic's own work): right while the flow runs one restic at a time, as the
+    one-dataset plans here do.
     """
 
     def __init__(self) -> None:
@@ -207,12 +208,12 @@ class ResticCalls:
         self._original = restic.run_command
 
         def recorded(argv, *args, **kwargs):
-            cpu, started = children_cpu_seconds(), time.perf_counter()
+            cpu, started = children_user_seconds(), time.perf_counter()
             try:
                 return self._original(argv, *args, **kwargs)
             finally:
                 self.calls.append(
-                    (operation_name(argv), time.perf_counter() - started, children_cpu_seconds() - cpu))
+                    (operation_name(argv), time.perf_counter() - started, children_user_seconds() - cpu))
 
         restic.run_command = recorded
 
@@ -224,9 +225,8 @@ class ResticCalls:
         self._module.run_command = self._original
 
 
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def children_user_seconds() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
 
 
 def operation_name(argv) -> str:
@@ -275,6 +275,7 @@ class Samples:
 
     def add_cpu(self, name: str, use: CpuUse) -> None:
         self.add(f"cpu restic {name}", use.children)
+        self.add(f"user restic {name}", use.children_user)
         self.add(f"cpu own {name}", use.own)
         self.add(f"cpu server {name}", use.server)
 
@@ -529,10 +530,10 @@ def report(samples: Samples, arguments: argparse.Namespace, load: tuple[float, f
         [
             row(f"backup {label} (cold)", "bare backup", "backup step"),
             row("  restic backup process alone", "bare backup", "backup restic"),
-            row("  its CPU s (load-independent)", "cpu restic bare backup", "backup restic cpu"),
+            row("  its user CPU s (less load-bound)", "user restic bare backup", "backup restic cpu"),
             row(f"restore {label} + verify", "bare restore", "restore step"),
             row("  restic restore process alone", "bare restore", "restore restic"),
-            row("  its CPU s (load-independent)", "cpu restic bare restore", "restore restic cpu"),
+            row("  its user CPU s (less load-bound)", "user restic bare restore", "restore restic cpu"),
             row("whole backup flow, in-process", "bare backup", "backup flow"),
             row("whole restore flow, in-process", "bare restore", "restore flow"),
         ],
@@ -591,8 +592,8 @@ def report(samples: Samples, arguments: argparse.Namespace, load: tuple[float, f
     )
     print()
     for kind in ("backup", "restore"):
-        listed = ", ".join(f"{name} {seconds:.2f} ({cpu:.2f} CPU)" for name, seconds, cpu in s.restic_calls.get(kind, []))
-        print(f"restic processes of the last {kind} flow, wall s (CPU s): {listed}")
+        listed = ", ".join(f"{name} {seconds:.2f} ({cpu:.2f})" for name, seconds, cpu in s.restic_calls.get(kind, []))
+        print(f"restic processes of the last {kind} flow, wall s (user CPU s): {listed}")
     print("bare restic: one process each (backup; restore --verify)")
     print(f"load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f} on {os.cpu_count()} cores")
     for failure in s.failures:

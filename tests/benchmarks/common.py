@@ -194,6 +194,7 @@ class CpuUse:
     server: float  # the Prefect server's process group
     own: float  # this process, all its threads
     children: float  # child processes that ended meanwhile (restic)
+    children_user: float  # their user time alone
 
 
 class CpuMeter:
@@ -210,13 +211,13 @@ class CpuMeter:
         after = self._now()
         result.append(CpuUse(*(late - early for late, early in zip(after, before, strict=True))))
 
-    def _now(self) -> tuple[float, float, float]:
+    def _now(self) -> tuple[float, float, float, float]:
         import resource
 
         own = resource.getrusage(resource.RUSAGE_SELF)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         server = self.server.cpu_seconds() if self.server else 0.0
-        return server, own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+        return server, own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime, children.ru_utime
 
 
 def process_group_cpu_seconds(group: int) -> float:
