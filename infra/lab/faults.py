@@ -7,7 +7,10 @@ read) and then breaks something. ``heal`` (in lab.py) undoes infrastructure faul
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
+
+import psycopg
 
 from . import components, postgres
 from .context import LabContext
@@ -176,6 +179,13 @@ def heal_compromise(context: LabContext) -> list[str]:
     if sshd.write_known_hosts(context):
         done.append("known_hosts: host keys of both sites trusted again")
     if postgres.pid(context, "main") is not None and not postgres.is_standby(context, "main"):
-        if postgres.ensure_app_role(context):
-            done.append(f"{postgres.APP_ROLE}: login restored")
+        for attempt in range(10):  # links just restored: the first connections may still be refused or cut
+            try:
+                if postgres.ensure_app_role(context):
+                    done.append(f"{postgres.APP_ROLE}: login restored")
+                break
+            except psycopg.OperationalError:
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
     return done
