@@ -17,6 +17,7 @@ from lifeline.flows.verify import verify_flow
 from prefect import serve
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
+from prefect.utilities.annotations import freeze
 
 DEFAULT_QUERY_SECONDS = 0.5  # Prefect's default is 10 s: a click would wait that long to start
 
@@ -29,7 +30,7 @@ def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
     def cron(expression: str | None) -> list[CronSchedule] | None:
         return [CronSchedule(cron=expression, timezone=timezone)] if expression else None
 
-    return [
+    return [with_supplied_defaults(deployment) for deployment in [
         backup_flow.to_deployment(
             name="nightly-backup", tags=tags, schedules=cron(plan.schedules.backup),
             parameters={"plan_path": path, "trigger": "schedule"},
@@ -37,12 +38,13 @@ def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
         ),
         failover_flow.to_deployment(
             name="failover", tags=tags,
-            parameters={"plan_path": path, "approval": "ui", "trigger": "ui"},
+            # frozen: a custom run cannot skip the form (the safety catch) with approval=yes
+            parameters={"plan_path": path, "approval": freeze("ui"), "trigger": "ui"},
             description=f"Fail {plan.name} over to its DR site. Runs preflight, then waits for approval in a form.",
         ),
         failback_flow.to_deployment(
             name="failback", tags=tags,
-            parameters={"plan_path": path, "approval": "ui", "trigger": "ui"},
+            parameters={"plan_path": path, "approval": freeze("ui"), "trigger": "ui"},
             description=f"Fail {plan.name} back to its primary site, keeping the old primary's data aside.",
         ),
         restore_flow.to_deployment(
@@ -59,7 +61,22 @@ def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
             parameters={"plan_path": path, "trigger": "schedule"},
             description="Run every service check of the plan once.",
         ),
-    ]
+    ]]
+
+
+def with_supplied_defaults(deployment: RunnerDeployment) -> RunnerDeployment:
+    """The values a deployment supplies become its schema's defaults, no longer required.
+
+    The UI's Quick run starts a run at once only when the schema requires nothing; otherwise it opens
+    the custom-run form (Prefect 3.9's V2 UI), and the one-click failover would be two clicks and a form.
+    """
+    schema = deployment._parameter_openapi_schema  # no public way to adjust it before registration
+    supplied = deployment.parameters or {}
+    for name, value in supplied.items():
+        if name in schema.properties:
+            schema.properties[name]["default"] = value
+    schema.required = [name for name in schema.required if name not in supplied]
+    return deployment
 
 
 def serve_plan(loaded: LoadedPlan, query_seconds: float = DEFAULT_QUERY_SECONDS) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+import threading
 from datetime import datetime
 from typing import Literal
 
 from lifeline.tasks.errors import LifelineError
 from lifeline.tasks.record import utc_now
+from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
@@ -55,14 +57,52 @@ def ask(prompt: str, description: str, mode: ApprovalMode, timeout_seconds: floa
         answer = input(f"{prompt} [y/N] ").strip().lower()
         return Decision(approved=answer in ("y", "yes"), operator="terminal", reason=reason, asked_at=asked_at,
                         answered_at=utc_now())
+    return ask_in_ui(description, timeout_seconds, reason, asked_at)
+
+
+# Prefect fails a paused run whose pause times out, and refuses any later state but Failed: so the
+# pause lasts this much longer than the approval timeout, and at that timeout Lifeline itself answers
+# "not approved" through the form's own resume call, while the run can still end as Cancelled.
+PAUSE_GRACE_SECONDS = 60
+
+
+def ask_in_ui(description: str, timeout_seconds: float, reason: str, asked_at: datetime) -> Decision:
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.id  # read here: the timer's thread has no flow run context
+    no_answer = f"no answer within {timeout_seconds:g} s"
+    firing, answered_by_deadline = threading.Event(), threading.Event()
+
+    def answer_no() -> None:
+        firing.set()
+        refusal = Approval(operator="", reason=no_answer, approve=False).model_dump()
+        try:
+            with get_client(sync_client=True) as client:
+                result = client.resume_flow_run(run_id, run_input=refusal)
+        except Exception:  # noqa: BLE001 - the pause's own timeout still ends the wait
+            return
+        if result.status.value == "ACCEPT":  # else a person answered first
+            answered_by_deadline.set()
+
+    deadline = threading.Timer(timeout_seconds, answer_no)
+    deadline.daemon = True
+    # A bare initial value would replace the field and drop its description from the form.
+    prefilled = Field(reason, description=Approval.model_fields["reason"].description)
+    deadline.start()
     try:
         answer = pause_flow_run(
-            wait_for_input=Approval.with_initial_data(description=description, reason=reason),
-            timeout=int(timeout_seconds),
+            wait_for_input=Approval.with_initial_data(description=description, reason=prefilled),
+            timeout=int(timeout_seconds) + PAUSE_GRACE_SECONDS,
             poll_interval=1,
         )
-    except TimeoutError:
-        return Decision(approved=False, operator="", reason=f"no answer within {timeout_seconds:g} s",
-                        asked_at=asked_at, answered_at=utc_now())
+    except (FlowPauseTimeout, TimeoutError):  # Prefect raises FlowPauseTimeout, which is no TimeoutError
+        return Decision(approved=False, operator="", reason=no_answer, asked_at=asked_at, answered_at=utc_now())
+    finally:
+        deadline.cancel()
+    if firing.is_set():
+        deadline.join(30)  # it may have resumed the run but not yet said so
+    if answered_by_deadline.is_set():
+        return Decision(approved=False, operator="", reason=no_answer, asked_at=asked_at, answered_at=utc_now())
     return Decision(approved=answer.approve, operator=answer.operator, reason=answer.reason or reason,
                     asked_at=asked_at, answered_at=utc_now())

@@ -31,6 +31,8 @@ os.environ.update(
     {
         "PREFECT_HOME": str(SESSION_DIR / "prefect"),
         "PREFECT_API_URL": f"http://127.0.0.1:{PREFECT_PORT}/api",
+        # The UI on a port other than 4200 must be told where its API is before the server starts.
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{PREFECT_PORT}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -41,7 +43,17 @@ os.environ.update(
 os.environ.pop("LIFELINE_PLAN", None)
 os.environ.pop("LIFELINE_LEDGER_URL", None)
 
-pytest_plugins = ["tests.pg_fixtures", "tests.lab_fixtures"]
+pytest_plugins = ["tests.pg_fixtures", "tests.lab_fixtures", "tests.serve_fixtures"]
+
+# The session server, as `prefect server start` runs in production, with two changes: its UI is on
+# (the browser test drives it; it costs nothing measurable at start, the bundle is copied once per
+# install), and the scheduler's loops are short (60 s and 5 s by default), so a deployment served
+# with a one-minute cron gets its runs scheduled within a second and its first run on the next minute.
+PREFECT_SERVER_ENV = {
+    "PREFECT_UI_ENABLED": "true",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
+}
 
 
 @pytest.fixture(scope="session")
@@ -54,10 +66,10 @@ def prefect_server():
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, "PREFECT_UI_ENABLED": "false"},
+        env={**os.environ, **PREFECT_SERVER_ENV},
         start_new_session=True,
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a loaded 2-core machine has needed 70 s
     while True:
         try:
             if httpx.get(f"{os.environ['PREFECT_API_URL']}/health", timeout=1).status_code == 200:

@@ -1,0 +1,223 @@
+"""`lifeline serve` (issue 5): what it registers, a failover declined in its form, a run started by a schedule.
+
+Everything runs against the session's Prefect server and is checked through its REST API, the way the
+operator's UI sees it. A one-minute cron deployment is served from the module's start, so the minute
+it needs passes while the other tests run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import yaml
+from lifeline.configs.loading import load_plan
+from lifeline.configs.settings import load_settings
+from lifeline.tasks.ledger import Ledger
+from lifeline.tasks.record import RunRecord
+
+from tests.helpers import files_plan, make_recordings, write_password, write_plan
+from tests.lab_fixtures import Lab
+from tests.serve_fixtures import Api, ServedPlan, parse_time, start_serving, stop_serving
+
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_server", "every_minute")]
+
+SCHEDULED_RUN_DONE_WITHIN = 75.0  # seconds from serving a one-minute cron to its first run completed
+
+
+def record(record_id: str) -> RunRecord:
+    found = Ledger(load_settings().ledger).run(record_id)
+    assert found is not None, f"no record {record_id} in the ledger"
+    return found
+
+
+def step_named(run: RunRecord, name: str):
+    matches = [step for step in run.steps if step.name == name]
+    assert matches, f"no step {name!r} in {[step.name for step in run.steps]}"
+    return matches[-1]
+
+
+def assert_lab_unchanged(lab: Lab) -> None:
+    status = lab.status()
+    assert status.dns.points_at == "main"
+    assert (status.databases["main"], status.databases["dr"]) == ("primary", "standby")
+    assert status.replication.streaming
+    assert status.normal, status.not_normal_because
+
+
+def start_to_running(api: Api, run: dict) -> float:
+    """Seconds from the run's creation (a click, a POST) to RUNNING, both stamped by the server."""
+    return api.first_state_at(run["id"], "RUNNING") - parse_time(run["created"])
+
+
+# --- the one-minute cron ---------------------------------------------------------------------------
+
+EVERY_MINUTE_SERVER = """
+import sys
+from lifeline.flows.backup import backup_flow
+from prefect import serve
+
+# trigger "ui" on purpose: the record must say "schedule" because the run was auto-scheduled
+serve(backup_flow.to_deployment(name="every-minute-test", cron="* * * * *",
+                                parameters={"plan_path": sys.argv[1], "trigger": "ui"}),
+      query_seconds=0.5, limit=None)
+"""
+
+
+@pytest.fixture(scope="module")
+def every_minute(api: Api, tmp_path_factory) -> Iterator[tuple[ServedPlan, float]]:
+    """A backup of a small folder served with cron "* * * * *"; (the server, when it was registered)."""
+    root = tmp_path_factory.mktemp("every-minute")
+    write_password(root / "restic.pw")
+    document = files_plan(root, make_recordings(root / "recordings"))
+    document["name"] = "every-minute-test"
+    plan = write_plan(root, document)
+    served = start_serving(api, [sys.executable, "-c", EVERY_MINUTE_SERVER, str(plan)],
+                           root / "serve.log", {"every-minute-test": "backup"})
+    try:
+        yield served, parse_time(served.registered["every-minute-test"]["updated"])
+    finally:
+        stop_serving(api, served)
+
+
+# --- tests -----------------------------------------------------------------------------------------
+
+def test_serve_registers_each_deployment_with_the_plans_schedules_and_typed_parameters(
+    served_lab: ServedPlan, api: Api, lab: Lab
+) -> None:
+    plan = load_plan(lab.plan).plan
+    registered = served_lab.registered
+    assert {"nightly-backup", "failover", "failback", "restore", "verify"} <= set(registered)
+    assert plan.schedules.backup == "0 2 * * *"  # the lab's plan sets none: the default
+    assert plan.timezone == "Asia/Shanghai"
+
+    [nightly] = registered["nightly-backup"]["schedules"]
+    assert (nightly["schedule"]["cron"], nightly["schedule"]["timezone"], nightly["active"]) == \
+        ("0 2 * * *", "Asia/Shanghai", True)
+    [verify] = registered["verify"]["schedules"]
+    assert (verify["schedule"]["cron"], verify["schedule"]["timezone"], verify["active"]) == \
+        (plan.schedules.verify, "Asia/Shanghai", True)
+    for unscheduled in ("failover", "failback", "restore"):
+        assert registered[unscheduled]["schedules"] == [], unscheduled
+
+    for deployment in registered.values():
+        assert deployment["parameters"]["plan_path"] == str(lab.plan)
+        assert f"plan:{plan.name}" in deployment["tags"] and deployment["description"]
+    assert registered["failover"]["parameters"]["approval"] == "ui"  # Quick run pauses for the form
+
+    # Typed parameters: the UI renders a form with a description under every field.
+    failover = registered["failover"]["parameter_openapi_schema"]
+    properties = failover["properties"]
+    assert (properties["reason"]["type"], properties["reason"]["default"]) == ("string", "")
+    assert (properties["dry_run"]["type"], properties["dry_run"]["default"]) == ("boolean", False)
+    assert (properties["force"]["type"], properties["force"]["default"]) == ("boolean", False)
+    for name in ("reason", "dry_run", "force", "plan_path"):
+        assert len(properties[name].get("description", "")) > 10, name
+    # The UI's Quick run starts a run with one click only when the schema requires nothing.
+    assert not failover.get("required")
+    assert properties["plan_path"]["default"] == str(lab.plan)
+    # The form is the safety catch: no run of this deployment can say it is already approved.
+    assert (properties["approval"]["enum"], properties["approval"].get("readOnly")) == (["ui"], True)
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        api.create_run(registered["failover"]["id"], {"approval": "yes", "dry_run": True})
+    assert refused.value.response.status_code == 409 and "approval" in refused.value.response.text
+
+    restore = registered["restore"]["parameter_openapi_schema"]
+    assert {"dataset", "target", "snapshot", "as_of"} <= set(restore["properties"])
+    assert set(restore["required"]) == {"dataset", "target"}  # Quick run asks for them in a form
+    assert restore["properties"]["snapshot"]["default"] == "latest"
+    assert all(restore["properties"][name].get("description") for name in ("dataset", "target", "snapshot", "as_of"))
+
+
+def test_a_failover_declined_in_its_form_ends_cancelled_and_changes_nothing(
+    served_lab: ServedPlan, api: Api, lab_kept_normal: Lab, no_run_left_behind, capsys
+) -> None:
+    lab = lab_kept_normal
+    run = api.create_run(served_lab.deployment_id("failover"), {"reason": "rejection test"})
+    paused = api.wait_for_state(run["id"], {"PAUSED"}, 60)
+    latency = start_to_running(api, run)
+
+    # The form: operator, reason (prefilled), approve; the preflight result is its description.
+    keyset = paused["state"]["state_details"]["run_input_keyset"]
+    schema = api.get(f"/flow_runs/{run['id']}/input/{keyset['schema']}")
+    assert {name: field["type"] for name, field in schema["properties"].items()} == \
+        {"operator": "string", "reason": "string", "approve": "boolean"}
+    assert schema["properties"]["reason"]["default"] == "rejection test"
+    assert all(field.get("description") for field in schema["properties"].values())
+    description = api.get(f"/flow_runs/{run['id']}/input/{keyset['description']}")
+    assert "**READY** to fail over to `dr`" in description and "| check | ready | detail |" in description
+
+    answer = api.post(f"/flow_runs/{run['id']}/resume",
+                      {"run_input": {"operator": "bob", "reason": "not today", "approve": False}})
+    assert answer["status"] == "ACCEPT", answer
+    done = api.wait_for_state(run["id"], {"CANCELLED"}, 30)
+    assert "not approved" in done["state"]["message"]
+    assert_lab_unchanged(lab)
+
+    declined = record(api.record_id(run["id"], "failover"))
+    assert (declined.status, declined.trigger) == ("cancelled", "ui")
+    assert step_named(declined, "approval").detail | {"waited_seconds": 0} == \
+        {"approved": False, "operator": "bob", "reason": "not today", "waited_seconds": 0}
+    assert "rejected" in declined.milestones and "fenced" not in declined.milestones
+    assert not any(step.name.startswith(("fence", "promote")) for step in declined.steps)
+    with capsys.disabled():
+        print(f"\n[latency] failover deployment run created through the API -> RUNNING: {latency:.2f} s "
+              f"({api.start_breakdown(run['id'], parse_time(run['created']))})")
+
+
+def test_a_failover_nobody_answers_ends_cancelled_at_the_plans_approval_timeout(
+    served_lab: ServedPlan, api: Api, lab_kept_normal: Lab, no_run_left_behind
+) -> None:
+    lab = lab_kept_normal
+    # The same plan with a 3-second approval timeout, beside it (its paths are relative to its folder).
+    document = yaml.safe_load(lab.plan.read_text())
+    document.setdefault("recovery", {})["approval_timeout_seconds"] = 3
+    impatient = lab.plan.with_name("plan-approval-timeout.yaml")
+    impatient.write_text(yaml.safe_dump(document, sort_keys=False))
+    try:
+        run = api.create_run(served_lab.deployment_id("failover"), {"plan_path": str(impatient)})
+        api.wait_for_state(run["id"], {"PAUSED"}, 60)
+        paused_at = time.time()
+        done = api.wait_for_state(run["id"], {"CANCELLED"}, 30)  # never FAILED, though the pause expires
+        assert 2.5 <= time.time() - paused_at <= 20
+        assert "no answer within 3 s" in done["state"]["message"]
+    finally:
+        impatient.unlink()
+    assert_lab_unchanged(lab)
+    declined = record(api.record_id(run["id"], "failover"))
+    assert declined.status == "cancelled"
+    assert step_named(declined, "approval").detail["approved"] is False
+
+
+def test_a_run_started_by_a_one_minute_cron_completes_within_75_seconds(
+    every_minute: tuple[ServedPlan, float], api: Api, capsys
+) -> None:
+    served, registered_at = every_minute
+    deployment_id = served.deployment_id("every-minute-test")
+
+    def first_completed() -> dict | None:
+        runs = api.post("/flow_runs/filter", {
+            "flow_runs": {"deployment_id": {"any_": [deployment_id]}, "state": {"type": {"any_": ["COMPLETED"]}}},
+            "sort": "EXPECTED_START_TIME_ASC", "limit": 1})
+        return runs[0] if runs else None
+
+    deadline = registered_at + SCHEDULED_RUN_DONE_WITHIN
+    while (run := first_completed()) is None:
+        failed = api.post("/flow_runs/filter", {"flow_runs": {
+            "deployment_id": {"any_": [deployment_id]}, "state": {"type": {"any_": ["FAILED", "CRASHED"]}}}})
+        assert not failed, f"a scheduled run failed: {failed[0]['state']['message']}\n{served.log_tail()}"
+        assert time.time() < deadline + 5, f"no scheduled run completed within {SCHEDULED_RUN_DONE_WITHIN:g} s"
+        time.sleep(0.5)
+    completed_after = parse_time(run["end_time"]) - registered_at
+    assert run["auto_scheduled"] is True and run["created_by"]["type"] == "SCHEDULE"
+    assert parse_time(run["expected_start_time"]) % 60 == 0  # on the minute
+    assert completed_after <= SCHEDULED_RUN_DONE_WITHIN
+    backup = record(api.record_id(run["id"], "backup"))
+    assert (backup.status, backup.trigger, backup.plan) == ("completed", "schedule", "every-minute-test")
+    late = parse_time(run["start_time"]) - parse_time(run["expected_start_time"])
+    with capsys.disabled():
+        print(f"\n[schedule] one-minute cron: first run completed {completed_after:.1f} s after serving; "
+              f"started {late:.2f} s after its scheduled minute, ran {run['total_run_time']:.1f} s")
