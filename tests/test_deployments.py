@@ -220,4 +220,4 @@ def test_a_run_started_by_a_one_minute_cron_completes_within_75_seconds(
     late = parse_time(run["start_time"]) - parse_time(run["expected_start_time"])
     with capsys.disabled():
         print(f"\n[schedule] one-minute cron: first run completed {completed_after:.1f} s after serving; "
-              f"started {late:.2f} s after its scheduled minute, ran {run['total_run_time']:.1f} s")
+              f"started {late:+.2f} s from its scheduled minute, ran {run['total_run_time']:.1f} s")
