@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-stdout = Console()
+stdout = Console(width=None if sys.stdout.isatty() else 140)  # piped output: wide enough to read
 stderr = Console(stderr=True)
 
 

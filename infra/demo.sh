@@ -6,7 +6,8 @@
 #   3. restore the recordings into a scratch folder and the CRM database into a new database,
 #      each verified before it is put in place;
 #   4. fail over to the DR site, verify it, then fail back, losing nothing;
-#   5. print the run records.
+#   5. rehearse a system-crash drill and write its after-action report (HTML);
+#   6. print the run records.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.local/bin:$PATH"
@@ -42,6 +43,13 @@ if [[ ${LIFELINE_DEMO_FAILOVER:-1} == 1 ]]; then
   step "Failing back to main"
   lifeline failback --yes --reason "demo: main repaired" --json > "$scratch/failback.json"
   cat "$scratch/failover.json" "$scratch/failback.json"
+  lifeline lab heal >/dev/null   # the fault's record; heal never touches data or a replaced primary
+
+  step "Drill: a system crash, timed, scored and cleaned up"
+  lifeline drill --scenario system-crash
+  report="$LIFELINE_HOME/drill-report.html"
+  lifeline report --out "$report"
+  step "After-action report: $report"
 fi
 
 step "Run records"
