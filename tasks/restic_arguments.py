@@ -104,4 +104,4 @@ def init_arguments(copy_chunker_params: bool = False) -> tuple[str, ...]:
 
 
 def unlock_arguments() -> tuple[str, ...]:
-    return ("unlock",)  # only stale locks; never --remove-all, which also breaks a live backup's lock
+    return ("unlock",)  # plain unlock: only locks restic itself calls stale; a live backup's lock stays

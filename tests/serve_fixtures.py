@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,14 +283,3 @@ def lab_kept_normal(lab: Lab, fresh_backups: FreshBackups) -> Iterator[Lab]:
             except Exception:  # noqa: BLE001 - broken beyond a failback: start the lab over
                 lab.rebuild()
                 fresh_backups.taken_at = float("-inf")
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
