@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: a Prefect server of their own, temp dirs, timing, tables with ratios.
+"""Shared by the benchmarks: a Prefect server of their own, temp dirs, timing, samples, tables with ratios.
 
 Importing this module imports neither Prefect nor Lifeline: a benchmark sets the environment
 (`quiet_prefect_environment`, `prefect_server`) first, because Prefect reads its settings when
@@ -18,8 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -63,6 +64,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def environment(updates: Mapping[str, str], remove: Sequence[str] = ()) -> Iterator[None]:
+    """os.environ with `updates` set and `remove` unset while the block runs; each name as it was afterwards."""
+    saved = {name: os.environ.get(name) for name in (*updates, *remove)}
+    os.environ.update(updates)
+    for name in remove:
+        os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 # --- a Prefect server ---------------------------------------------------------------------------
 
 
@@ -90,7 +108,6 @@ def prefect_server(home: Path, timeout: float = 90) -> Iterator[PrefectServer]:
     api_url = f"http://127.0.0.1:{port}/api"
     log_file = home / "prefect-server.log"
     updates = {"PREFECT_API_URL": api_url, "PREFECT_HOME": str(home)}
-    saved = {name: os.environ.get(name) for name in updates}
     started = time.perf_counter()
     with open(log_file, "wb") as output:
         server = subprocess.Popen(
@@ -104,15 +121,9 @@ def prefect_server(home: Path, timeout: float = 90) -> Iterator[PrefectServer]:
     try:
         _wait_healthy(api_url, server, log_file, timeout)
         log(f"Prefect server at {api_url} ready in {time.perf_counter() - started:.1f} s")
-        os.environ.update(updates)
-        with _prefect_settings_if_imported(api_url, home):
+        with environment(updates), _prefect_settings_if_imported(api_url, home):
             yield PrefectServer(api_url=api_url, home=home, log_file=log_file, pid=server.pid)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         _stop_group(server)
 
 
@@ -152,6 +163,21 @@ def _stop_group(process: subprocess.Popen, grace: float = 10) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+# --- Lifeline's CLI as a process ----------------------------------------------------------------
+
+
+def cli_argv() -> list[str]:
+    """The `lifeline` command of this interpreter's environment (or the module, where it is not installed)."""
+    script = Path(sys.executable).with_name("lifeline")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "lifeline.flows.cli"]
+
+
+def cli_heartbeat_off_argv() -> list[str]:
+    """The CLI's main() under `cli.prefect_for_cli()` (the flow heartbeat off); arguments follow."""
+    return [sys.executable, "-c", "from lifeline.flows.cli import main, prefect_for_cli\n"
+                                  "with prefect_for_cli(): main()"]
 
 
 # --- timing -------------------------------------------------------------------------------------
@@ -249,6 +275,25 @@ def median(values: Sequence[float]) -> float:
 def spread(values: Sequence[float]) -> str:
     """min-max of the samples, for the reader to judge the noise."""
     return f"{min(values):.2f}-{max(values):.2f}" if values else ""
+
+
+@dataclass
+class NamedSamples:
+    """Samples by name, in the order taken; a name never added has no median (None) and no spread ("")."""
+
+    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, name: str, value: float) -> None:
+        self.values[name].append(value)
+
+    def last(self, name: str) -> float:
+        return self.values[name][-1]
+
+    def median(self, name: str) -> float | None:
+        return median(self.values[name]) if self.values.get(name) else None
+
+    def spread(self, name: str) -> str:
+        return spread(self.values[name]) if self.values.get(name) else ""
 
 
 # --- tables -------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import shutil
 import statistics
 import sys
@@ -33,23 +32,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.benchmarks.common import (
-    bench_tmpdir,
-    log,
-    prefect_server,
-    print_table,
-    quiet_prefect_environment,
-    spread,
-    timed,
-)
+from tests.benchmarks.common import bench_tmpdir, log, print_table, quiet_prefect_environment, spread
+from tests.benchmarks.lab import LabRun, backed_up_lab, quiet
 
 SCENARIOS = ["site-loss", "network-outage", "system-crash", "data-corruption", "data-leak"]
-NORMAL_TIMEOUT = 60.0
-BACKUP_REFRESH_FRACTION = 0.5  # back a dataset up again once half its RPO target has passed
-
-
-def quiet(_message: str) -> None:
-    pass
 
 
 def leak_available() -> bool:
@@ -75,67 +61,23 @@ class Outcome:
     left_not_normal: list[str] = field(default_factory=list)
 
 
-@dataclass
-class LabRun:
-    home: Path
-    plan: Path
-    backed_up_at: dict[str, float] = field(default_factory=dict)
-    rebuilds: int = 0
+def repair(lab: LabRun) -> None:
+    """Heal and fail back; rebuild from scratch when that is not enough (reported as a finding)."""
+    from lifeline.flows.failback import failback_flow
+    from lifeline.infra.lab import heal, status
 
-    def normal_problems(self, timeout: float = NORMAL_TIMEOUT) -> list[str]:
-        from lifeline.infra.lab import status
-
-        deadline = time.monotonic() + timeout
-        while True:
-            current = status(self.home)
-            if current.normal or time.monotonic() > deadline:
-                return current.not_normal_because
-            time.sleep(0.3)
-
-    def back_up(self, datasets: list[str] | None = None) -> None:
-        from lifeline.configs.loading import load_plan
-        from lifeline.flows.backup import backup_flow
-
-        for dataset in datasets or [None]:
-            seconds, _ = timed(lambda dataset=dataset: backup_flow(str(self.plan), dataset=dataset))
-            log(f"backup {dataset or 'of every dataset'}: {seconds:.1f} s (not timed)")
-        names = datasets or list(load_plan(self.plan).plan.datasets)
-        self.backed_up_at.update({name: time.monotonic() for name in names})
-
-    def refresh_backups(self) -> None:
-        from lifeline.configs.loading import load_plan
-
-        plan = load_plan(self.plan).plan
-        stale = [name for name in plan.datasets
-                 if time.monotonic() - self.backed_up_at.get(name, float("-inf"))
-                 > BACKUP_REFRESH_FRACTION * plan.rpo_target(name).total_seconds()]
-        if stale:
-            self.back_up(stale)
-
-    def repair(self) -> None:
-        """Heal and fail back; rebuild from scratch when that is not enough (reported as a finding)."""
-        from lifeline.flows.failback import failback_flow
-        from lifeline.infra.lab import down, heal, status, up
-
-        try:
-            heal(self.home, log=quiet)
-            if status(self.home).databases.get("dr") == "primary":
-                failback_flow(str(self.plan), approval="yes", reason="benchmark repair")
-            heal(self.home, log=quiet)
-            problems = self.normal_problems()
-            if not problems:
-                return
-            log(f"still not normal after heal + failback: {problems}")
-        except Exception as error:  # noqa: BLE001 - rebuilt below
-            log(f"repair failed: {type(error).__name__}: {error}")
-        self.rebuilds += 1
-        down(self.home, purge=True, log=quiet)
-        shutil.rmtree(self.home / "drills", ignore_errors=True)
-        self.plan = Path(up(self.home, free_ports=True, log=quiet))
-        if self.normal_problems():
-            raise RuntimeError("the rebuilt lab is not normal")
-        self.backed_up_at.clear()
-        self.back_up()
+    try:
+        heal(lab.home, log=quiet)
+        if status(lab.home).databases.get("dr") == "primary":
+            failback_flow(str(lab.plan), approval="yes", reason="benchmark repair")
+        heal(lab.home, log=quiet)
+        problems = lab.normal_problems()
+        if not problems:
+            return
+        log(f"still not normal after heal + failback: {problems}")
+    except Exception as error:  # noqa: BLE001 - rebuilt below
+        log(f"repair failed: {type(error).__name__}: {error}")
+    lab.rebuild()
 
 
 def remove_clean_repository(plan_path: Path) -> None:
@@ -154,8 +96,8 @@ def run_drill(lab: LabRun, scenario: str) -> Outcome:
     from lifeline.tasks.ledger import Ledger
 
     lab.refresh_backups()
-    if lab.normal_problems(timeout=NORMAL_TIMEOUT):
-        lab.repair()
+    if lab.normal_problems():
+        repair(lab)
     ledger = Ledger(load_settings().ledger)
     started = time.perf_counter()
     error = None
@@ -180,47 +122,21 @@ def run_drill(lab: LabRun, scenario: str) -> Outcome:
     outcome.left_not_normal = lab.normal_problems(timeout=10)
     if outcome.left_not_normal:
         log(f"{scenario}: the lab is NOT normal after the drill: {outcome.left_not_normal}")
-        lab.repair()
+        repair(lab)
     return outcome
 
 
 def run_benchmark(root: Path, scenarios: list[str], runs: int) -> tuple[list[Outcome], int]:
-    from lifeline.infra.lab import down, up
-
-    os.chmod(root, 0o755)  # the lab's PostgreSQL runs as its own user and must reach its data dirs
-    home = root / "home"
-    home.mkdir(mode=0o755)
-    saved = {name: os.environ.get(name) for name in ("LIFELINE_HOME", "LIFELINE_PLAN", "LIFELINE_LEDGER_URL")}
-    os.environ["LIFELINE_HOME"] = str(home)
-    for name in ("LIFELINE_PLAN", "LIFELINE_LEDGER_URL"):
-        os.environ.pop(name, None)
     outcomes: list[Outcome] = []
-    lab = None
-    try:
-        seconds, plan = timed(lambda: up(home, free_ports=True, log=quiet))
-        lab = LabRun(home=home, plan=Path(plan))
-        problems = lab.normal_problems()
-        if problems:
-            raise RuntimeError(f"the new lab is not normal: {problems}")
-        log(f"lab up in {seconds:.1f} s: {plan}")
-        with prefect_server(root / "prefect"):
-            lab.back_up()
-            for number in range(1, runs + 1):
-                for scenario in scenarios:
-                    outcome = run_drill(lab, scenario)
-                    outcomes.append(outcome)
-                    log(f"run {number}/{runs} {scenario}: {outcome.status} in {outcome.wall:.1f} s, "
-                        f"RTO {format_seconds(outcome.rto)} s, RPO {format_seconds(outcome.rpo)} s, met {outcome.met}"
-                        + (f": {outcome.error}" if outcome.error else ""))
-    finally:
-        down(home, purge=True, log=quiet)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        shutil.rmtree(home, ignore_errors=True)
-    return outcomes, lab.rebuilds if lab else 0
+    with backed_up_lab(root) as lab:
+        for number in range(1, runs + 1):
+            for scenario in scenarios:
+                outcome = run_drill(lab, scenario)
+                outcomes.append(outcome)
+                log(f"run {number}/{runs} {scenario}: {outcome.status} in {outcome.wall:.1f} s, "
+                    f"RTO {format_seconds(outcome.rto)} s, RPO {format_seconds(outcome.rpo)} s, met {outcome.met}"
+                    + (f": {outcome.error}" if outcome.error else ""))
+    return outcomes, lab.rebuilds
 
 
 def format_seconds(value: float | None) -> str:

@@ -16,19 +16,20 @@ import dataclasses
 import socket
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import paramiko
-from pydantic import TypeAdapter
-
 from lifeline.configs.checks import Check
 from lifeline.configs.loading import load_plan
 from lifeline.tasks import ssh
 from lifeline.tasks.checks import CheckRunner, run_checks
+from pydantic import TypeAdapter
+
+from tests.benchmarks.common import bench_tmpdir, print_table, timed
+from tests.benchmarks.lab import running_lab
 
 HTTP_CHECKS = 100
 SSH_CONNECTIONS = 50
@@ -99,12 +100,6 @@ def lifeline_ssh(targets: list[ssh.SshTarget], pool: ssh.SshPool | None = None) 
             own.close_all()
 
 
-def timed(function: Callable[[], object]) -> tuple[float, object]:
-    started = time.perf_counter()
-    outcome = function()
-    return time.perf_counter() - started, outcome
-
-
 def measure(variants: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
     """Every variant once per round, alternating; one warm-up round not counted. Outcomes must agree."""
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -166,17 +161,11 @@ def run(home: Path, rounds: int) -> list[tuple[str, str, float, str, float]]:
     return rows
 
 
-def print_table(rows: list[tuple[str, str, float, str, float]], rounds: int) -> None:
-    header = ("scenario", "Lifeline", "ms", "baseline", "ms", "ratio")
-    lines = [header] + [(scenario, ours, f"{ours_s * 1000:.1f}", theirs, f"{theirs_s * 1000:.1f}",
-                         f"{ours_s / theirs_s:.2f}x") for scenario, ours, ours_s, theirs, theirs_s in rows]
-    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
-    print(f"medians of {rounds} rounds (after one warm-up); goal: ratio <= 2x")
-    for index, line in enumerate(lines):
-        print("  ".join(cell.rjust(width) if column in (2, 4, 5) else cell.ljust(width)
-                        for column, (cell, width) in enumerate(zip(line, widths, strict=True))))
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
+def print_results(rows: list[tuple[str, str, float, str, float]], rounds: int) -> None:
+    print_table(("scenario", "Lifeline", "ms", "baseline", "ms", "ratio"),
+                [(scenario, ours, f"{ours_s * 1000:.1f}", theirs, f"{theirs_s * 1000:.1f}", f"{ours_s / theirs_s:.2f}x")
+                 for scenario, ours, ours_s, theirs, theirs_s in rows],
+                title=f"medians of {rounds} rounds (after one warm-up); goal: ratio <= 2x")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,19 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     arguments = parser.parse_args(argv)
     if arguments.lab_home:
-        print_table(run(arguments.lab_home, arguments.rounds), arguments.rounds)
+        print_results(run(arguments.lab_home, arguments.rounds), arguments.rounds)
         return 0
-    from lifeline.infra.lab import down, up
-    from tests.lab_fixtures import Lab, new_lab_home
-
-    home = new_lab_home("lifeline-bench-")
-    try:
-        up(home, free_ports=True, log=lambda message: print(message, file=sys.stderr))
-        Lab(home).wait_normal(30)
-        print_table(run(home, arguments.rounds), arguments.rounds)
-    finally:
-        down(home, purge=True, log=lambda message: None)
-        home.rmdir()
+    with bench_tmpdir("lifeline-bench-fanout-") as root, \
+            running_lab(root, log_to=lambda message: print(message, file=sys.stderr), timeout=30) as lab:
+        print_results(run(lab.home, arguments.rounds), arguments.rounds)
     return 0
 
 
