@@ -1,4 +1,4 @@
-"""Small builders shared by the tests: plans on disk, data sets with awkward names, CLI runs."""
+"""Small builders shared by the tests: plans on disk, data sets with awkward names, CLI runs, the ledger."""
 
 from __future__ import annotations
 
@@ -6,9 +6,15 @@ import os
 import secrets
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
+from lifeline.configs.settings import load_settings
+from lifeline.tasks.ledger import Ledger
+from lifeline.tasks.record import RunRecord, Step
 
 CANARY_PREFIX = "canary-"
 
@@ -84,3 +90,25 @@ def tree(root: Path) -> dict[str, bytes | str]:
         else:
             found[relative] = "dir"
     return found
+
+
+def ledger() -> Ledger:
+    """The ledger of this process's LIFELINE_HOME (or LIFELINE_LEDGER_URL): where the flows record their runs."""
+    return Ledger(load_settings().ledger)
+
+
+def step_named(record: RunRecord, name: str) -> Step:
+    matches = [step for step in record.steps if step.name == name]
+    assert matches, f"no step {name!r} in {[step.name for step in record.steps]}"
+    return matches[-1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(poll)

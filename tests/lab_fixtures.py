@@ -1,26 +1,47 @@
-"""The lab for the tests: `lab`, one per session (brought up once, torn down at the end).
+"""The lab for the tests: `lab`, one per session (brought up once, torn down at the end), and what
+the tests that fail it over share.
 
 Mount it from tests/conftest.py with ``pytest_plugins = [..., "tests.lab_fixtures"]``.
 
 The lab lives in its own temporary LIFELINE_HOME (not the per-test one) on free ports, so it
 never collides with a lab a developer runs on the default ports. Tests that break it must leave
 it as they found it: `lab.restore_normal()` heals and waits for the normal state; a test that
-promotes dr (a failover) calls `lab.rebuild()` afterwards (about 6 s).
+promotes dr (a failover) fails back with `back_to_normal(lab)`. `normal_lab` gives a test the lab
+normal with fresh snapshots and repairs whatever the test left (heal and fail back, or
+`lab.rebuild()`, about 6 s, as the last resort). `monitor` writes at both databases for a test's
+whole length; `call_log` and its helpers read what the lab's callers saw.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from lifeline.configs.loading import load_plan
 from lifeline.infra.lab import LabContext, LabStatus, down, heal, open_lab, status, up
 from lifeline.infra.lab import postgres as lab_postgres
+from lifeline.tasks import ssh
+
+from tests.helpers import ledger, wait_for
+
+MONITOR_TABLE = "failover_write_monitor"
+MONITOR_PERIOD = 0.05
+# Preflight (tasks/preflight.py `_snapshots_fresh`) holds each dataset's newest snapshot to that dataset's own
+# RPO target (Plan.rpo_target). The lab's plan, rendered from configs/callcenter.yaml, gives every dataset
+# (recordings, crm-db, ivr-config) rpo_minutes: 1500, about a day; the plan-wide 5 minutes is the target of none
+# of them (preflight holds the crm database's standby lag to it, which no backup changes). `FreshBackups` backs
+# the lab up again before its snapshots are older than the shortest of the datasets' targets less this margin:
+# the longest a test runs from `ensure()` to its last preflight (a few minutes), with room to spare.
+PREFLIGHT_MARGIN = timedelta(minutes=10)
 
 
 @dataclass
@@ -92,3 +113,206 @@ def lab() -> Iterator[Lab]:
     finally:
         down(home, purge=True)
         home.rmdir()
+
+
+def in_recovery(lab: Lab, site: str) -> bool | None:
+    """pg_is_in_recovery() at a site; None when its database does not answer."""
+    try:
+        return lab.query(site, "SELECT pg_is_in_recovery()")[0][0]
+    except psycopg.Error:
+        return None
+
+
+# --- the lab, kept normal and backed up ------------------------------------------------------------
+
+@dataclass
+class FreshBackups:
+    """Preflight refuses a failover without recent snapshots: back the lab up again before they age past
+    the shortest RPO target of its datasets (less `PREFLIGHT_MARGIN`)."""
+
+    lab: Lab
+    taken_at: float = float("-inf")  # time.monotonic() when the last backup began; -inf: none yet
+
+    def interval(self) -> timedelta:
+        plan = load_plan(self.lab.plan).plan
+        return min(plan.rpo_target(name) for name in plan.datasets) - PREFLIGHT_MARGIN
+
+    def ensure(self) -> None:
+        if time.monotonic() - self.taken_at > self.interval().total_seconds():
+            from lifeline.flows.backup import backup_flow  # Prefect is imported only when a test needs it
+
+            began = time.monotonic()
+            record = ledger().run(backup_flow(str(self.lab.plan)))
+            assert record is not None and record.status == "completed", record and record.error
+            self.taken_at = began
+
+    def forget(self) -> None:
+        """The lab was rebuilt, its repositories with it: back up at the next `ensure()`."""
+        self.taken_at = float("-inf")
+
+
+@pytest.fixture(scope="module")
+def fresh_backups(lab: Lab, prefect_server: str) -> FreshBackups:
+    """A backup at the module's start, whatever the modules before did to the lab's repositories (test_leak
+    plants snapshots of its own), then again whenever a test's `ensure()` finds the snapshots aged."""
+    lab.wait_normal(30)
+    backups = FreshBackups(lab)
+    backups.ensure()
+    return backups
+
+
+def back_to_normal(lab: Lab) -> None:
+    """After a failover: the infrastructure healed, then Lifeline's own failback (the lab never does that)."""
+    heal(lab.home, log=lambda message: None)
+    if in_recovery(lab, "main") is not False or in_recovery(lab, "dr") is not True or \
+            lab.status().dns.points_at != "main":
+        from lifeline.flows.failback import failback_flow
+
+        record = ledger().run(failback_flow(str(lab.plan), approval="yes"))
+        assert record is not None and record.status == "completed", record and record.error
+    lab.wait_normal(30)
+
+
+@pytest.fixture
+def normal_lab(lab: Lab, fresh_backups: FreshBackups) -> Iterator[Lab]:
+    """The lab in its normal state with fresh snapshots; normal again afterwards, whatever the test did."""
+    fresh_backups.ensure()
+    lab.wait_normal(30)
+    try:
+        yield lab
+    finally:
+        ssh.close_all()
+        if not lab.status().normal:
+            try:
+                back_to_normal(lab)
+            except Exception:  # noqa: BLE001 - broken beyond a failback: start the lab over
+                lab.rebuild()
+                fresh_backups.forget()
+
+
+# --- the write monitor -----------------------------------------------------------------------------
+
+@dataclass
+class Write:
+    site: str
+    sent: float  # wall clock (time.time()), comparable with the record's timestamps
+    acknowledged: float
+
+
+@dataclass
+class WriteMonitor:
+    """Tries an autocommit INSERT at main and at dr every 50 ms, each side on its own thread, and
+    keeps every write a database acknowledged: (site, sent, acknowledged).
+
+    "Both committed" is defined on those acknowledged writes. Order them by the time they were
+    sent and cut the sequence into runs of one site each; at every change of site, the old
+    primary's last acknowledged write must have been acknowledged *before* the new primary's
+    first accepted write was sent. If both ever took writes at the same time, some write at one
+    would be sent while the other was still acknowledging writes, and the check fails. Its
+    resolution is the probe period: a window shorter than 50 ms between two probes of a side
+    could go unseen.
+    """
+
+    dsns: dict[str, str]
+    passfile: str
+    accepted: list[Write] = field(default_factory=list)
+    refused: dict[str, int] = field(default_factory=lambda: {"main": 0, "dr": 0})
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> WriteMonitor:
+        for site in self.dsns:
+            thread = threading.Thread(target=self._probe, args=(site,), name=f"write-monitor-{site}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        return self
+
+    def _probe(self, site: str) -> None:
+        connection = None
+        while not self.stop.is_set():
+            began = time.monotonic()
+            sent = time.time()
+            try:
+                if connection is None:
+                    connection = psycopg.connect(self.dsns[site], passfile=self.passfile, connect_timeout=2,
+                                                 autocommit=True, application_name="write-monitor",
+                                                 options="-c statement_timeout=2000")
+                connection.execute(f"INSERT INTO {MONITOR_TABLE} (site, sent_at) VALUES (%s, now())", (site,))
+                with self.lock:
+                    self.accepted.append(Write(site, sent, time.time()))
+            except psycopg.Error:
+                with self.lock:
+                    self.refused[site] += 1
+                if connection is not None and (connection.closed or connection.broken):
+                    connection.close()
+                    connection = None
+            self.stop.wait(max(0.0, MONITOR_PERIOD - (time.monotonic() - began)))
+        if connection is not None:
+            connection.close()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(5)
+
+    def primaries(self) -> list[tuple[str, float, float]]:
+        """Runs of acknowledged writes: (site, first sent, last acknowledged), in order."""
+        with self.lock:
+            writes = sorted(self.accepted, key=lambda write: write.sent)
+        runs: list[list[Write]] = []
+        for write in writes:
+            if runs and runs[-1][0].site == write.site:
+                runs[-1].append(write)
+            else:
+                runs.append([write])
+        return [(run[0].site, run[0].sent, max(w.acknowledged for w in run)) for run in runs]
+
+    def assert_one_primary_at_a_time(self, expected: list[str]) -> None:
+        runs = self.primaries()
+        assert [site for site, _, _ in runs] == expected, f"writes were accepted by {runs}"
+        for (old, _, last_acknowledged), (new, first_sent, _) in zip(runs, runs[1:], strict=False):
+            assert last_acknowledged < first_sent, (
+                f"{old} acknowledged a write at {last_acknowledged:.3f}, after {new} had accepted one sent at "
+                f"{first_sent:.3f}: both took writes at once")
+
+    def last_acknowledged_at(self, site: str) -> datetime:
+        with self.lock:
+            return datetime.fromtimestamp(max(w.acknowledged for w in self.accepted if w.site == site), UTC)
+
+
+@pytest.fixture
+def monitor(normal_lab: Lab) -> Iterator[WriteMonitor]:
+    """Writes at both databases every 50 ms from before the test touches anything until it ends."""
+    normal_lab.query("main", f"CREATE TABLE IF NOT EXISTS {MONITOR_TABLE} "
+                             "(id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, site text NOT NULL, sent_at timestamptz)")
+    crm = load_plan(normal_lab.plan).plan.databases["crm"]
+    watching = WriteMonitor(
+        dsns={site: crm.instances[site].dsn for site in ("main", "dr")},
+        passfile=str(crm.instances["main"].passfile),
+    ).start()
+    wait_for(lambda: watching.primaries(), 5, "the monitor's first write at main")
+    try:
+        yield watching
+    finally:
+        watching.finish()
+
+
+# --- what the call log shows -----------------------------------------------------------------------
+
+def call_log(lab: Lab, sql: str, *parameters: Any) -> list[tuple]:
+    return lab.query("calllog", sql, parameters=parameters or None)
+
+
+def wait_for_dr_answering(lab: Lab, since: datetime, timeout: float = 30) -> datetime:
+    """When the first call placed after `since` that dr answered was placed (the generator logs in batches)."""
+    def first() -> datetime | None:
+        return call_log(lab, "SELECT min(placed_at) FROM calls_log WHERE site = 'dr' AND outcome = 'answered' "
+                             "AND placed_at >= %s", since)[0][0]
+
+    return wait_for(first, timeout, "calls answered at dr")
+
+
+def settle_call_log() -> None:
+    """The generator flushes its log every 0.25 s; a refused call ends at once."""
+    time.sleep(1.0)

@@ -23,10 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.lab_fixtures import Lab
+from tests.lab_fixtures import FreshBackups, Lab
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
-SNAPSHOTS_KEPT_FRESH_FOR = 180.0  # seconds; preflight wants snapshots within the lab's 5-minute RPO target
 
 
 class Api:
@@ -186,39 +185,16 @@ def switch_schedules_off(api: Api, deployment: dict) -> None:
         api.request("DELETE", f"/flow_runs/{run['id']}")
 
 
-@dataclass
-class FreshBackups:
-    """Preflight refuses a failover without recent snapshots: back the lab up when they age."""
-
-    lab: Lab
-    taken_at: float = float("-inf")
-
-    def ensure(self) -> None:
-        if time.monotonic() - self.taken_at > SNAPSHOTS_KEPT_FRESH_FOR:
-            from lifeline.configs.settings import load_settings
-            from lifeline.flows.backup import backup_flow
-            from lifeline.tasks.ledger import Ledger
-
-            record = Ledger(load_settings().ledger).run(backup_flow(str(self.lab.plan)))
-            assert record is not None and record.status == "completed", record and record.error
-            self.taken_at = time.monotonic()
-
-
 @pytest.fixture(scope="session")
 def api(prefect_server: str) -> Api:
     return Api(prefect_server)
 
 
-@pytest.fixture(scope="session")
-def fresh_backups(lab: Lab, prefect_server: str) -> FreshBackups:
-    return FreshBackups(lab)
-
-
 @pytest.fixture(scope="module")
 def served_lab(lab: Lab, api: Api, fresh_backups: FreshBackups, tmp_path_factory) -> Iterator[ServedPlan]:
-    """`lifeline serve --plan <lab plan>` (default query interval) for this module, schedules off."""
+    """`lifeline serve --plan <lab plan>` (default query interval) for this module, schedules off; the lab
+    backed up (`fresh_backups`) and normal before it starts."""
     lab.wait_normal(30)
-    fresh_backups.ensure()
     from lifeline.configs.loading import load_plan
     from lifeline.flows.serve import deployments
 
@@ -249,37 +225,3 @@ def no_run_left_behind(api: Api, served_lab: ServedPlan) -> Iterator[None]:
             api.wait_for_state(run["id"], TERMINAL, 30)
         except AssertionError:
             pass
-
-
-def back_to_normal(lab: Lab) -> None:
-    """After a failover: Lifeline's own failback, then the lab heals its infrastructure."""
-    from lifeline.configs.settings import load_settings
-    from lifeline.flows.failback import failback_flow
-    from lifeline.infra.lab import heal
-    from lifeline.tasks.ledger import Ledger
-
-    databases = lab.status().databases
-    if databases.get("main") != "primary" or databases.get("dr") != "standby" or lab.status().dns.points_at != "main":
-        record = Ledger(load_settings().ledger).run(failback_flow(plan_path=str(lab.plan), approval="yes"))
-        assert record is not None and record.status == "completed", record and record.error
-    heal(lab.home, log=lambda message: None)
-    lab.wait_normal(30)
-
-
-@pytest.fixture
-def lab_kept_normal(lab: Lab, fresh_backups: FreshBackups) -> Iterator[Lab]:
-    """The lab normal with fresh snapshots; normal again afterwards: failback and heal, or rebuild."""
-    from lifeline.tasks import ssh
-
-    fresh_backups.ensure()
-    lab.wait_normal(30)
-    try:
-        yield lab
-    finally:
-        ssh.close_all()
-        if not lab.status().normal:
-            try:
-                back_to_normal(lab)
-            except Exception:  # noqa: BLE001 - broken beyond a failback: start the lab over
-                lab.rebuild()
-                fresh_backups.taken_at = float("-inf")

@@ -15,11 +15,9 @@ import httpx
 import pytest
 import yaml
 from lifeline.configs.loading import load_plan
-from lifeline.configs.settings import load_settings
-from lifeline.tasks.ledger import Ledger
 from lifeline.tasks.record import RunRecord
 
-from tests.helpers import files_plan, make_recordings, write_password, write_plan
+from tests.helpers import files_plan, ledger, make_recordings, step_named, write_password, write_plan
 from tests.lab_fixtures import Lab
 from tests.serve_fixtures import Api, ServedPlan, parse_time, start_serving, stop_serving
 
@@ -29,15 +27,9 @@ SCHEDULED_RUN_DONE_WITHIN = 75.0  # seconds from serving a one-minute cron to it
 
 
 def record(record_id: str) -> RunRecord:
-    found = Ledger(load_settings().ledger).run(record_id)
+    found = ledger().run(record_id)
     assert found is not None, f"no record {record_id} in the ledger"
     return found
-
-
-def step_named(run: RunRecord, name: str):
-    matches = [step for step in run.steps if step.name == name]
-    assert matches, f"no step {name!r} in {[step.name for step in run.steps]}"
-    return matches[-1]
 
 
 def assert_lab_unchanged(lab: Lab) -> None:
@@ -133,9 +125,9 @@ def test_serve_registers_each_deployment_with_the_plans_schedules_and_typed_para
 
 
 def test_a_failover_declined_in_its_form_ends_cancelled_and_changes_nothing(
-    served_lab: ServedPlan, api: Api, lab_kept_normal: Lab, no_run_left_behind, capsys
+    served_lab: ServedPlan, api: Api, normal_lab: Lab, no_run_left_behind, capsys
 ) -> None:
-    lab = lab_kept_normal
+    lab = normal_lab
     run = api.create_run(served_lab.deployment_id("failover"), {"reason": "rejection test"})
     paused = api.wait_for_state(run["id"], {"PAUSED"}, 60)
     latency = start_to_running(api, run)
@@ -169,9 +161,9 @@ def test_a_failover_declined_in_its_form_ends_cancelled_and_changes_nothing(
 
 
 def test_a_failover_nobody_answers_ends_cancelled_at_the_plans_approval_timeout(
-    served_lab: ServedPlan, api: Api, lab_kept_normal: Lab, no_run_left_behind
+    served_lab: ServedPlan, api: Api, normal_lab: Lab, no_run_left_behind
 ) -> None:
-    lab = lab_kept_normal
+    lab = normal_lab
     # The same plan with a 3-second approval timeout, beside it (its paths are relative to its folder).
     document = yaml.safe_load(lab.plan.read_text())
     document.setdefault("recovery", {})["approval_timeout_seconds"] = 3

@@ -18,42 +18,26 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import psycopg
 import pytest
 import yaml
 from lifeline.configs.loading import load_plan
 from lifeline.configs.settings import load_settings
-from lifeline.flows.backup import backup_flow
 from lifeline.flows.drill import drill_flow
 from lifeline.flows.failback import failback_flow
 from lifeline.flows.verify import verify_flow
 from lifeline.infra.lab import heal, load_faults
 from lifeline.tasks import drills, ssh
-from lifeline.tasks.ledger import Ledger
 from lifeline.tasks.locks import plan_lock
-from lifeline.tasks.record import RunRecord
 
-from tests.helpers import run_cli, tree
-from tests.lab_fixtures import Lab
+from tests.helpers import ledger, run_cli, step_named, tree
+from tests.lab_fixtures import FreshBackups, Lab, in_recovery
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_server")]
 
 FAILOVER_SCENARIOS = ["system-crash", "site-loss", "network-outage"]
-BACKUPS_KEPT_FRESH_FOR = 240.0  # seconds: preflight wants snapshots within the 5-minute RPO target
-
-
-def ledger() -> Ledger:
-    return Ledger(load_settings().ledger)
-
-
-def step_named(record: RunRecord, name: str):
-    matches = [step for step in record.steps if step.name == name]
-    assert matches, f"no step {name!r} in {[step.name for step in record.steps]}"
-    return matches[-1]
 
 
 def plan_name(lab: Lab) -> str:
@@ -68,13 +52,6 @@ def sentinel_rows(lab: Lab, site: str = "main") -> int:
     return lab.query(site, "SELECT count(*) FROM drill_sentinels")[0][0]
 
 
-def in_recovery(lab: Lab, site: str) -> bool | None:
-    try:
-        return lab.query(site, "SELECT pg_is_in_recovery()")[0][0]
-    except psycopg.Error:
-        return None
-
-
 def assert_back_to_normal(lab: Lab) -> None:
     """What the drill promised: the lab's normal state, no sentinel row, no marker, no fault."""
     status = lab.wait_normal(20)
@@ -85,27 +62,7 @@ def assert_back_to_normal(lab: Lab) -> None:
 
 # --- the lab, kept normal and backed up ------------------------------------------------------------
 
-@dataclass
-class Backups:
-    lab: Lab
-    taken_at: float = float("-inf")
-
-    def ensure_fresh(self) -> None:
-        if time.monotonic() - self.taken_at > BACKUPS_KEPT_FRESH_FOR:
-            record = ledger().run(backup_flow(str(self.lab.plan)))
-            assert record.status == "completed", record.error
-            self.taken_at = time.monotonic()
-
-
-@pytest.fixture(scope="module")
-def backups(lab: Lab) -> Backups:
-    lab.wait_normal(30)
-    kept = Backups(lab)
-    kept.ensure_fresh()
-    return kept
-
-
-def repair(lab: Lab, backups: Backups) -> None:
+def repair(lab: Lab, backups: FreshBackups) -> None:
     """After a test that broke midway: let Lifeline sweep what its drills left (the product's own
     clean-up), then the failover tests' way (heal, fail back), then start the lab over."""
     ssh.close_all()
@@ -127,13 +84,14 @@ def repair(lab: Lab, backups: Backups) -> None:
         lab.wait_normal(30)
     except Exception:  # noqa: BLE001 - beyond a failback: start over
         lab.rebuild()
-        backups.taken_at = float("-inf")
-        backups.ensure_fresh()
+        backups.forget()
 
 
 @pytest.fixture
-def normal_lab(lab: Lab, backups: Backups) -> Iterator[Lab]:
-    backups.ensure_fresh()
+def normal_lab(lab: Lab, fresh_backups: FreshBackups) -> Iterator[Lab]:
+    """This module's own `normal_lab` (in place of tests/lab_fixtures.py's): a drill may also leave
+    markers and sentinel rows, so the lab is checked for them before and repaired by `repair` after."""
+    fresh_backups.ensure()
     lab.wait_normal(30)
     assert markers(lab) == [], "a drill of this plan left a marker before the test began"
     try:
@@ -142,7 +100,7 @@ def normal_lab(lab: Lab, backups: Backups) -> Iterator[Lab]:
         ssh.close_all()
         if not lab.status().normal or markers(lab):
             print(f"TEARDOWN not normal: {lab.status().not_normal_because}, markers {markers(lab)}", file=sys.stderr)
-            repair(lab, backups)
+            repair(lab, fresh_backups)
 
 
 # --- every built-in scenario -----------------------------------------------------------------------

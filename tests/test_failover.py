@@ -1,8 +1,9 @@
-"""Failover, failback and service verification on the lab (issue 4), checked the way an operator would.
+"""Failover and service verification on the lab (issue 4), checked the way an operator would.
 
 Each test that fails over runs a write monitor at both databases for its whole length and fails
 back before it ends, so it leaves the lab normal for the next; a test that breaks midway is
-repaired by the `normal_lab` fixture (heal and fail back, or rebuild as the last resort).
+repaired by the `normal_lab` fixture (heal and fail back, or rebuild as the last resort). Both, and
+the other helpers shared with test_failback.py, are in tests/lab_fixtures.py.
 Figures in the run records are checked against the call log and the databases, not against
 the code that computed them.
 """
@@ -15,65 +16,29 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 import yaml
 from lifeline.configs.loading import load_plan
-from lifeline.configs.settings import load_settings
-from lifeline.flows.backup import backup_flow
-from lifeline.flows.failback import failback_flow
 from lifeline.flows.failover import failover_flow
-from lifeline.infra.lab import fault, heal, load_faults, power
-from lifeline.tasks import ssh
-from lifeline.tasks.ledger import Ledger
-from lifeline.tasks.record import RunRecord, Step
+from lifeline.infra.lab import fault, load_faults, power
 
-from tests.helpers import run_cli
-from tests.lab_fixtures import Lab
+from tests.helpers import ledger, run_cli, step_named, wait_for
+from tests.lab_fixtures import (
+    Lab,
+    WriteMonitor,
+    back_to_normal,
+    call_log,
+    in_recovery,
+    settle_call_log,
+    wait_for_dr_answering,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_server")]
-
-MONITOR_TABLE = "failover_write_monitor"
-MONITOR_PERIOD = 0.05
-SNAPSHOTS_KEPT_FRESH_FOR = timedelta(minutes=3)  # the lab's ivr-config has the plan's 5-minute RPO target
-
-
-def ledger() -> Ledger:
-    return Ledger(load_settings().ledger)
-
-
-def step_named(record: RunRecord, name: str) -> Step:
-    matches = [step for step in record.steps if step.name == name]
-    assert matches, f"no step {name!r} in {[step.name for step in record.steps]}"
-    return matches[-1]
-
-
-def in_recovery(lab: Lab, site: str) -> bool | None:
-    """pg_is_in_recovery() at a site; None when its database does not answer."""
-    try:
-        return lab.query(site, "SELECT pg_is_in_recovery()")[0][0]
-    except psycopg.Error:
-        return None
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
 
 
 @contextmanager
@@ -106,188 +71,10 @@ def one_line_error(stderr: str) -> str:
     return message
 
 
-# --- the write monitor -----------------------------------------------------------------------------
-
-@dataclass
-class Write:
-    site: str
-    sent: float  # wall clock (time.time()), comparable with the record's timestamps
-    acknowledged: float
-
-
-@dataclass
-class WriteMonitor:
-    """Tries an autocommit INSERT at main and at dr every 50 ms, each side on its own thread, and
-    keeps every write a database acknowledged: (site, sent, acknowledged).
-
-    "Both committed" is defined on those acknowledged writes. Order them by the time they were
-    sent and cut the sequence into runs of one site each; at every change of site, the old
-    primary's last acknowledged write must have been acknowledged *before* the new primary's
-    first accepted write was sent. If both ever took writes at the same time, some write at one
-    would be sent while the other was still acknowledging writes, and the check fails. Its
-    resolution is the probe period: a window shorter than 50 ms between two probes of a side
-    could go unseen.
-    """
-
-    dsns: dict[str, str]
-    passfile: str
-    accepted: list[Write] = field(default_factory=list)
-    refused: dict[str, int] = field(default_factory=lambda: {"main": 0, "dr": 0})
-    stop: threading.Event = field(default_factory=threading.Event)
-    threads: list[threading.Thread] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self) -> WriteMonitor:
-        for site in self.dsns:
-            thread = threading.Thread(target=self._probe, args=(site,), name=f"write-monitor-{site}", daemon=True)
-            thread.start()
-            self.threads.append(thread)
-        return self
-
-    def _probe(self, site: str) -> None:
-        connection = None
-        while not self.stop.is_set():
-            began = time.monotonic()
-            sent = time.time()
-            try:
-                if connection is None:
-                    connection = psycopg.connect(self.dsns[site], passfile=self.passfile, connect_timeout=2,
-                                                 autocommit=True, application_name="write-monitor",
-                                                 options="-c statement_timeout=2000")
-                connection.execute(f"INSERT INTO {MONITOR_TABLE} (site, sent_at) VALUES (%s, now())", (site,))
-                with self.lock:
-                    self.accepted.append(Write(site, sent, time.time()))
-            except psycopg.Error:
-                with self.lock:
-                    self.refused[site] += 1
-                if connection is not None and (connection.closed or connection.broken):
-                    connection.close()
-                    connection = None
-            self.stop.wait(max(0.0, MONITOR_PERIOD - (time.monotonic() - began)))
-        if connection is not None:
-            connection.close()
-
-    def finish(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(5)
-
-    def primaries(self) -> list[tuple[str, float, float]]:
-        """Runs of acknowledged writes: (site, first sent, last acknowledged), in order."""
-        with self.lock:
-            writes = sorted(self.accepted, key=lambda write: write.sent)
-        runs: list[list[Write]] = []
-        for write in writes:
-            if runs and runs[-1][0].site == write.site:
-                runs[-1].append(write)
-            else:
-                runs.append([write])
-        return [(run[0].site, run[0].sent, max(w.acknowledged for w in run)) for run in runs]
-
-    def assert_one_primary_at_a_time(self, expected: list[str]) -> None:
-        runs = self.primaries()
-        assert [site for site, _, _ in runs] == expected, f"writes were accepted by {runs}"
-        for (old, _, last_acknowledged), (new, first_sent, _) in zip(runs, runs[1:], strict=False):
-            assert last_acknowledged < first_sent, (
-                f"{old} acknowledged a write at {last_acknowledged:.3f}, after {new} had accepted one sent at "
-                f"{first_sent:.3f}: both took writes at once")
-
-    def last_acknowledged_at(self, site: str) -> datetime:
-        with self.lock:
-            return datetime.fromtimestamp(max(w.acknowledged for w in self.accepted if w.site == site), UTC)
-
-
-# --- the lab, kept normal --------------------------------------------------------------------------
-
-@dataclass
-class Backups:
-    lab: Lab
-    taken_at: float = 0.0
-
-    def ensure_fresh(self) -> None:
-        """Preflight wants each dataset's newest snapshot within its RPO target: back up again as they age."""
-        if time.monotonic() - self.taken_at > SNAPSHOTS_KEPT_FRESH_FOR.total_seconds():
-            record = ledger().run(backup_flow(str(self.lab.plan)))
-            assert record.status == "completed", record.error
-            self.taken_at = time.monotonic()
-
-
-@pytest.fixture(scope="module")
-def backups(lab: Lab) -> Backups:
-    lab.wait_normal(30)
-    kept = Backups(lab)
-    kept.ensure_fresh()
-    return kept
-
-
-def back_to_normal(lab: Lab) -> None:
-    """After a failover: the infrastructure healed, then Lifeline's own failback (the lab never does that)."""
-    heal(lab.home, log=lambda message: None)
-    if in_recovery(lab, "main") is not False or in_recovery(lab, "dr") is not True:
-        record = ledger().run(failback_flow(str(lab.plan), approval="yes"))
-        assert record.status == "completed", record.error
-    lab.wait_normal(20)
-
-
-@pytest.fixture
-def normal_lab(lab: Lab, backups: Backups) -> Iterator[Lab]:
-    """The lab in its normal state with fresh snapshots; normal again afterwards, whatever the test did."""
-    backups.ensure_fresh()
-    lab.wait_normal(20)
-    lab.query("main", f"CREATE TABLE IF NOT EXISTS {MONITOR_TABLE} "
-                      "(id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, site text NOT NULL, sent_at timestamptz)")
-    try:
-        yield lab
-    finally:
-        ssh.close_all()
-        if not lab.status().normal:
-            try:
-                back_to_normal(lab)
-            except Exception:  # noqa: BLE001 - broken beyond a failback: start over
-                lab.rebuild()
-                backups.taken_at = 0.0
-                backups.ensure_fresh()
-
-
-@pytest.fixture
-def monitor(normal_lab: Lab) -> Iterator[WriteMonitor]:
-    """Writes at both databases every 50 ms from before the test touches anything until it ends."""
-    crm = load_plan(normal_lab.plan).plan.databases["crm"]
-    watching = WriteMonitor(
-        dsns={site: crm.instances[site].dsn for site in ("main", "dr")},
-        passfile=str(crm.instances["main"].passfile),
-    ).start()
-    wait_for(lambda: watching.primaries(), 5, "the monitor's first write at main")
-    try:
-        yield watching
-    finally:
-        watching.finish()
-
-
 def assert_nothing_changed(lab: Lab) -> None:
     current = lab.status()
     assert (current.databases["main"], current.databases["dr"]) == ("primary", "standby")
     assert current.replication.streaming and current.dns.points_at == "main"
-
-
-# --- what the call log shows -----------------------------------------------------------------------
-
-def call_log(lab: Lab, sql: str, *parameters: Any) -> list[tuple]:
-    return lab.query("calllog", sql, parameters=parameters or None)
-
-
-def wait_for_dr_answering(lab: Lab, since: datetime, timeout: float = 30) -> datetime:
-    """When the first call placed after `since` that dr answered was placed (the generator logs in batches)."""
-    def first() -> datetime | None:
-        return call_log(lab, "SELECT min(placed_at) FROM calls_log WHERE site = 'dr' AND outcome = 'answered' "
-                             "AND placed_at >= %s", since)[0][0]
-
-    return wait_for(first, timeout, "calls answered at dr")
-
-
-def settle_call_log() -> None:
-    """The generator flushes its log every 0.25 s; a refused call ends at once."""
-    time.sleep(1.0)
 
 
 # --- verification and refusals: nothing is failed over ---------------------------------------------
@@ -455,47 +242,6 @@ def test_main_database_down_failover_dr_takes_calls_and_the_record_matches_the_c
     assert record.met_targets is True
 
     back_to_normal(lab)
-    monitor.finish()
-    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
-
-
-def test_failover_while_main_is_up_fences_it_first_and_failback_keeps_every_call(
-    normal_lab: Lab, monitor: WriteMonitor
-) -> None:
-    lab = normal_lab
-    record = ledger().run(failover_flow(plan_path=str(lab.plan), approval="yes", reason="planned test"))
-    assert record.status == "completed", record.error
-
-    fence, promote = step_named(record, "fence main"), step_named(record, "promote crm at dr")
-    assert (fence.status, fence.detail["method"]) == ("completed", "ssh")
-    assert fence.ended_at <= promote.started_at
-    # Not only the record says so: main acknowledged its last write before dr's promotion began,
-    # and main's database is down, not merely refusing writes.
-    assert monitor.last_acknowledged_at("main") < promote.started_at
-    assert lab.status().databases == {"main": "down", "dr": "primary", "calllog": "primary"}
-    assert lab.status().dns.points_at == "dr"
-    outage_began = record.started_at
-    wait_for_dr_answering(lab, outage_began)
-
-    failback = ledger().run(failback_flow(str(lab.plan), approval="yes"))
-    assert failback.status == "completed", failback.error
-    settle_call_log()
-    assert (in_recovery(lab, "main"), in_recovery(lab, "dr")) == (False, True)
-    assert ("dr", "streaming") in lab.query("main", "SELECT application_name, state FROM pg_stat_replication")
-    assert lab.status().dns.points_at == "main"
-    # Every call dr answered while it served (per the call log) is in main's database now ...
-    answered_at_dr = {row[0] for row in call_log(
-        lab, "SELECT call_id FROM calls_log WHERE site = 'dr' AND outcome = 'answered' AND placed_at >= %s",
-        outage_began)}
-    at_main = {row[0] for row in lab.query("main", "SELECT id FROM calls WHERE site = 'dr' AND id = ANY(%s)",
-                                           parameters=(list(answered_at_dr),))}
-    assert answered_at_dr and answered_at_dr == at_main
-    # ... main, fenced cleanly, had nothing dr lacked, and the switch back lost nothing either.
-    rebuild = step_named(failback, "rebuild crm at main as standby")
-    assert not any(rebuild.detail["rows_only_at_old_primary"].values()), rebuild.detail
-    assert failback.rpo_seconds == 0 and step_named(failback, "measure").detail["lost_calls_crm"] == 0
-    heal(lab.home, log=lambda message: None)
-    assert lab.wait_normal(10).normal
     monitor.finish()
     monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
 

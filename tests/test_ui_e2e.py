@@ -19,8 +19,8 @@ from lifeline.configs.settings import load_settings
 from lifeline.flows.runs import artifact_key
 from lifeline.tasks.ledger import Ledger
 
-from tests.lab_fixtures import Lab
-from tests.serve_fixtures import Api, ServedPlan, back_to_normal
+from tests.lab_fixtures import Lab, back_to_normal
+from tests.serve_fixtures import Api, ServedPlan
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab, pytest.mark.usefixtures("prefect_server")]
 
@@ -53,11 +53,11 @@ def page(browser):
 
 
 def test_one_click_failover_from_the_ui_approved_in_its_form(
-    served_lab: ServedPlan, api: Api, lab_kept_normal: Lab, no_run_left_behind, page, tmp_path: Path, capsys
+    served_lab: ServedPlan, api: Api, normal_lab: Lab, no_run_left_behind, page, tmp_path: Path, capsys
 ) -> None:
     from playwright.sync_api import expect
 
-    lab = lab_kept_normal
+    lab = normal_lab
     plan = load_plan(lab.plan).plan
     ui = api.url.removesuffix("/api")
     deployment_id = served_lab.deployment_id("failover")
