@@ -201,12 +201,16 @@ def preflight(plan: PlanOption = None, as_json: JsonOption = False) -> None:
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Approve without asking.")]
 
 
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print every step with its resolved command; change nothing.")]
+ForceOption = Annotated[bool, typer.Option(help="Go on even when preflight says NOT READY (recorded).")]
+
+
 @app.command()
 def failover(
     plan: PlanOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every step with its resolved command; change nothing.")] = False,
+    dry_run: DryRunOption = False,
     yes: YesOption = False,
-    force: Annotated[bool, typer.Option(help="Go on even when preflight says NOT READY (recorded).")] = False,
+    force: ForceOption = False,
     reason: Annotated[str, typer.Option(help="Why: the incident, the ticket.")] = "",
     incident_at: Annotated[str | None, typer.Option("--incident-at", help="When the incident began (ISO time).")] = None,
     as_json: JsonOption = False,
@@ -229,15 +233,23 @@ def failover(
 @app.command()
 def failback(
     plan: PlanOption = None,
+    dry_run: DryRunOption = False,
     yes: YesOption = False,
+    force: ForceOption = False,
     reason: Annotated[str, typer.Option(help="Why now.")] = "",
     as_json: JsonOption = False,
 ) -> None:
     """Make the old primary a standby again (keeping its data), let it catch up, and switch back."""
     loaded = loaded_plan(plan)
+    if dry_run:
+        from lifeline.flows.failback import describe_failback
+
+        typer.echo(describe_failback(loaded.plan))
+        return
     from lifeline.flows.failback import failback_flow
 
-    run_and_report(failback_flow, as_json, plan_path=str(loaded.path), reason=reason, approval="yes" if yes else "terminal")
+    run_and_report(failback_flow, as_json, plan_path=str(loaded.path), reason=reason, force=force,
+                   approval="yes" if yes else "terminal")
 
 
 @app.command()
@@ -319,7 +331,8 @@ def report(
 @app.command()
 def serve(
     plan: PlanOption = None,
-    query_seconds: Annotated[float, typer.Option(help="How often the runner looks for new runs.")] = 0.5,
+    query_seconds: Annotated[float | None, typer.Option(
+        help="How often the runner looks for new runs (default LIFELINE_SERVE_QUERY_SECONDS, 0.25).")] = None,
 ) -> None:
     """Serve Lifeline's deployments to the Prefect server in PREFECT_API_URL (blocks)."""
     loaded = loaded_plan(plan)
@@ -329,7 +342,7 @@ def serve(
         fail("serve needs a Prefect server: start one (`prefect server start`) and set PREFECT_API_URL")
     from lifeline.flows.serve import serve_plan
 
-    serve_plan(loaded, query_seconds=query_seconds)
+    serve_plan(loaded, query_seconds=query_seconds or load_settings().serve_query_seconds)
 
 
 def run_and_report(flow_function, as_json: bool, **parameters) -> None:

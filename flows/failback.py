@@ -10,17 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from lifeline.configs.loading import LoadedPlan, load_plan
+from lifeline.configs.plan import Plan
 from lifeline.configs.settings import load_settings
-from lifeline.flows.failover import already_serving, normal_primary_site, other_site
+from lifeline.flows.failover import already_serving, go_or_refuse, normal_primary_site, other_site
 from lifeline.flows.runs import recorded_run
 from lifeline.tasks import replication
 from lifeline.tasks.approval import ApprovalMode, ask
 from lifeline.tasks.failover import rebuild_old_primary_as_standby, switch_database_back, switch_dns
 from lifeline.tasks.locks import plan_lock
 from lifeline.tasks.measurements import measure_outage, write_positions
+from lifeline.tasks.preflight import assess_failback_readiness
 from lifeline.tasks.record import Journal, Trigger
+from lifeline.tasks.steps import step
 from lifeline.tasks.verification import wait_until_recovered
 from prefect import flow
+from prefect.logging import get_run_logger
 from prefect.states import Cancelled
 
 
@@ -28,6 +32,8 @@ from prefect.states import Cancelled
 def failback_flow(
     plan_path: str,
     reason: str = "",
+    dry_run: bool = False,
+    force: bool = False,
     approval: ApprovalMode = "terminal",
     trigger: Trigger = "cli",
     record_id: str | None = None,
@@ -37,36 +43,83 @@ def failback_flow(
     Args:
         plan_path: The plan file (YAML) on the machine that runs Lifeline.
         reason: Why now; shown in the approval form and kept in the record.
+        dry_run: Only describe every step with its resolved command; change nothing.
+        force: Go on even when the failback preflight says NOT READY (the override is recorded).
         approval: How a person approves: ui (a form on this run's page), terminal, or yes (already approved).
         trigger: Who started the run: schedule, ui or cli.
         record_id: Id for the run record (the CLI sets it); empty for a new one.
     """
     loaded = load_plan(Path(plan_path))
     settings = load_settings()
+    if dry_run:
+        description = describe_failback(loaded.plan)
+        get_run_logger().info("%s", description)
+        return description
     with plan_lock(settings.locks_dir, loaded.plan.name, "failback"), recorded_run(
         "failback", loaded, settings, trigger=trigger, record_id=record_id
     ) as journal:
-        fail_back(loaded, journal, reason=reason, approval=approval)
+        fail_back(loaded, journal, reason=reason, approval=approval, force=force)
     if journal.record.status == "cancelled":
         return Cancelled(message=journal.record.error or "not approved; nothing was changed")
     return journal.record.id
 
 
-def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: ApprovalMode) -> None:
+def failback_databases(plan: Plan, home: str, away: str) -> list[str]:
+    return [name for name, database in plan.databases.items() if home in database.instances and away in database.instances]
+
+
+def describe_failback(plan: Plan) -> str:
+    """What a failback would do, step by step with resolved values; changes nothing."""
+    home = normal_primary_site(plan)
+    away = other_site(plan, home)
+    lines = [
+        f"Failback of {plan.name}: {away} → {home} (dry run: nothing is changed)",
+        f"  1. preflight: {home}'s hosts over SSH, a primary at {away} for every database, DNS zone, AWS credentials",
+        "  2. approval: a person says yes",
+        "  3. rebuild (concurrently):",
+    ]
+    for name in failback_databases(plan, home, away):
+        old, new = plan.databases[name].instances[home], plan.databases[name].instances[away]
+        lines.append(f"       - rebuild {name} at {home} as standby: ssh {old.host}: mv {old.data_dir} "
+                     f"{old.data_dir}.split-<time> (rows only it had reported beside it); "
+                     f"{old.bin_dir}/pg_basebackup -D {old.data_dir} -R -X stream -C -S <slot> from {new.host}")
+    lines.append("  4. switch back (concurrently):")
+    for name in failback_databases(plan, home, away):
+        old, new = plan.databases[name].instances[home], plan.databases[name].instances[away]
+        lines.append(f"       - switch {name} back to {home}: ssh {new.host}: {new.bin_dir}/pg_ctl stop -m fast "
+                     f"-D {new.data_dir}; wait until {home} replayed it; ssh {old.host}: {old.bin_dir}/pg_ctl promote "
+                     f"-w -D {old.data_dir}; {away} follows {home} as a standby")
+    if plan.dns is not None:
+        lines.append(f"  5. switch dns to {home}: Route 53 UPSERT {plan.dns.record} A {plan.dns.values[home]} "
+                     f"TTL {plan.dns.ttl}, until INSYNC")
+    verification = plan.recovery.verification
+    critical = ", ".join(n for n, s in plan.services.items() if s.site == home and s.critical) or "no critical service"
+    lines.append(f"  {6 if plan.dns else 5}. verify {home}: {verification.rounds} healthy rounds "
+                 f"{verification.interval_seconds:g} s apart of {critical}")
+    return "\n".join(lines)
+
+
+@step(retries=0, timeout_seconds=120)
+def failback_preflight(plan: Plan, home: str, away: str):
+    return assess_failback_readiness(plan, home, away)
+
+
+def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: ApprovalMode, force: bool = False) -> None:
     plan, record = loaded.plan, journal.record
     home = normal_primary_site(plan)
     away = other_site(plan, home)
     journal.milestone("declared", record.started_at)
-    if already_serving(plan, home) and all(
-        replication.streams_from(database, home, away)
-        for database in plan.databases.values()
-        if home in database.instances and away in database.instances
-    ):
+    databases = failback_databases(plan, home, away)
+    # a failback killed after switching a database back resumes with the rest
+    switched_back = {name for name in databases if replication.streams_from(plan.databases[name], home, away)}
+    if len(switched_back) == len(databases) and already_serving(plan, home):
         journal.record_skipped("fail back", f"{home} already serves and {away} streams from it")
         recovered = wait_until_recovered(plan, home, journal=journal, step_name=f"verify {home}")
         journal.milestone("recovered", recovered.recovered_at)
         return
-    decision = ask(f"Fail back {plan.name} from {away} to {home}?", f"Switch back to `{home}`.", approval,
+    readiness = failback_preflight(plan, home, away, journal=journal, step_name="preflight")
+    go_or_refuse(readiness, force, journal)
+    decision = ask(f"Fail back {plan.name} from {away} to {home}?", readiness.markdown(), approval,
                    plan.recovery.approval_timeout_seconds, reason)
     with journal.step("approval") as entry:
         entry.detail.update(decision.detail)
@@ -74,10 +127,9 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
         record.status, record.error = "cancelled", "not approved; nothing was changed"
         return
     journal.milestone("approved", decision.answered_at)
-    databases = [name for name, database in plan.databases.items() if home in database.instances and away in database.instances]
     rebuilds = [
         rebuild_old_primary_as_standby.submit(plan, name, home, away, journal=journal, step_name=f"rebuild {name} at {home} as standby")
-        for name in databases
+        for name in databases if name not in switched_back
     ]
     for future in rebuilds:
         future.result()

@@ -20,7 +20,7 @@ from lifeline.tasks.approval import ApprovalMode, ask
 from lifeline.tasks.failover import aws_session, fence_site
 from lifeline.tasks.locks import plan_lock
 from lifeline.tasks.measurements import measure_outage, recorded_incident_time, write_positions
-from lifeline.tasks.preflight import NotReady, assess_readiness
+from lifeline.tasks.preflight import NotReady, Readiness, assess_readiness
 from lifeline.tasks.record import Journal, Trigger
 from lifeline.tasks.steps import LifelineError, step
 from lifeline.tasks.verification import verify_site, wait_until_recovered
@@ -86,6 +86,19 @@ def preflight(plan: Plan, target_site: str):
 def probe_site(plan: Plan, site: str):
     """Is the site we leave actually down? Its first failing probe is when the outage was detected."""
     return verify_site(plan, site)
+
+
+def go_or_refuse(readiness: Readiness, force: bool, journal: Journal) -> None:
+    """NOT READY refuses unless forced; a forced run records what it went past (in the preflight step)."""
+    if readiness.ready:
+        return
+    if not force:
+        refusal = NotReady(f"NOT READY to {readiness.action} to {readiness.target_site}: "
+                           + "; ".join(readiness.reasons) + " (--force overrides)")
+        refusal.user_error = readiness.bad_input  # e.g. an unknown host key: exit 2
+        raise refusal
+    journal.milestone("forced")
+    journal.record.steps[-1].detail["forced_past"] = readiness.reasons
 
 
 def run_runbook(
@@ -184,13 +197,7 @@ def fail_over(
     if not seen.critical_healthy:
         journal.milestone("detected", seen.at)
     readiness = preflight(plan, target, journal=journal, step_name="preflight")
-    if not readiness.ready:
-        if not force:
-            refusal = NotReady(f"NOT READY to fail over to {target}: " + "; ".join(readiness.reasons) + " (--force overrides)")
-            refusal.user_error = readiness.bad_input  # e.g. an unknown host key: exit 2
-            raise refusal
-        journal.milestone("forced")
-        journal.record.steps[-1].detail["forced_past"] = readiness.reasons
+    go_or_refuse(readiness, force, journal)
     decision = ask(f"Fail over {plan.name} from {source} to {target}?", readiness.markdown(), approval,
                    plan.recovery.approval_timeout_seconds, reason)
     with journal.step("approval") as entry:

@@ -1,10 +1,14 @@
-"""Readiness before anything is touched: can the DR site take over right now, within the targets?"""
+"""Readiness before anything is touched: can the DR site take over right now, within the targets?
+
+And before a failback: can the primary site be rebuilt from the DR site and switched back to?
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from functools import partial
 
 from lifeline.configs.plan import Plan
 from lifeline.configs.settings import Settings
@@ -13,7 +17,7 @@ from lifeline.tasks.aws import AwsSession
 from lifeline.tasks.errors import LifelineError
 from lifeline.tasks.ledger import Ledger
 from lifeline.tasks.record import utc_now
-from lifeline.tasks.repositories import dataset_tags, open_repository
+from lifeline.tasks.repositories import dataset_tags, open_repository, snapshot_file_present
 from pydantic import BaseModel
 
 
@@ -27,6 +31,7 @@ class ReadinessItem(BaseModel):
 class Readiness(BaseModel):
     target_site: str
     items: list[ReadinessItem]
+    action: str = "fail over"
 
     @property
     def ready(self) -> bool:
@@ -47,14 +52,14 @@ class Readiness(BaseModel):
         return {"ready": self.ready, "reasons": self.reasons, "checked": len(self.items)}
 
     def markdown(self) -> str:
-        lines = [f"**{'READY' if self.ready else 'NOT READY'}** to fail over to `{self.target_site}`", "",
+        lines = [f"**{'READY' if self.ready else 'NOT READY'}** to {self.action} to `{self.target_site}`", "",
                  "| check | ready | detail |", "|---|---|---|"]
         lines += [f"| {i.name} | {'yes' if i.ready else '**no**'} | {i.detail} |" for i in self.items]
         return "\n".join(lines)
 
 
 class NotReady(LifelineError):
-    """Preflight found reasons not to fail over; --force overrides (and the record says so)."""
+    """Preflight found reasons not to fail over (or back); --force overrides (and the record says so)."""
 
 
 def _guarded(name: str, probe: Callable[[], tuple[bool, str]]) -> ReadinessItem:
@@ -107,17 +112,20 @@ def _snapshot_item(plan: Plan, name: str, newest: datetime | None, source: str) 
 def _snapshots_fresh(plan: Plan, settings: Settings, repository_name: str) -> list[ReadinessItem]:
     """Each dataset's newest snapshot against its own RPO target.
 
-    The ledger's record of the snapshots Lifeline made (and checked) answers in a millisecond;
-    only when it has no fresh one for a dataset is the repository itself listed (half a second),
-    in case a snapshot was made some other way.
+    The ledger's record of the snapshots Lifeline made answers in a millisecond, when the repository
+    still holds them (a local repository's snapshot file is looked at; a remote one cannot be asked
+    without restic). Otherwise the repository itself is listed (half a second), which also finds a
+    snapshot made some other way.
     """
     datasets = [name for name, dataset in plan.datasets.items() if dataset.repository == repository_name]
     ledger = Ledger(settings.ledger)
-    recorded = {name: max((f.recorded_at for f in ledger.snapshots_recorded(plan.name, name)), default=None)
-                for name in datasets}
-    from_ledger = [_snapshot_item(plan, name, recorded[name], "ledger") for name in datasets]
-    if all(item.ready for item in from_ledger):
-        return from_ledger
+    newest = {name: max(ledger.snapshots_recorded(plan.name, name), key=lambda facts: facts.recorded_at, default=None)
+              for name in datasets}
+    if all(facts and snapshot_file_present(plan, repository_name, facts.snapshot_id) for facts in newest.values()):
+        from_ledger = [_snapshot_item(plan, name, newest[name].recorded_at, "ledger; snapshot file present")
+                       for name in datasets]
+        if all(item.ready for item in from_ledger):
+            return from_ledger
     try:
         snapshots = open_repository(plan, repository_name, settings).snapshots(tags=[f"plan={plan.name}"])
     except LifelineError as error:
@@ -141,16 +149,28 @@ def _credentials(aws: AwsSession) -> tuple[bool, str]:
     return True, f"accepted as {identity.arn}"
 
 
-def assess_readiness(plan: Plan, settings: Settings, target_site: str) -> Readiness:
-    """Every probe runs concurrently; each failure becomes a reason, never an exception."""
-    probes: list[tuple[str, Callable[[], tuple[bool, str]]]] = []
+def _primary_to_fail_back_from(plan: Plan, database_name: str, home: str, away: str) -> tuple[bool, str]:
+    database = plan.databases[database_name]
+    if replication.streams_from(database, home, away):
+        return True, f"already switched back: {home} is the primary and {away} streams from it"
+    serving = replication.instance_state(database, away)
+    if not serving.reachable:
+        return False, f"{away} does not answer: {serving.detail}; nothing to rebuild {home} from"
+    if serving.in_recovery is not False:
+        return False, f"{away} is not a primary ({serving.role}): nothing to fail back from"
+    return True, f"{away} is the primary (timeline {serving.timeline}); {home} will be rebuilt from it"
+
+
+Probe = tuple[str, Callable[[], tuple[bool, str]]]
+
+
+def _site_and_cloud_probes(plan: Plan, site: str) -> list[Probe]:
+    """The site's hosts answer over SSH with verified keys; the AWS credentials and the DNS zone work."""
+    probes: list[Probe] = []
     targets = ssh.targets_from_plan(plan.hosts)
     for name, host in plan.hosts.items():
-        if host.site == target_site:
+        if host.site == site:
             probes.append((f"host {name}", lambda target=targets[name]: _host_reachable(target)))
-    for name, database in plan.databases.items():
-        if target_site in database.instances:
-            probes.append((f"database {name}", lambda name=name: _standby_ready(plan, name, target_site)))
     if plan.aws is not None:
         aws = AwsSession.from_credentials_file(
             region=plan.aws.region, endpoint_url=plan.aws.endpoint_url, credentials_file=plan.aws.credentials_file
@@ -158,9 +178,32 @@ def assess_readiness(plan: Plan, settings: Settings, target_site: str) -> Readin
         probes.append(("aws credentials", lambda: _credentials(aws)))
         if plan.dns is not None:
             probes.append((f"dns zone {plan.dns.zone}", lambda: _dns_zone(aws, plan)))
-    repositories = sorted({dataset.repository for dataset in plan.datasets.values()})
-    with ThreadPoolExecutor(max_workers=max(1, len(probes) + len(repositories))) as pool:
-        listings = [pool.submit(_snapshots_fresh, plan, settings, name) for name in repositories]
+    return probes
+
+
+def _run_probes(probes: list[Probe], listings: Sequence[Callable[[], list[ReadinessItem]]] = ()) -> list[ReadinessItem]:
+    """Every probe and listing runs concurrently; each failure becomes a reason, never an exception."""
+    with ThreadPoolExecutor(max_workers=max(1, len(probes) + len(listings))) as pool:
+        listed = [pool.submit(listing) for listing in listings]
         items = list(pool.map(lambda probe: _guarded(*probe), probes))
-        items += [item for listing in listings for item in listing.result()]
-    return Readiness(target_site=target_site, items=items)
+        return items + [item for future in listed for item in future.result()]
+
+
+def assess_readiness(plan: Plan, settings: Settings, target_site: str) -> Readiness:
+    probes = _site_and_cloud_probes(plan, target_site)
+    for name, database in plan.databases.items():
+        if target_site in database.instances:
+            probes.append((f"database {name}", lambda name=name: _standby_ready(plan, name, target_site)))
+    listings = [partial(_snapshots_fresh, plan, settings, repository)
+                for repository in sorted({dataset.repository for dataset in plan.datasets.values()})]
+    return Readiness(target_site=target_site, items=_run_probes(probes, listings))
+
+
+def assess_failback_readiness(plan: Plan, home: str, away: str) -> Readiness:
+    """Home's hosts answer (it is rebuilt and promoted over SSH), each database has a primary at `away`
+    to rebuild from (or is already switched back), and DNS can be switched."""
+    probes = _site_and_cloud_probes(plan, home)
+    for name, database in plan.databases.items():
+        if home in database.instances and away in database.instances:
+            probes.append((f"database {name}", lambda name=name: _primary_to_fail_back_from(plan, name, home, away)))
+    return Readiness(target_site=home, items=_run_probes(probes), action="fail back")

@@ -35,5 +35,15 @@ def open_repository(plan: Plan, name: str, settings: Settings) -> ResticReposito
     )
 
 
+def snapshot_file_present(plan: Plan, name: str, snapshot_id: str) -> bool | None:
+    """Does the repository still hold this snapshot? From its file alone (a local repository keeps one
+    file per snapshot under snapshots/): no restic process, no key derivation. None for a remote
+    backend, where only restic can tell."""
+    entry = plan.repositories[name]
+    if not entry.is_local:
+        return None
+    return (Path(entry.url.removeprefix("local:")) / "snapshots" / snapshot_id).is_file()
+
+
 def dataset_tags(plan: Plan, dataset: str) -> list[str]:
     return [f"plan={plan.name}", f"dataset={dataset}"]

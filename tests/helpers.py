@@ -112,3 +112,10 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(poll)
+
+
+def one_line_error(stderr: str) -> str:
+    """The CLI's user-facing error: exactly one `lifeline: ...` line, and no traceback."""
+    assert "Traceback" not in stderr
+    [message] = [line for line in stderr.splitlines() if line.startswith("lifeline: ")]
+    return message

@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
-
+from lifeline.configs.loading import load_plan
 from lifeline.configs.settings import load_settings
 from lifeline.flows.backup import backup_flow
 from lifeline.flows.restore import restore_flow
-from lifeline.tasks.ledger import Ledger
-from tests.helpers import files_plan, make_recordings, run_cli, tree, write_password, write_plan
+from lifeline.tasks.preflight import assess_readiness
+from lifeline.tasks.repositories import open_repository
+
+from tests.helpers import files_plan, ledger, make_recordings, run_cli, tree, write_password, write_plan
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -23,10 +25,6 @@ def files_setup(tmp_path, lifeline_home):
     password = write_password(tmp_path / "plan" / "restic.pw")
     plan = write_plan(tmp_path / "plan", files_plan(tmp_path / "plan", recordings))
     return plan, recordings, password
-
-
-def ledger():
-    return Ledger(load_settings().ledger)
 
 
 def test_backup_then_verified_restore_gives_back_every_file(files_setup, tmp_path):
@@ -60,6 +58,24 @@ def test_second_backup_measures_rpo_as_time_since_previous_snapshot(files_setup)
     assert 0 < second.rpo_seconds < (second.ended_at - first.started_at).total_seconds()
     assert second.met_targets is True
     assert second.snapshots != first.snapshots
+
+
+def test_preflight_trusts_the_ledger_only_while_the_repository_still_holds_the_snapshot(files_setup):
+    plan_path, _, _ = files_setup
+    backup_flow(str(plan_path))
+    plan, settings = load_plan(plan_path).plan, load_settings()
+
+    def recordings_backup() -> tuple[bool, str]:
+        [item] = [item for item in assess_readiness(plan, settings, "dr").items if item.name == "backup recordings"]
+        return item.ready, item.detail
+
+    ready, detail = recordings_backup()
+    assert ready and "snapshot file present" in detail, detail
+    # The snapshot is forgotten (by hand, a prune, an attacker): the ledger still lists it, the repository not.
+    [facts] = ledger().snapshots_recorded(plan.name, "recordings")
+    open_repository(plan, "local", settings).forget_snapshots([facts.snapshot_id])
+    ready, detail = recordings_backup()
+    assert not ready and "no snapshot yet" in detail, detail
 
 
 def test_restore_over_existing_data_is_refused_without_replace(files_setup, tmp_path):

@@ -101,21 +101,22 @@ def test_serve_registers_each_deployment_with_the_plans_schedules_and_typed_para
     assert registered["failover"]["parameters"]["approval"] == "ui"  # Quick run pauses for the form
 
     # Typed parameters: the UI renders a form with a description under every field.
-    failover = registered["failover"]["parameter_openapi_schema"]
-    properties = failover["properties"]
-    assert (properties["reason"]["type"], properties["reason"]["default"]) == ("string", "")
-    assert (properties["dry_run"]["type"], properties["dry_run"]["default"]) == ("boolean", False)
-    assert (properties["force"]["type"], properties["force"]["default"]) == ("boolean", False)
-    for name in ("reason", "dry_run", "force", "plan_path"):
-        assert len(properties[name].get("description", "")) > 10, name
-    # The UI's Quick run starts a run with one click only when the schema requires nothing.
-    assert not failover.get("required")
-    assert properties["plan_path"]["default"] == str(lab.plan)
-    # The form is the safety catch: no run of this deployment can say it is already approved.
-    assert (properties["approval"]["enum"], properties["approval"].get("readOnly")) == (["ui"], True)
-    with pytest.raises(httpx.HTTPStatusError) as refused:
-        api.create_run(registered["failover"]["id"], {"approval": "yes", "dry_run": True})
-    assert refused.value.response.status_code == 409 and "approval" in refused.value.response.text
+    for name in ("failover", "failback"):
+        schema = registered[name]["parameter_openapi_schema"]
+        properties = schema["properties"]
+        assert (properties["reason"]["type"], properties["reason"]["default"]) == ("string", ""), name
+        assert (properties["dry_run"]["type"], properties["dry_run"]["default"]) == ("boolean", False), name
+        assert (properties["force"]["type"], properties["force"]["default"]) == ("boolean", False), name
+        for parameter in ("reason", "dry_run", "force", "plan_path"):
+            assert len(properties[parameter].get("description", "")) > 10, (name, parameter)
+        # The UI's Quick run starts a run with one click only when the schema requires nothing.
+        assert not schema.get("required"), name
+        assert properties["plan_path"]["default"] == str(lab.plan)
+        # The form is the safety catch: no run of this deployment can say it is already approved.
+        assert (properties["approval"]["enum"], properties["approval"].get("readOnly")) == (["ui"], True), name
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            api.create_run(registered[name]["id"], {"approval": "yes", "dry_run": True})
+        assert refused.value.response.status_code == 409 and "approval" in refused.value.response.text
 
     restore = registered["restore"]["parameter_openapi_schema"]
     assert {"dataset", "target", "snapshot", "as_of"} <= set(restore["properties"])

@@ -9,12 +9,14 @@ log and the databases, not against the code that computed them.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from lifeline.flows.failback import failback_flow
 from lifeline.flows.failover import failover_flow
-from lifeline.infra.lab import heal
+from lifeline.infra.lab import fault, heal
 
-from tests.helpers import ledger, step_named
+from tests.helpers import ledger, one_line_error, run_cli, step_named
 from tests.lab_fixtures import Lab, WriteMonitor, call_log, in_recovery, settle_call_log, wait_for_dr_answering
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_server")]
@@ -57,5 +59,47 @@ def test_failover_while_main_is_up_fences_it_first_and_failback_keeps_every_call
     assert failback.rpo_seconds == 0 and step_named(failback, "measure").detail["lost_calls_crm"] == 0
     heal(lab.home, log=lambda message: None)
     assert lab.wait_normal(10).normal
+    monitor.finish()
+    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
+
+
+def assert_dr_still_serves(lab: Lab) -> None:
+    status = lab.status()
+    assert (status.databases["main"], status.databases["dr"], status.dns.points_at) == ("down", "primary", "dr")
+
+
+def test_failback_dry_run_changes_nothing_and_not_ready_refuses_without_force_naming_the_host(
+    normal_lab: Lab, monitor: WriteMonitor
+) -> None:
+    lab = normal_lab
+    plan = str(lab.plan)
+    assert ledger().run(failover_flow(plan_path=plan, approval="yes", reason="failback test")).status == "completed"
+    assert_dr_still_serves(lab)
+
+    described = run_cli("failback", "--dry-run", "--plan", plan)
+    assert described.returncode == 0, described.stderr
+    text = described.stdout
+    assert "dry run: nothing is changed" in text and "dr → main" in text
+    assert "rebuild crm at main as standby" in text and "pg_basebackup" in text and ".split-" in text
+    assert "switch crm back to main" in text and "pg_ctl promote" in text
+    assert "Route 53 UPSERT" in text and "verify main: 3 healthy rounds" in text
+    assert_dr_still_serves(lab)
+
+    # main's sshd is down: it could not be rebuilt, so the failback refuses before touching anything.
+    fault("main-ssh-down", lab.home)
+    refused = run_cli("failback", "--yes", "--plan", plan, "--json")
+    assert refused.returncode == 1, refused.stderr
+    message = one_line_error(refused.stderr)
+    assert "NOT READY to fail back to main" in message and "host main" in message and "--force" in message
+    record = json.loads(refused.stdout)
+    assert record["status"] == "failed" and [step["name"] for step in record["steps"]] == ["preflight"]
+    assert_dr_still_serves(lab)
+
+    heal(lab.home, log=lambda message: None)
+    back = ledger().run(failback_flow(plan, approval="yes"))
+    assert back.status == "completed", back.error
+    preflight = step_named(back, "preflight")
+    assert preflight.detail["ready"] is True and "forced" not in back.milestones
+    assert lab.wait_normal(30).normal
     monitor.finish()
     monitor.assert_one_primary_at_a_time(["main", "dr", "main"])

@@ -27,7 +27,7 @@ from lifeline.configs.loading import load_plan
 from lifeline.flows.failover import failover_flow
 from lifeline.infra.lab import fault, load_faults, power
 
-from tests.helpers import ledger, run_cli, step_named, wait_for
+from tests.helpers import ledger, one_line_error, run_cli, step_named, wait_for
 from tests.lab_fixtures import (
     Lab,
     WriteMonitor,
@@ -62,13 +62,6 @@ def plan_copy(lab: Lab, directory: Path, change: Callable[[dict], None]) -> Path
 def cli_process(*arguments: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "lifeline.flows.cli", *arguments], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
-
-
-def one_line_error(stderr: str) -> str:
-    """The CLI's user-facing error: exactly one `lifeline: ...` line, and no traceback."""
-    assert "Traceback" not in stderr
-    [message] = [line for line in stderr.splitlines() if line.startswith("lifeline: ")]
-    return message
 
 
 def assert_nothing_changed(lab: Lab) -> None:
