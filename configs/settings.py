@@ -26,6 +26,10 @@ class Settings(BaseSettings):
         None, description="Prometheus text file for node_exporter's textfile collector, rewritten after every run."
     )
     pushgateway_url: str | None = Field(None, description="Pushgateway to push the same metrics to after every run.")
+    serve_query_seconds: float = Field(
+        0.25, gt=0, description="How often `lifeline serve` looks for new runs (Prefect's default, 10 s, "
+        "would keep a click waiting that long)."
+    )
 
     @property
     def home_dir(self) -> Path:

@@ -19,8 +19,6 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.utilities.annotations import freeze
 
-DEFAULT_QUERY_SECONDS = 0.5  # Prefect's default is 10 s: a click would wait that long to start
-
 
 def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
     plan, path = loaded.plan, str(loaded.path)
@@ -79,6 +77,6 @@ def with_supplied_defaults(deployment: RunnerDeployment) -> RunnerDeployment:
     return deployment
 
 
-def serve_plan(loaded: LoadedPlan, query_seconds: float = DEFAULT_QUERY_SECONDS) -> None:
+def serve_plan(loaded: LoadedPlan, query_seconds: float) -> None:
     """Blocks, serving every deployment; no run limit, since a paused failover keeps its slot."""
     serve(*deployments(loaded), query_seconds=query_seconds, limit=None)

@@ -15,9 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import boto3
-import botocore.exceptions
-from botocore.config import Config
 from lifeline.tasks.errors import LifelineError
 from lifeline.tasks.repositories import read_environment_file
 
@@ -148,6 +145,9 @@ class AwsSession:
     def client(self, service: str) -> Any:
         with self._lock:
             if service not in self._clients:
+                import boto3  # imported at first use: a served flow run starts ~0.1 s sooner without it
+                from botocore.config import Config
+
                 session = boto3.session.Session(
                     aws_access_key_id=self.credentials.get("AWS_ACCESS_KEY_ID"),
                     aws_secret_access_key=self.credentials.get("AWS_SECRET_ACCESS_KEY"),
@@ -171,6 +171,8 @@ class AwsSession:
             raise self._translate(error, service, operation) from None
 
     def _translate(self, error: Exception, service: str, operation: str) -> Exception:
+        import botocore.exceptions
+
         secret = self.credentials.get("AWS_SECRET_ACCESS_KEY")
         prefix = f"AWS {service} {operation} at {self.where}"
         if isinstance(error, botocore.exceptions.ClientError):

@@ -11,36 +11,52 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import sqlalchemy as sa
 from lifeline.tasks.record import RunRecord
 from pydantic import BaseModel, Field
 
-metadata = sa.MetaData()
+if TYPE_CHECKING:
+    import sqlalchemy
 
-runs_table = sa.Table(
-    "runs",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("kind", sa.String(16), nullable=False, index=True),
-    sa.Column("plan", sa.String(64), nullable=False, index=True),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("started_at", sa.String(40), nullable=False, index=True),  # ISO 8601, UTC: sorts as time
-    sa.Column("record", sa.Text, nullable=False),
-)
 
-snapshots_table = sa.Table(
-    "snapshots",
-    metadata,
-    sa.Column("snapshot_id", sa.String(64), primary_key=True),
-    sa.Column("plan", sa.String(64), nullable=False, index=True),
-    sa.Column("dataset", sa.String(64), nullable=False, index=True),
-    sa.Column("repository", sa.String(64), nullable=False),
-    sa.Column("recorded_at", sa.String(40), nullable=False),
-    sa.Column("run_id", sa.String(32), nullable=False),
-    sa.Column("facts", sa.Text, nullable=False),
-)
+class _Sql(NamedTuple):
+    sa: ModuleType
+    metadata: sqlalchemy.MetaData
+    runs: sqlalchemy.Table
+    snapshots: sqlalchemy.Table
+
+
+@cache
+def _sql() -> _Sql:
+    """SQLAlchemy and the ledger's tables, at first use: importing SQLAlchemy takes ~0.2 s, which every
+    served flow run would otherwise spend before it even starts (issue 5's start latency)."""
+    import sqlalchemy as sa
+
+    metadata = sa.MetaData()
+    runs = sa.Table(
+        "runs",
+        metadata,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False, index=True),
+        sa.Column("plan", sa.String(64), nullable=False, index=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("started_at", sa.String(40), nullable=False, index=True),  # ISO 8601, UTC: sorts as time
+        sa.Column("record", sa.Text, nullable=False),
+    )
+    snapshots = sa.Table(
+        "snapshots",
+        metadata,
+        sa.Column("snapshot_id", sa.String(64), primary_key=True),
+        sa.Column("plan", sa.String(64), nullable=False, index=True),
+        sa.Column("dataset", sa.String(64), nullable=False, index=True),
+        sa.Column("repository", sa.String(64), nullable=False),
+        sa.Column("recorded_at", sa.String(40), nullable=False),
+        sa.Column("run_id", sa.String(32), nullable=False),
+        sa.Column("facts", sa.Text, nullable=False),
+    )
+    return _Sql(sa, metadata, runs, snapshots)
 
 
 class SnapshotFacts(BaseModel):
@@ -63,11 +79,12 @@ def _iso(moment: datetime) -> str:
 
 
 @cache
-def _engine(url: str) -> sa.Engine:
+def _engine(url: str) -> sqlalchemy.Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
+    sql = _sql()
+    engine = sql.sa.create_engine(url, pool_pre_ping=True)
+    sql.metadata.create_all(engine)
     return engine
 
 
@@ -76,7 +93,7 @@ class Ledger:
         self.url = url
 
     @property
-    def engine(self) -> sa.Engine:
+    def engine(self) -> sqlalchemy.Engine:
         return _engine(self.url)
 
     def save_run(self, record: RunRecord) -> None:
@@ -88,6 +105,7 @@ class Ledger:
             "started_at": _iso(record.started_at),
             "record": record.model_dump_json(),
         }
+        runs_table = _sql().runs
         with self.engine.begin() as connection:
             updated = connection.execute(
                 runs_table.update().where(runs_table.c.id == record.id).values(**row)
@@ -96,7 +114,8 @@ class Ledger:
                 connection.execute(runs_table.insert().values(**row))
 
     def runs(self, *, kind: str | None = None, plan: str | None = None, last: int | None = None) -> list[RunRecord]:
-        query = sa.select(runs_table.c.record).order_by(runs_table.c.started_at.desc())
+        runs_table = _sql().runs
+        query = runs_table.select().with_only_columns(runs_table.c.record).order_by(runs_table.c.started_at.desc())
         if kind:
             query = query.where(runs_table.c.kind == kind)
         if plan:
@@ -107,12 +126,14 @@ class Ledger:
             return [RunRecord.model_validate_json(text) for (text,) in connection.execute(query)]
 
     def run(self, run_id: str) -> RunRecord | None:
-        query = sa.select(runs_table.c.record).where(runs_table.c.id.startswith(run_id))
+        runs_table = _sql().runs
+        query = runs_table.select().with_only_columns(runs_table.c.record).where(runs_table.c.id.startswith(run_id))
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
         return RunRecord.model_validate_json(rows[0][0]) if len(rows) == 1 else None
 
     def record_snapshots(self, facts: Iterable[SnapshotFacts]) -> None:
+        snapshots_table = _sql().snapshots
         with self.engine.begin() as connection:
             for fact in facts:
                 connection.execute(snapshots_table.delete().where(snapshots_table.c.snapshot_id == fact.snapshot_id))
@@ -129,14 +150,17 @@ class Ledger:
                 )
 
     def snapshot_facts(self, snapshot_id: str) -> SnapshotFacts | None:
-        query = sa.select(snapshots_table.c.facts).where(snapshots_table.c.snapshot_id == snapshot_id)
+        snapshots_table = _sql().snapshots
+        query = snapshots_table.select().with_only_columns(snapshots_table.c.facts).where(
+            snapshots_table.c.snapshot_id == snapshot_id)
         with self.engine.connect() as connection:
             row = connection.execute(query).first()
         return SnapshotFacts.model_validate_json(row[0]) if row else None
 
     def snapshots_recorded(self, plan: str, dataset: str, before: datetime | None = None) -> list[SnapshotFacts]:
+        snapshots_table = _sql().snapshots
         query = (
-            sa.select(snapshots_table.c.facts)
+            snapshots_table.select().with_only_columns(snapshots_table.c.facts)
             .where(snapshots_table.c.plan == plan, snapshots_table.c.dataset == dataset)
             .order_by(snapshots_table.c.recorded_at)
         )

@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "failover": "tests.benchmarks.failover",
     "drills": "tests.benchmarks.drills",
     "report": "tests.benchmarks.report",
+    "start": "tests.benchmarks.start",
 }
 EXIT_BAD_USAGE = 2
 
