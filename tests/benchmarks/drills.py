@@ -28,6 +28,7 @@ import shutil
 import statistics
 import sys
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,14 +100,17 @@ def run_drill(lab: LabRun, scenario: str) -> Outcome:
     if lab.normal_problems():
         repair(lab)
     ledger = Ledger(load_settings().ledger)
+    record_id = uuid.uuid4().hex[:12]  # this drill's own record, never an earlier one's
     started = time.perf_counter()
     error = None
     try:
-        drill_flow(str(lab.plan), scenario)
+        drill_flow(str(lab.plan), scenario, record_id=record_id)
     except Exception as raised:  # noqa: BLE001 - the record says what failed
         error = f"{type(raised).__name__}: {raised}"
     wall = time.perf_counter() - started
-    [record] = ledger.runs(kind="drill", last=1)
+    record = ledger.run(record_id)
+    if record is None:
+        raise RuntimeError(f"drill {scenario} saved no record: {error}")
     if scenario == "data-leak":
         remove_clean_repository(lab.plan)
     milestones = record.milestones
