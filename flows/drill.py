@@ -17,11 +17,10 @@ from lifeline.configs.settings import Settings, load_settings
 from lifeline.flows.failback import fail_back
 from lifeline.flows.failover import default_runbook, fail_over, normal_primary_site, other_site
 from lifeline.flows.restore import restore_dataset
-from lifeline.flows.runs import recorded_run
+from lifeline.flows.runs import exclusive_run, recorded_run
 from lifeline.tasks import drills
 from lifeline.tasks.errors import LifelineError
 from lifeline.tasks.ledger import Ledger
-from lifeline.tasks.locks import plan_lock
 from lifeline.tasks.measurements import recorded_incident_time
 from lifeline.tasks.record import Journal, Trigger, utc_now
 from lifeline.tasks.verification import verify_site
@@ -63,11 +62,9 @@ def drill_flow(
     settings = load_settings()
     scenario = scenario or most_overdue_scenario(loaded, settings)
     chosen = scenario_of(loaded, scenario)
-    with plan_lock(settings.locks_dir, loaded.plan.name, "drill"):
-        sweep_dead_drills(loaded, settings)
-        with recorded_run("drill", loaded, settings, trigger=trigger, record_id=record_id, scenario=scenario) as journal:
-            rehearse(loaded, settings, journal, scenario, chosen, keep=keep)
-            return journal.record.id
+    with exclusive_run("drill", loaded, settings, trigger=trigger, record_id=record_id, scenario=scenario) as journal:
+        rehearse(loaded, settings, journal, scenario, chosen, keep=keep)
+        return journal.record.id
 
 
 def most_overdue_scenario(loaded: LoadedPlan, settings: Settings) -> str:

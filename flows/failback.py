@@ -13,11 +13,10 @@ from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.plan import Plan
 from lifeline.configs.settings import load_settings
 from lifeline.flows.failover import already_serving, go_or_refuse, normal_primary_site, other_site
-from lifeline.flows.runs import recorded_run
+from lifeline.flows.runs import exclusive_run
 from lifeline.tasks import replication
 from lifeline.tasks.approval import ApprovalMode, ask
 from lifeline.tasks.failover import rebuild_old_primary_as_standby, switch_database_back, switch_dns
-from lifeline.tasks.locks import plan_lock
 from lifeline.tasks.measurements import measure_outage, write_positions
 from lifeline.tasks.preflight import assess_failback_readiness
 from lifeline.tasks.record import Journal, Trigger
@@ -55,9 +54,7 @@ def failback_flow(
         description = describe_failback(loaded.plan)
         get_run_logger().info("%s", description)
         return description
-    with plan_lock(settings.locks_dir, loaded.plan.name, "failback"), recorded_run(
-        "failback", loaded, settings, trigger=trigger, record_id=record_id
-    ) as journal:
+    with exclusive_run("failback", loaded, settings, trigger=trigger, record_id=record_id) as journal:
         fail_back(loaded, journal, reason=reason, approval=approval, force=force)
     if journal.record.status == "cancelled":
         return Cancelled(message=journal.record.error or "not approved; nothing was changed")

@@ -14,11 +14,10 @@ from lifeline.configs.plan import Plan
 from lifeline.configs.recovery import DnsSwitchStep, PromoteStep, StepGroup
 from lifeline.configs.settings import load_settings
 from lifeline.flows.runbook import INLINE_STEPS, describe_runbook, run_inline_step, step_title, submit_step
-from lifeline.flows.runs import recorded_run
+from lifeline.flows.runs import exclusive_run
 from lifeline.tasks import replication
 from lifeline.tasks.approval import ApprovalMode, ask
 from lifeline.tasks.failover import aws_session, fence_site
-from lifeline.tasks.locks import plan_lock
 from lifeline.tasks.measurements import measure_outage, recorded_incident_time, write_positions
 from lifeline.tasks.preflight import NotReady, Readiness, assess_readiness
 from lifeline.tasks.record import Journal, Trigger
@@ -169,9 +168,7 @@ def failover_flow(
         description = describe_failover(plan)
         get_run_logger().info("%s", description)
         return description
-    with plan_lock(settings.locks_dir, plan.name, "failover"), recorded_run(
-        "failover", loaded, settings, trigger=trigger, record_id=record_id
-    ) as journal:
+    with exclusive_run("failover", loaded, settings, trigger=trigger, record_id=record_id) as journal:
         fail_over(loaded, journal, source, target, groups, reason=reason, force=force, approval=approval,
                   incident_at=incident_at)
     if journal.record.status == "cancelled":

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.settings import Settings, load_settings
 from lifeline.tasks.ledger import Ledger
+from lifeline.tasks.locks import plan_lock
 from lifeline.tasks.record import Journal, RunKind, RunRecord, Trigger, utc_now
 from lifeline.tasks.report import record_markdown, record_table
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -34,6 +35,32 @@ def actual_trigger(trigger: Trigger) -> Trigger:
         return trigger
 
 
+EXCLUSIVE_KINDS: tuple[RunKind, ...] = ("failover", "failback", "drill")
+
+
+@contextmanager
+def exclusive_run(kind: RunKind, loaded: LoadedPlan, settings: Settings, **options) -> Iterator[Journal]:
+    """A failover, failback or drill: one at a time per plan (a second one refuses at once), recorded."""
+    with plan_lock(settings.locks_dir, loaded.plan.name, kind), recorded_run(
+        kind, loaded, settings, exclusive=True, **options
+    ) as journal:
+        yield journal
+
+
+def close_interrupted_runs(ledger: Ledger, plan: str, found_by: str) -> list[str]:
+    """Holding the plan's lock, no other failover, failback or drill of the plan is alive: a record of one
+    that still says "running" was left by a killed process, and is closed as failed."""
+    closed = []
+    for kind in EXCLUSIVE_KINDS:
+        for stale in ledger.runs(kind=kind, plan=plan, last=20):
+            if stale.status == "running":
+                stale.status, stale.ended_at = "failed", utc_now()
+                stale.error = f"interrupted: its process ended before the run did (closed by run {found_by})"
+                ledger.save_run(stale)
+                closed.append(stale.id)
+    return closed
+
+
 @contextmanager
 def recorded_run(
     kind: RunKind,
@@ -43,7 +70,9 @@ def recorded_run(
     trigger: Trigger = "cli",
     record_id: str | None = None,
     scenario: str | None = None,
+    exclusive: bool = False,
 ) -> Iterator[Journal]:
+    """`exclusive`: the caller holds the plan lock (see exclusive_run)."""
     record = RunRecord(
         kind=kind, plan=loaded.plan.name, plan_sha256=loaded.sha256, trigger=actual_trigger(trigger), scenario=scenario
     )
@@ -51,10 +80,13 @@ def recorded_run(
         record.id = record_id
     journal = Journal(record)
     ledger = Ledger(settings.ledger)
-    if kind != "drill" and settings.drills_dir.is_dir() and any(settings.drills_dir.glob("*.json")):
+    if settings.drills_dir.is_dir() and any(settings.drills_dir.glob("*.json")):
         from lifeline.flows.drill import sweep_dead_drills  # drills build on this module
 
         sweep_dead_drills(loaded, settings)
+    if exclusive:
+        for closed in close_interrupted_runs(ledger, loaded.plan.name, record.id):
+            get_run_logger().warning("run %s was interrupted (its process is gone): recorded as failed", closed)
     ledger.save_run(record)
     try:
         yield journal

@@ -261,7 +261,7 @@ def test_failover_with_main_powered_off_fences_it_with_the_fence_command(
     monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
 
 
-def test_failover_killed_after_the_promotion_converges_when_run_again_and_then_reports_dr_serves(
+def test_failover_killed_after_the_promotion_converges_when_run_again_closes_its_record_and_reports_dr_serves(
     normal_lab: Lab, monitor: WriteMonitor
 ) -> None:
     lab = normal_lab
@@ -283,6 +283,10 @@ def test_failover_killed_after_the_promotion_converges_when_run_again_and_then_r
     assert record.status == "completed", record.error
     assert step_named(record, "promote crm at dr").detail["promoted"] is False  # the killed run had done it
     assert record.recovered_at is not None
+    # The killed run's record no longer says "running": the next holder of the plan's lock closed it.
+    cut_off = ledger().run(cut_off.id)
+    assert (cut_off.status, cut_off.ended_at is not None) == ("failed", True)
+    assert cut_off.error.startswith("interrupted") and record.id in cut_off.error
     assert lab.status().dns.points_at == "dr" and lab.status().services["dr"].healthy
     wait_for_dr_answering(lab, record.started_at)
 
