@@ -15,7 +15,7 @@ from lifeline.configs.settings import load_settings
 from lifeline.flows.failover import already_serving, go_or_refuse, normal_primary_site, other_site
 from lifeline.flows.runs import exclusive_run
 from lifeline.tasks import replication
-from lifeline.tasks.approval import ApprovalMode, ask
+from lifeline.tasks.approval import ApprovalMode, ask_recorded
 from lifeline.tasks.failover import rebuild_old_primary_as_standby, switch_database_back, switch_dns
 from lifeline.tasks.measurements import measure_outage, write_positions
 from lifeline.tasks.preflight import assess_failback_readiness
@@ -116,14 +116,11 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
         return
     readiness = failback_preflight(plan, home, away, journal=journal, step_name="preflight")
     go_or_refuse(readiness, force, journal)
-    decision = ask(f"Fail back {plan.name} from {away} to {home}?", readiness.markdown(), approval,
-                   plan.recovery.approval_timeout_seconds, reason)
-    with journal.step("approval") as entry:
-        entry.detail.update(decision.detail)
+    decision = ask_recorded(journal, "approval", f"Fail back {plan.name} from {away} to {home}?",
+                            readiness.markdown(), approval, plan.recovery.approval_timeout_seconds, reason)
     if not decision.approved:
         record.status, record.error = "cancelled", "not approved; nothing was changed"
         return
-    journal.milestone("approved", decision.answered_at)
     rebuilds = [
         rebuild_old_primary_as_standby.submit(plan, name, home, away, journal=journal, step_name=f"rebuild {name} at {home} as standby")
         for name in databases if name not in switched_back

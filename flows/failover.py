@@ -16,7 +16,7 @@ from lifeline.configs.settings import load_settings
 from lifeline.flows.runbook import INLINE_STEPS, describe_runbook, run_inline_step, step_title, submit_step
 from lifeline.flows.runs import exclusive_run
 from lifeline.tasks import replication
-from lifeline.tasks.approval import ApprovalMode, ask
+from lifeline.tasks.approval import ApprovalMode, ask_recorded
 from lifeline.tasks.failover import aws_session, fence_site
 from lifeline.tasks.measurements import measure_outage, recorded_incident_time, write_positions
 from lifeline.tasks.preflight import NotReady, Readiness, assess_readiness
@@ -195,11 +195,8 @@ def fail_over(
         journal.milestone("detected", seen.at)
     readiness = preflight(plan, target, journal=journal, step_name="preflight")
     go_or_refuse(readiness, force, journal)
-    decision = ask(f"Fail over {plan.name} from {source} to {target}?", readiness.markdown(), approval,
-                   plan.recovery.approval_timeout_seconds, reason)
-    with journal.step("approval") as entry:
-        entry.detail.update(decision.detail)
-    journal.milestone("approved" if decision.approved else "rejected", decision.answered_at)
+    decision = ask_recorded(journal, "approval", f"Fail over {plan.name} from {source} to {target}?",
+                            readiness.markdown(), approval, plan.recovery.approval_timeout_seconds, reason)
     if not decision.approved:
         record.status = "cancelled"
         record.error = f"not approved: {decision.reason or 'no reason given'}; nothing was changed"

@@ -97,13 +97,11 @@ def run_inline_step(
     Returns False when a person said no.
     """
     from lifeline.flows.restore import restore_flow
-    from lifeline.tasks.approval import ask
+    from lifeline.tasks.approval import ask_recorded
 
     if isinstance(definition, ApprovalStep):
-        decision = ask(definition.prompt, definition.prompt, approval_mode, definition.timeout_seconds or approval_timeout_seconds, reason)  # type: ignore[arg-type]
-        with journal.step(definition.name or "approval") as entry:
-            entry.detail.update(decision.detail)
-        return decision.approved
+        return ask_recorded(journal, definition.name or "approval", definition.prompt, definition.prompt,
+                            approval_mode, definition.timeout_seconds or approval_timeout_seconds, reason).approved  # type: ignore[arg-type]
     with journal.step(definition.name or f"restore {definition.dataset}") as entry:
         run_id = restore_flow(loaded_path, definition.dataset, definition.target, replace=definition.replace,
                               trigger=journal.record.trigger)

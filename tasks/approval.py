@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Literal
 
 from lifeline.tasks.errors import LifelineError
-from lifeline.tasks.record import utc_now
+from lifeline.tasks.record import Journal, utc_now
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
@@ -58,6 +58,20 @@ def ask(prompt: str, description: str, mode: ApprovalMode, timeout_seconds: floa
         return Decision(approved=answer in ("y", "yes"), operator="terminal", reason=reason, asked_at=asked_at,
                         answered_at=utc_now())
     return ask_in_ui(description, timeout_seconds, reason, asked_at)
+
+
+def ask_recorded(
+    journal: Journal, step_name: str, prompt: str, description: str, mode: ApprovalMode, timeout_seconds: float,
+    reason: str = "",
+) -> Decision:
+    """Ask, and record the wait: the step spans it, between the `awaiting_approval` milestone and the
+    `approved` (or `rejected`) one, since the time a person takes counts in the RTO."""
+    journal.milestone("awaiting_approval")
+    with journal.step(step_name) as entry:
+        decision = ask(prompt, description, mode, timeout_seconds, reason)
+        entry.detail.update(decision.detail)
+    journal.milestone("approved" if decision.approved else "rejected", decision.answered_at)
+    return decision
 
 
 # Prefect fails a paused run whose pause times out, and refuses any later state but Failed: so the

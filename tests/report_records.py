@@ -39,7 +39,8 @@ DRILL_STEPS: list[tuple[str, float, float, int, str, dict]] = [
                                              "impact_source": "call_log"}),
     ("clean up", 1010, 1030, 2, "failed", {"error": "could not remove the sentinel file: Permission denied"}),
 ]
-DRILL_MILESTONES = {"declared": 0, "forced": 3, "incident": 5, "detected": 65, "approved": 365, "fenced": 380,
+DRILL_MILESTONES = {"declared": 0, "forced": 3, "incident": 5, "detected": 65, "awaiting_approval": 65,
+                    "approved": 365, "fenced": 380,
                     "promoted": 500, "dns_switched": 560, "recovered": 1005}
 
 
