@@ -13,11 +13,11 @@ setup:
 demo: setup
 	@infra/demo.sh
 
-test: setup
+test: setup lint
 	uv run --frozen pytest -q --durations=25 $(PYTEST_ARGS)
 
 bench: setup
 	uv run --frozen python -m tests.benchmarks.run $(BENCH_ARGS)
 
-lint:
+lint: setup
 	uv run --frozen ruff check flows tasks configs infra tests

@@ -118,7 +118,8 @@ def run_runbook(
         failed = [(name, future) for name, future in submitted if not future.state.is_completed()]
         if failed:
             raise StepsFailed(f"runbook group {group.name!r}: " + "; ".join(
-                f"step {name!r} failed: {_failure(future)}" for name, future in failed))
+                f"step {name!r} failed: {_failure(future)}" for name, future in failed)
+                + f" ({source} is fenced; fix the cause and run the failover again: it resumes where it stopped)")
         if any(isinstance(d, PromoteStep) for d in group.steps):
             journal.milestone("promoted")
         if any(isinstance(d, DnsSwitchStep) for d in group.steps):

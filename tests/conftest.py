@@ -81,6 +81,9 @@ def prefect_server():
             raise RuntimeError(f"the Prefect server did not start: see {SESSION_DIR / 'prefect-server.log'}")
         time.sleep(0.2)
     yield os.environ["PREFECT_API_URL"]
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=5)  # the session's last flow logs reach the server before it stops
     server.terminate()
     try:
         server.wait(10)

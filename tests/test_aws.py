@@ -8,7 +8,6 @@ import socket
 import time
 
 import pytest
-
 from lifeline.configs.loading import load_plan
 from lifeline.tasks import aws
 

@@ -11,6 +11,7 @@ from lifeline.configs.loading import load_plan
 from lifeline.configs.settings import load_settings
 from lifeline.flows.backup import backup_flow
 from lifeline.flows.restore import restore_flow
+from lifeline.tasks.errors import LifelineError
 from lifeline.tasks.preflight import assess_readiness
 from lifeline.tasks.repositories import open_repository
 
@@ -181,7 +182,7 @@ def test_restore_from_a_corrupted_repository_fails_and_leaves_the_target_untouch
             pack.write_bytes(bytes(data))
     target = tmp_path / "untouched"
     target.mkdir()
-    with pytest.raises(Exception):
+    with pytest.raises(LifelineError):
         restore_flow(str(plan), "recordings", str(target))
     assert list(target.iterdir()) == []
     assert not list(tmp_path.glob(".untouched.lifeline-staging-*"))

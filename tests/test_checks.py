@@ -9,13 +9,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from pydantic import TypeAdapter, ValidationError
-
 from lifeline.configs.checks import Check, HttpCheck, SqlCheck, SshCheck, TcpCheck
 from lifeline.configs.loading import load_plan
 from lifeline.tasks import ssh
 from lifeline.tasks.checks import CheckRunner, redact_url, run_check, run_checks
-
+from pydantic import TypeAdapter, ValidationError
 
 CHECKS = TypeAdapter(list[Check])
 

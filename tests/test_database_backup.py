@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from lifeline.configs.settings import load_settings
 from lifeline.flows.backup import backup_flow
 from lifeline.flows.restore import restore_flow
 from lifeline.tasks.ledger import Ledger
 from lifeline.tasks.record import RunRecord
+
 from tests.helpers import write_password, write_plan
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -141,6 +141,7 @@ def test_a_step_that_keeps_failing_ends_the_run_as_failed_naming_the_step(
     [record] = ledger().runs(kind="failover", last=1)
     assert record.status == "failed"
     assert "'announce the outage on the IVR' failed" in record.error and "Connection refused" in record.error
+    assert "main is fenced" in record.error and "run the failover again" in record.error  # what to do now
     announce = step_named(record, "announce the outage on the IVR")
     assert (announce.status, announce.attempts) == ("failed", 2)  # retries: 1
     assert not any(step.name.startswith(("promote", "switch")) for step in record.steps)

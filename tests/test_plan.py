@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from lifeline.configs.loading import PlanInvalid, load_plan
+
 from tests.helpers import run_cli, write_password, write_plan
 
 EXAMPLE = Path(__file__).parent.parent / "configs" / "callcenter.yaml"

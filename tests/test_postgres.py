@@ -13,7 +13,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from lifeline.tasks import postgres
 from lifeline.tasks.postgres import (
     AuthenticationFailed,

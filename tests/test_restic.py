@@ -18,11 +18,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from lifeline.tasks import restic
 from lifeline.tasks.commands import CommandResult, CommandTimeout, build_environment, run_command, run_pipeline
 from lifeline.tasks.restic import (
@@ -162,7 +161,7 @@ def start_stdin_backup(repository: ResticRepository, tag: str) -> subprocess.Pop
 def test_argument_builders_are_pure_and_carry_no_secret(password_file):
     argvs = [
         backup_arguments(["/srv/录音 a", "-odd"], exclude=["*.tmp"], tags=["plan=x", "dataset=r"], host="h",
-                         time=datetime(2026, 11, 28, 1, 2, 3, tzinfo=timezone.utc)),
+                         time=datetime(2026, 11, 28, 1, 2, 3, tzinfo=UTC)),
         backup_arguments(stdin_filename="crm.sql", tags=["dataset=crm"]),
         forget_arguments(["dataset=r"], {"daily": 7, "weekly": 4, "monthly": 0}),
         check_arguments("5%"), copy_arguments(["abc"], []), init_arguments(True),
@@ -239,7 +238,7 @@ def test_features_follow_the_version_and_times_parse():
     assert Features((0, 16, 0)).retry_lock and not Features((0, 16, 0)).json_restore
     assert Features((0, 18, 1)).exit_codes_10_12 and Features((0, 18, 1)).json_check
     moment = parse_restic_time("2026-11-28T21:40:13.259067162+08:00")
-    assert moment == datetime(2026, 11, 28, 13, 40, 13, 259067, tzinfo=timezone.utc)
+    assert moment == datetime(2026, 11, 28, 13, 40, 13, 259067, tzinfo=UTC)
 
 
 def test_commands_drain_both_pipes_and_time_out_whole_groups(tmp_path):
@@ -367,7 +366,7 @@ def test_killed_backup_leaves_a_stale_lock_that_unlock_removes(shared):
 
 @needs_restic
 def test_forget_touches_only_the_tagged_dataset(shared, tree_backup):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     jobs = [("retention-a", now - timedelta(hours=2)), ("retention-a", now - timedelta(hours=1)), ("retention-b", now)]
     with ThreadPoolExecutor(len(jobs)) as pool:  # backups share the repository: restic locks them non-exclusively
         made = list(pool.map(lambda job: shared.backup_from_command(
