@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -25,6 +25,9 @@ import psycopg
 from lifeline.configs.checks import Check, HttpCheck, SqlCheck, SshCheck, TcpCheck
 from lifeline.tasks import ssh
 from lifeline.tasks.postgres import ConnectionInfo, PostgresError, redact_dsn
+
+if TYPE_CHECKING:
+    from lifeline.tasks.ssh_pool import SshPool
 
 DEFAULT_MAX_WORKERS = 32
 BODY_LIMIT_BYTES = 1 << 20  # expect_text is looked for in the first MiB of the body
@@ -175,7 +178,7 @@ def _sql(check: SqlCheck) -> tuple[bool, str]:
     return True, f"answered {check.expect!r}"
 
 
-def _ssh(check: SshCheck, hosts: Mapping[str, ssh.SshTarget], pool: ssh.SshPool) -> tuple[bool, str]:
+def _ssh(check: SshCheck, hosts: Mapping[str, ssh.SshTarget], pool: SshPool) -> tuple[bool, str]:
     target = hosts.get(check.host)
     if target is None:
         return False, f"no host named {check.host!r} in the plan"
@@ -194,7 +197,7 @@ def run_check(
     *,
     hosts: Mapping[str, ssh.SshTarget] | None = None,
     http_client: httpx.Client | None = None,
-    ssh_pool: ssh.SshPool | None = None,
+    ssh_pool: SshPool | None = None,
 ) -> CheckResult:
     """Run one check. Without http_client a client is made for this one call."""
     started = time.perf_counter()
@@ -229,7 +232,7 @@ class CheckRunner:
     """Runs rounds of checks concurrently, reusing threads and connections between rounds."""
 
     def __init__(self, hosts: Mapping[str, ssh.SshTarget] | None = None, *, max_workers: int = DEFAULT_MAX_WORKERS,
-                 http_client: httpx.Client | None = None, ssh_pool: ssh.SshPool | None = None) -> None:
+                 http_client: httpx.Client | None = None, ssh_pool: SshPool | None = None) -> None:
         self.hosts = dict(hosts or {})
         self.max_workers = max_workers
         self.ssh_pool = ssh_pool or ssh.default_pool()

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import psycopg
 from lifeline.configs.recovery import Database, DatabaseInstance
-from lifeline.tasks import ssh
 from lifeline.tasks.postgres_connection import ConnectionInfo, connection_info, database_session
 from lifeline.tasks.replication import (
     ReplicationError,
@@ -198,7 +197,9 @@ def _report_lines(throwaway: _Throwaway, table: _Table, found: dict[str, tuple[s
 
 def _write_remote(target: SshTarget, path: Path, lines: list[str]) -> None:
     """Over SFTP: a 0600 temporary file (chmod before any row is written), then renamed into place."""
-    client = ssh.connect(target)
+    from lifeline.tasks.ssh_pool import connect  # paramiko: loaded when needed, not with the flows
+
+    client = connect(target)
     try:
         sftp = client.open_sftp()
         temporary = f"{path}.tmp"

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from lifeline.configs.loading import load_plan
-from lifeline.tasks import ssh
+from lifeline.tasks import ssh, ssh_pool
 
 pytestmark = pytest.mark.lab
 
@@ -25,8 +25,8 @@ def hosts(lab) -> dict[str, ssh.SshTarget]:
 
 
 @pytest.fixture
-def pool() -> Iterator[ssh.SshPool]:
-    own = ssh.SshPool()
+def pool() -> Iterator[ssh_pool.SshPool]:
+    own = ssh_pool.SshPool()
     yield own
     own.close_all()
 
@@ -116,7 +116,7 @@ def test_the_pool_reuses_one_connection_and_multiplexes_concurrent_commands(host
     with ThreadPoolExecutor(40) as executor:
         results = list(executor.map(lambda number: pool.run(hosts["main"], ["echo", str(number)], timeout=10), range(40)))
     assert [result.stdout for result in results] == [f"{number}\n" for number in range(40)]
-    assert pool.connection_count(hosts["main"]) <= -(-40 // ssh.SESSIONS_PER_CONNECTION)
+    assert pool.connection_count(hosts["main"]) <= -(-40 // ssh_pool.SESSIONS_PER_CONNECTION)
 
 
 def test_the_pool_replaces_a_connection_that_died(hosts, pool):
@@ -128,7 +128,7 @@ def test_the_pool_replaces_a_connection_that_died(hosts, pool):
 
 
 def test_connect_verifies_the_host_key_and_authenticates(hosts):
-    client = ssh.connect(hosts["main"])
+    client = ssh_pool.connect(hosts["main"])
     try:
         _, stdout, _ = client.exec_command("id -un", timeout=5)
         assert stdout.read().decode().strip() == hosts["main"].user
@@ -155,7 +155,7 @@ def test_an_unknown_host_key_is_refused_with_one_line(hosts, pool, tmp_path):
     only_dr = tmp_path / "known_hosts"
     only_dr.write_text(f"{known_hosts_name(dr)} {known_hosts_entries(dr)[known_hosts_name(dr)]}\n")
     target = dataclasses.replace(main, known_hosts_file=only_dr)
-    for attempt in (lambda: ssh.connect(target), lambda: pool.run(target, ["true"], timeout=5)):
+    for attempt in (lambda: ssh_pool.connect(target), lambda: pool.run(target, ["true"], timeout=5)):
         with pytest.raises(ssh.UnknownHostKey) as raised:
             attempt()
         message = assert_one_line_naming(raised.value, target)
@@ -168,7 +168,7 @@ def test_an_unknown_host_key_is_refused_with_one_line(hosts, pool, tmp_path):
 def test_a_missing_known_hosts_file_refuses(hosts, tmp_path):
     target = dataclasses.replace(hosts["main"], known_hosts_file=tmp_path / "absent")
     with pytest.raises(ssh.UnknownHostKey, match="does not exist — refusing to connect"):
-        ssh.connect(target)
+        ssh_pool.connect(target)
 
 
 def test_a_changed_host_key_is_refused(hosts, tmp_path):
@@ -188,7 +188,7 @@ def test_a_key_the_server_does_not_know_is_refused(hosts, tmp_path):
     stranger.write_bytes(Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption()))
     target = dataclasses.replace(hosts["main"], key_file=stranger)
     with pytest.raises(ssh.AuthenticationFailed) as raised:
-        ssh.connect(target)
+        ssh_pool.connect(target)
     assert f"user {target.user} was refused with key {stranger}" in assert_one_line_naming(raised.value, target)
     assert raised.value.user_error and not raised.value.transient
 
@@ -226,7 +226,7 @@ def test_a_server_that_never_speaks_ssh_times_out_as_unreachable(hosts):
         target = dataclasses.replace(hosts["main"], port=listener.getsockname()[1], connect_timeout=0.5)
         started = time.monotonic()
         with pytest.raises(ssh.HostUnreachable) as raised:
-            ssh.connect(target)
+            ssh_pool.connect(target)
         assert time.monotonic() - started < 3
         assert raised.value.transient
         for sock in accepted:

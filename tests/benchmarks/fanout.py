@@ -24,7 +24,7 @@ import httpx
 import paramiko
 from lifeline.configs.checks import Check
 from lifeline.configs.loading import load_plan
-from lifeline.tasks import ssh
+from lifeline.tasks import ssh, ssh_pool
 from lifeline.tasks.checks import CheckRunner, run_checks
 from pydantic import TypeAdapter
 
@@ -90,8 +90,8 @@ def bare_ssh(targets: list[ssh.SshTarget], nodelay: bool) -> list[int]:
         return list(executor.map(lambda target: bare_ssh_command(target, nodelay), targets))
 
 
-def lifeline_ssh(targets: list[ssh.SshTarget], pool: ssh.SshPool | None = None) -> list[int]:
-    own = pool or ssh.SshPool()
+def lifeline_ssh(targets: list[ssh.SshTarget], pool: ssh_pool.SshPool | None = None) -> list[int]:
+    own = pool or ssh_pool.SshPool()
     try:
         with ThreadPoolExecutor(len(targets)) as executor:
             return list(executor.map(lambda target: own.run(target, COMMAND, timeout=10).exit_status, targets))
@@ -150,7 +150,7 @@ def run(home: Path, rounds: int) -> list[tuple[str, str, float, str, float]]:
                  statistics.median(cold["lifeline"]), "paramiko clients", statistics.median(cold["bare"])))
     rows.append((f"1 SSH command on {SSH_CONNECTIONS} new connections", "tasks.ssh (new pool)",
                  statistics.median(cold["lifeline"]), "paramiko + TCP_NODELAY", statistics.median(cold["bare_nodelay"])))
-    pool = ssh.SshPool()
+    pool = ssh_pool.SshPool()
     try:
         warm_ssh = measure({"lifeline": lambda: lifeline_ssh(targets, pool),
                             "bare_nodelay": lambda: bare_ssh(targets, nodelay=True)}, rounds)
