@@ -49,6 +49,11 @@ class Repository(PlanModel):
     def is_local(self) -> bool:
         return not self.url.startswith(RESTIC_REMOTE_SCHEMES)
 
+    @property
+    def local_path(self) -> Path | None:
+        """The repository's folder (the validator made it absolute); None for a remote backend."""
+        return Path(self.url) if self.is_local else None
+
 
 class Retention(PlanModel):
     last: int | None = Field(None, ge=1)
@@ -196,6 +201,10 @@ class Plan(PlanModel):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {timezone!r}") from None
         return timezone
+
+    def databases_at(self, *sites: str) -> list[str]:
+        """The databases with an instance at every one of these sites."""
+        return [name for name, database in self.databases.items() if all(site in database.instances for site in sites)]
 
     def rpo_target(self, dataset_name: str) -> timedelta:
         minutes = self.datasets[dataset_name].rpo_minutes

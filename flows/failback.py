@@ -13,7 +13,7 @@ from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.plan import Plan
 from lifeline.configs.settings import load_settings
 from lifeline.flows.failover import already_serving, go_or_refuse, normal_primary_site, other_site
-from lifeline.flows.runs import exclusive_run
+from lifeline.flows.runs import exclusive_run, flow_result
 from lifeline.tasks import replication
 from lifeline.tasks.approval import ApprovalMode, ask_recorded
 from lifeline.tasks.failover import rebuild_old_primary_as_standby, switch_database_back, switch_dns
@@ -24,7 +24,6 @@ from lifeline.tasks.steps import step
 from lifeline.tasks.verification import wait_until_recovered
 from prefect import flow
 from prefect.logging import get_run_logger
-from prefect.states import Cancelled
 
 
 @flow(name="failback", log_prints=False)
@@ -56,44 +55,35 @@ def failback_flow(
         return description
     with exclusive_run("failback", loaded, settings, trigger=trigger, record_id=record_id) as journal:
         fail_back(loaded, journal, reason=reason, approval=approval, force=force)
-    if journal.record.status == "cancelled":
-        return Cancelled(message=journal.record.error or "not approved; nothing was changed")
-    return journal.record.id
-
-
-def failback_databases(plan: Plan, home: str, away: str) -> list[str]:
-    return [name for name, database in plan.databases.items() if home in database.instances and away in database.instances]
+    return flow_result(journal)
 
 
 def describe_failback(plan: Plan) -> str:
     """What a failback would do, step by step with resolved values; changes nothing."""
     home = normal_primary_site(plan)
     away = other_site(plan, home)
-    lines = [
-        f"Failback of {plan.name}: {away} → {home} (dry run: nothing is changed)",
-        f"  1. preflight: {home}'s hosts over SSH, a primary at {away} for every database, DNS zone, AWS credentials",
-        "  2. approval: a person says yes",
-        "  3. rebuild (concurrently):",
+    pairs = [(name, plan.databases[name].instances[home], plan.databases[name].instances[away])
+             for name in plan.databases_at(home, away)]
+    steps = [
+        f"preflight: {home}'s hosts over SSH, a primary at {away} for every database, DNS zone, AWS credentials",
+        "approval: a person says yes",
+        "rebuild (concurrently):" + "".join(
+            f"\n       - rebuild {name} at {home} as standby: ssh {old.host}: mv {old.data_dir} {old.data_dir}.split-<time>"
+            f" (rows only it had reported beside it); {old.bin_dir}/pg_basebackup -D {old.data_dir} -R -X stream -C"
+            f" -S <slot> from {new.host}" for name, old, new in pairs),
+        "switch back (concurrently):" + "".join(
+            f"\n       - switch {name} back to {home}: ssh {new.host}: {new.bin_dir}/pg_ctl stop -m fast -D {new.data_dir};"
+            f" wait until {home} replayed it; ssh {old.host}: {old.bin_dir}/pg_ctl promote -w -D {old.data_dir};"
+            f" {away} follows {home} as a standby" for name, old, new in pairs),
     ]
-    for name in failback_databases(plan, home, away):
-        old, new = plan.databases[name].instances[home], plan.databases[name].instances[away]
-        lines.append(f"       - rebuild {name} at {home} as standby: ssh {old.host}: mv {old.data_dir} "
-                     f"{old.data_dir}.split-<time> (rows only it had reported beside it); "
-                     f"{old.bin_dir}/pg_basebackup -D {old.data_dir} -R -X stream -C -S <slot> from {new.host}")
-    lines.append("  4. switch back (concurrently):")
-    for name in failback_databases(plan, home, away):
-        old, new = plan.databases[name].instances[home], plan.databases[name].instances[away]
-        lines.append(f"       - switch {name} back to {home}: ssh {new.host}: {new.bin_dir}/pg_ctl stop -m fast "
-                     f"-D {new.data_dir}; wait until {home} replayed it; ssh {old.host}: {old.bin_dir}/pg_ctl promote "
-                     f"-w -D {old.data_dir}; {away} follows {home} as a standby")
     if plan.dns is not None:
-        lines.append(f"  5. switch dns to {home}: Route 53 UPSERT {plan.dns.record} A {plan.dns.values[home]} "
+        steps.append(f"switch dns to {home}: Route 53 UPSERT {plan.dns.record} A {plan.dns.values[home]} "
                      f"TTL {plan.dns.ttl}, until INSYNC")
     verification = plan.recovery.verification
     critical = ", ".join(n for n, s in plan.services.items() if s.site == home and s.critical) or "no critical service"
-    lines.append(f"  {6 if plan.dns else 5}. verify {home}: {verification.rounds} healthy rounds "
-                 f"{verification.interval_seconds:g} s apart of {critical}")
-    return "\n".join(lines)
+    steps.append(f"verify {home}: {verification.rounds} healthy rounds {verification.interval_seconds:g} s apart of {critical}")
+    return "\n".join([f"Failback of {plan.name}: {away} → {home} (dry run: nothing is changed)",
+                      *(f"  {number}. {text}" for number, text in enumerate(steps, start=1))])
 
 
 @step(retries=0, timeout_seconds=120)
@@ -106,7 +96,7 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
     home = normal_primary_site(plan)
     away = other_site(plan, home)
     journal.milestone("declared", record.started_at)
-    databases = failback_databases(plan, home, away)
+    databases = plan.databases_at(home, away)
     # a failback killed after switching a database back resumes with the rest
     switched_back = {name for name in databases if replication.streams_from(plan.databases[name], home, away)}
     if len(switched_back) == len(databases) and already_serving(plan, home):

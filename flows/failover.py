@@ -14,7 +14,7 @@ from lifeline.configs.plan import Plan
 from lifeline.configs.recovery import DnsSwitchStep, PromoteStep, StepGroup
 from lifeline.configs.settings import load_settings
 from lifeline.flows.runbook import INLINE_STEPS, describe_runbook, run_inline_step, step_title, submit_step
-from lifeline.flows.runs import exclusive_run
+from lifeline.flows.runs import exclusive_run, flow_result
 from lifeline.tasks import replication
 from lifeline.tasks.approval import ApprovalMode, ask_recorded
 from lifeline.tasks.failover import aws_session, fence_site
@@ -26,7 +26,6 @@ from lifeline.tasks.verification import verify_site, wait_until_recovered
 from prefect import flow
 from prefect.futures import wait
 from prefect.logging import get_run_logger
-from prefect.states import Cancelled
 
 
 class StepsFailed(LifelineError):
@@ -49,7 +48,7 @@ def other_site(plan: Plan, site: str) -> str:
 
 def default_runbook(plan: Plan, target: str) -> list[StepGroup]:
     groups = []
-    promotable = [name for name, database in plan.databases.items() if target in database.instances]
+    promotable = plan.databases_at(target)
     if promotable:
         groups.append(StepGroup(name="promote", steps=[PromoteStep(type="postgres_promote", database=name) for name in promotable]))
     if plan.dns is not None:
@@ -172,9 +171,7 @@ def failover_flow(
     with exclusive_run("failover", loaded, settings, trigger=trigger, record_id=record_id) as journal:
         fail_over(loaded, journal, source, target, groups, reason=reason, force=force, approval=approval,
                   incident_at=incident_at)
-    if journal.record.status == "cancelled":
-        return Cancelled(message=journal.record.error or "not approved; nothing was changed")
-    return journal.record.id
+    return flow_result(journal)
 
 
 def fail_over(

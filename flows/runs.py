@@ -14,6 +14,7 @@ from lifeline.tasks.record import Journal, RunKind, RunRecord, Trigger, utc_now
 from lifeline.tasks.report import record_markdown, record_table
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
+from prefect.states import Cancelled
 
 
 def artifact_key(plan: str, kind: str, suffix: str) -> str:
@@ -47,17 +48,23 @@ def exclusive_run(kind: RunKind, loaded: LoadedPlan, settings: Settings, **optio
         yield journal
 
 
+def flow_result(journal: Journal):
+    """The record's id; a run a person declined ends Cancelled (never Failed), with the record's reason."""
+    if journal.record.status == "cancelled":
+        return Cancelled(message=journal.record.error or "not approved; nothing was changed")
+    return journal.record.id
+
+
 def close_interrupted_runs(ledger: Ledger, plan: str, found_by: str) -> list[str]:
     """Holding the plan's lock, no other failover, failback or drill of the plan is alive: a record of one
     that still says "running" was left by a killed process, and is closed as failed."""
     closed = []
-    for kind in EXCLUSIVE_KINDS:
-        for stale in ledger.runs(kind=kind, plan=plan, last=20):
-            if stale.status == "running":
-                stale.status, stale.ended_at = "failed", utc_now()
-                stale.error = f"interrupted: its process ended before the run did (closed by run {found_by})"
-                ledger.save_run(stale)
-                closed.append(stale.id)
+    for stale in ledger.runs(plan=plan, status="running"):
+        if stale.kind in EXCLUSIVE_KINDS:
+            stale.status, stale.ended_at = "failed", utc_now()
+            stale.error = f"interrupted: its process ended before the run did (closed by run {found_by})"
+            ledger.save_run(stale)
+            closed.append(stale.id)
     return closed
 
 

@@ -212,9 +212,8 @@ def normal_state_problems(plan: Plan, home: str, away: str) -> list[str]:
     leftovers = leftover_sentinel_rows(plan, list(plan.scenarios.values()))
     if leftovers:
         problems.append(f"{leftovers} drill sentinel rows left behind")
-    for name, database in plan.databases.items():
-        if home not in database.instances or away not in database.instances:
-            continue
+    for name in plan.databases_at(home, away):
+        database = plan.databases[name]
         main, standby = replication.instance_state(database, home), replication.instance_state(database, away)
         if main.in_recovery is not False:
             problems.append(f"database {name}: {home} is not the primary ({main.role})")

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lifeline.tasks.record import RunRecord
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 
 
 class _Sql(NamedTuple):
-    sa: ModuleType
     metadata: sqlalchemy.MetaData
     runs: sqlalchemy.Table
     snapshots: sqlalchemy.Table
@@ -56,7 +54,7 @@ def _sql() -> _Sql:
         sa.Column("run_id", sa.String(32), nullable=False),
         sa.Column("facts", sa.Text, nullable=False),
     )
-    return _Sql(sa, metadata, runs, snapshots)
+    return _Sql(metadata, runs, snapshots)
 
 
 class SnapshotFacts(BaseModel):
@@ -82,9 +80,10 @@ def _iso(moment: datetime) -> str:
 def _engine(url: str) -> sqlalchemy.Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    sql = _sql()
-    engine = sql.sa.create_engine(url, pool_pre_ping=True)
-    sql.metadata.create_all(engine)
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+    _sql().metadata.create_all(engine)
     return engine
 
 
@@ -113,13 +112,16 @@ class Ledger:
             if not updated:
                 connection.execute(runs_table.insert().values(**row))
 
-    def runs(self, *, kind: str | None = None, plan: str | None = None, last: int | None = None) -> list[RunRecord]:
+    def runs(self, *, kind: str | None = None, plan: str | None = None, status: str | None = None,
+             last: int | None = None) -> list[RunRecord]:
         runs_table = _sql().runs
         query = runs_table.select().with_only_columns(runs_table.c.record).order_by(runs_table.c.started_at.desc())
         if kind:
             query = query.where(runs_table.c.kind == kind)
         if plan:
             query = query.where(runs_table.c.plan == plan)
+        if status:
+            query = query.where(runs_table.c.status == status)
         if last:
             query = query.limit(last)
         with self.engine.connect() as connection:

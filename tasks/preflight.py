@@ -191,9 +191,8 @@ def _run_probes(probes: list[Probe], listings: Sequence[Callable[[], list[Readin
 
 def assess_readiness(plan: Plan, settings: Settings, target_site: str) -> Readiness:
     probes = _site_and_cloud_probes(plan, target_site)
-    for name, database in plan.databases.items():
-        if target_site in database.instances:
-            probes.append((f"database {name}", lambda name=name: _standby_ready(plan, name, target_site)))
+    for name in plan.databases_at(target_site):
+        probes.append((f"database {name}", lambda name=name: _standby_ready(plan, name, target_site)))
     listings = [partial(_snapshots_fresh, plan, settings, repository)
                 for repository in sorted({dataset.repository for dataset in plan.datasets.values()})]
     return Readiness(target_site=target_site, items=_run_probes(probes, listings))
@@ -203,7 +202,6 @@ def assess_failback_readiness(plan: Plan, home: str, away: str) -> Readiness:
     """Home's hosts answer (it is rebuilt and promoted over SSH), each database has a primary at `away`
     to rebuild from (or is already switched back), and DNS can be switched."""
     probes = _site_and_cloud_probes(plan, home)
-    for name, database in plan.databases.items():
-        if home in database.instances and away in database.instances:
-            probes.append((f"database {name}", lambda name=name: _primary_to_fail_back_from(plan, name, home, away)))
+    for name in plan.databases_at(home, away):
+        probes.append((f"database {name}", lambda name=name: _primary_to_fail_back_from(plan, name, home, away)))
     return Readiness(target_site=home, items=_run_probes(probes), action="fail back")

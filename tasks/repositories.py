@@ -39,10 +39,8 @@ def snapshot_file_present(plan: Plan, name: str, snapshot_id: str) -> bool | Non
     """Does the repository still hold this snapshot? From its file alone (a local repository keeps one
     file per snapshot under snapshots/): no restic process, no key derivation. None for a remote
     backend, where only restic can tell."""
-    entry = plan.repositories[name]
-    if not entry.is_local:
-        return None
-    return (Path(entry.url.removeprefix("local:")) / "snapshots" / snapshot_id).is_file()
+    folder = plan.repositories[name].local_path
+    return None if folder is None else (folder / "snapshots" / snapshot_id).is_file()
 
 
 def dataset_tags(plan: Plan, dataset: str) -> list[str]:
