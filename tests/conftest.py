@@ -7,26 +7,19 @@ here, before any test module imports it.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.servers import free_port, wait_until_healthy
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="lifeline-tests-"))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-PREFECT_PORT = _free_port()
+PREFECT_PORT = free_port()
 os.environ.update(
     {
         "PREFECT_HOME": str(SESSION_DIR / "prefect"),
@@ -69,17 +62,12 @@ def prefect_server():
         env={**os.environ, **PREFECT_SERVER_ENV},
         start_new_session=True,
     )
-    deadline = time.monotonic() + 180  # a loaded 2-core machine has needed 70 s
-    while True:
-        try:
-            if httpx.get(f"{os.environ['PREFECT_API_URL']}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            raise RuntimeError(f"the Prefect server did not start: see {SESSION_DIR / 'prefect-server.log'}")
-        time.sleep(0.2)
+    try:
+        wait_until_healthy(os.environ["PREFECT_API_URL"], server, SESSION_DIR / "prefect-server.log",
+                           timeout=180)  # a loaded 2-core machine has needed 70 s
+    except RuntimeError:
+        server.kill()
+        raise
     yield os.environ["PREFECT_API_URL"]
     from prefect.logging.handlers import APILogWorker
 

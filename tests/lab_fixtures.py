@@ -281,6 +281,14 @@ class WriteMonitor:
             return datetime.fromtimestamp(max(w.acknowledged for w in self.accepted if w.site == site), UTC)
 
 
+def back_to_main_with_one_primary_at_a_time(lab: Lab, monitor: WriteMonitor) -> None:
+    """The end of a failover test: back to the normal state, and the write monitor saw main, then dr, then main
+    take writes, never two at once."""
+    back_to_normal(lab)
+    monitor.finish()
+    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
+
+
 @pytest.fixture
 def monitor(normal_lab: Lab) -> Iterator[WriteMonitor]:
     """Writes at both databases every 50 ms from before the test touches anything until it ends."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -22,6 +21,8 @@ import psycopg
 import pytest
 from lifeline.infra.lab.processes import ensure_lab_user
 from psycopg import sql
+
+from tests.servers import free_port
 
 CLUSTER_USER = "lifeline"
 SUPERUSER = "lifeline"
@@ -117,12 +118,6 @@ def _as_cluster_user(argv: Sequence[str], owner: tuple[int, int] | None) -> list
     return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--", *argv]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _run(argv: Sequence[str], cwd: Path) -> None:
     completed = subprocess.run(list(argv), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if completed.returncode != 0:
@@ -156,7 +151,7 @@ def start_postgres_server(base_dir: Path, bin_dir: Path | None = None) -> Postgr
     passfile = base_dir / "pgpass"
     server = PostgresServer(bin_dir=bin_dir, base_dir=base_dir, port=0, passfile=passfile, password=password)
     for attempt in range(3):  # a free port can be taken between probing and binding it
-        server.port = _free_port()
+        server.port = free_port()
         settings = {
             "listen_addresses": "'127.0.0.1'", "port": str(server.port), "unix_socket_directories": f"'{cluster_dir}'",
             "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "shared_buffers": "16MB",

@@ -31,7 +31,7 @@ from tests.helpers import ledger, one_line_error, run_cli, step_named, wait_for
 from tests.lab_fixtures import (
     Lab,
     WriteMonitor,
-    back_to_normal,
+    back_to_main_with_one_primary_at_a_time,
     call_log,
     in_recovery,
     settle_call_log,
@@ -177,9 +177,7 @@ def test_not_ready_preflight_refuses_without_force_and_force_proceeds_recording_
     assert [reason.split(":")[0] for reason in preflight.detail["forced_past"]] == ["backup ivr-config"]
     assert lab.status().dns.points_at == "dr"
 
-    back_to_normal(lab)
-    monitor.finish()
-    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
+    back_to_main_with_one_primary_at_a_time(lab, monitor)
 
 
 # --- failovers --------------------------------------------------------------------------------------
@@ -235,9 +233,7 @@ def test_main_database_down_failover_dr_takes_calls_and_the_record_matches_the_c
     assert record.rpo_seconds == pytest.approx(expected_rpo, abs=0.001)
     assert record.met_targets is True
 
-    back_to_normal(lab)
-    monitor.finish()
-    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
+    back_to_main_with_one_primary_at_a_time(lab, monitor)
 
 
 def test_failover_with_main_powered_off_fences_it_with_the_fence_command(
@@ -257,9 +253,7 @@ def test_failover_with_main_powered_off_fences_it_with_the_fence_command(
     assert lab.status().dns.points_at == "dr"
     wait_for_dr_answering(lab, powered_off_at)
 
-    back_to_normal(lab)
-    monitor.finish()
-    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
+    back_to_main_with_one_primary_at_a_time(lab, monitor)
 
 
 def test_failover_killed_after_the_promotion_converges_when_run_again_closes_its_record_and_reports_dr_serves(
@@ -300,9 +294,7 @@ def test_failover_killed_after_the_promotion_converges_when_run_again_closes_its
     assert "dr already serves" in skipped[0]["detail"]["reason"]
     assert not any(step["name"].startswith(("promote", "switch")) for step in done["steps"])
 
-    back_to_normal(lab)
-    monitor.finish()
-    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
+    back_to_main_with_one_primary_at_a_time(lab, monitor)
 
 
 def test_two_failovers_started_together_one_runs_the_other_refuses_naming_it(
@@ -323,6 +315,4 @@ def test_two_failovers_started_together_one_runs_the_other_refuses_naming_it(
     assert record.status == "completed"
     assert lab.status().dns.points_at == "dr"
 
-    back_to_normal(lab)
-    monitor.finish()
-    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
+    back_to_main_with_one_primary_at_a_time(lab, monitor)

@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from lifeline.configs.loading import load_plan
 from lifeline.tasks import ssh, ssh_pool
 
+from tests.servers import free_port
+
 pytestmark = pytest.mark.lab
 
 
@@ -49,12 +51,6 @@ def assert_one_line_naming(error: ssh.SshError, target: ssh.SshTarget) -> str:
     assert "\n" not in message
     assert message.startswith(f"host {target.name} {target.address}:{target.port}: ")
     return message
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_command_round_trip_quotes_every_argument(hosts, pool):

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+
+from tests.servers import free_port, wait_until_healthy
 
 T = TypeVar("T")
 
@@ -56,12 +57,6 @@ def bench_tmpdir(prefix: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -119,27 +114,12 @@ def prefect_server(home: Path, timeout: float = 90) -> Iterator[PrefectServer]:
             start_new_session=True,  # its own process group: stopped as a whole below
         )
     try:
-        _wait_healthy(api_url, server, log_file, timeout)
+        wait_until_healthy(api_url, server, log_file, timeout)
         log(f"Prefect server at {api_url} ready in {time.perf_counter() - started:.1f} s")
         with environment(updates), _prefect_settings_if_imported(api_url, home):
             yield PrefectServer(api_url=api_url, home=home, log_file=log_file, pid=server.pid)
     finally:
         _stop_group(server)
-
-
-def _wait_healthy(api_url: str, server: subprocess.Popen, log_file: Path, timeout: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{api_url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the Prefect server did not start: see {log_file}")
-        time.sleep(0.2)
 
 
 @contextlib.contextmanager
