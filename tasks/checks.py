@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from dataclasses import replace as replaced_copy
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -158,9 +159,10 @@ def _sql(check: SqlCheck) -> tuple[bool, str]:
         connection_info = ConnectionInfo.from_dsn(check.dsn, check.passfile)
     except PostgresError as error:
         return False, str(error)
-    arguments = connection_info.connect_arguments()
-    arguments["connect_timeout"] = max(2, round(check.timeout_seconds))  # libpq treats less than 2 as 2
-    arguments["options"] = f"-c statement_timeout={int(check.timeout_seconds * 1000)}"
+    arguments = replaced_copy(
+        connection_info, connect_timeout_seconds=max(2, round(check.timeout_seconds)),  # libpq treats less than 2 as 2
+        statement_timeout=f"{int(check.timeout_seconds * 1000)}ms",
+    ).connect_arguments()
     try:
         with psycopg.connect(autocommit=True, **arguments) as connection:
             cursor = connection.execute(check.query)  # type: ignore[arg-type]  # the plan's own SQL

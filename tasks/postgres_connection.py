@@ -90,6 +90,7 @@ class ConnectionInfo:
     connect_timeout_seconds: int = DEFAULT_CONNECT_TIMEOUT_SECONDS
     options: tuple[tuple[str, str], ...] = ()
     password: str | None = field(default=None, repr=False, compare=False)
+    statement_timeout: str | None = None  # e.g. "5s": the server cancels any longer statement of the session
 
     @classmethod
     def from_dsn(cls, dsn: str, passfile: str | Path | None = None) -> ConnectionInfo:
@@ -139,6 +140,8 @@ class ConnectionInfo:
             "passfile": str(self.passfile) if self.passfile else None, "password": self.password,
             "connect_timeout": self.connect_timeout_seconds, "application_name": APPLICATION_NAME,
         }
+        if self.statement_timeout:
+            arguments["options"] = f"-c statement_timeout={self.statement_timeout}"
         return {key: value for key, value in arguments.items() if value is not None} | dict(self.options)
 
 def redact_dsn(dsn: str) -> str:
@@ -163,6 +166,8 @@ def libpq_environment(
         environment["PGPASSFILE"] = str(chosen_passfile)
     if connection:
         environment.update({_OPTION_ENVIRONMENT[key]: value for key, value in connection.options})
+        if connection.statement_timeout:
+            environment["PGOPTIONS"] = f"-c statement_timeout={connection.statement_timeout}"
         if connection.password:
             environment["PGPASSWORD"] = connection.password
     return environment

@@ -181,7 +181,8 @@ def libpq_tool(instance: DatabaseInstance, name: str) -> list[str]:
 
 def observation_connection(instance: DatabaseInstance) -> ConnectionInfo:
     connection = connection_info(instance.dsn, instance.passfile)
-    return replaced_copy(connection, connect_timeout_seconds=OBSERVATION_CONNECT_TIMEOUT_SECONDS)
+    return replaced_copy(connection, connect_timeout_seconds=OBSERVATION_CONNECT_TIMEOUT_SECONDS,
+                         statement_timeout=OBSERVATION_STATEMENT_TIMEOUT)
 
 
 def remote(target: SshTarget, argv: Sequence[str], timeout: float = REMOTE_COMMAND_TIMEOUT_SECONDS, *,
@@ -212,7 +213,6 @@ def instance_state(database: Database, site: str) -> InstanceState:
     connection = observation_connection(instance_of(database, site))
     try:
         with database_session(connection, f"observe {site}") as session:
-            session.execute(f"SET statement_timeout = '{OBSERVATION_STATEMENT_TIMEOUT}'")
             row = session.execute(_STATE_SQL).fetchone()
     except PostgresError as error:
         if error.user_error:
@@ -258,7 +258,6 @@ def streaming_standbys(database: Database, primary_site: str) -> list[StandbyCon
     connection = observation_connection(instance_of(database, primary_site))
     try:
         with database_session(connection, f"list the standbys of {primary_site}") as session:
-            session.execute(f"SET statement_timeout = '{OBSERVATION_STATEMENT_TIMEOUT}'")
             rows = session.execute(_STANDBYS_SQL).fetchall()
     except PostgresError as error:
         if error.user_error:
