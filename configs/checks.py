@@ -1,6 +1,6 @@
 """Health checks a plan can name: `http`, `tcp`, `sql` and `ssh`, told apart by `type`.
 
-`lifeline.tasks.checks` runs them; the plan's services list them. A check never carries a secret:
+`lifeline.tasks.adapters.probes` runs them; the plan's services list them. A check never carries a secret:
 a SQL check's password lives in a passfile, an SSH check names a host whose key lives in a file.
 """
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.settings import Settings, load_settings
-from lifeline.flows.runs import recorded_run
-from lifeline.tasks.backup import (
+from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.run.ledger import Ledger, SnapshotFacts
+from lifeline.tasks.run.record import Journal, Trigger
+from lifeline.tasks.steps.backup import (
     DatasetBackup,
     apply_retention,
     back_up_dataset,
@@ -19,10 +21,8 @@ from lifeline.tasks.backup import (
     prepare_repository,
     prune_repository,
 )
-from lifeline.tasks.ledger import Ledger, SnapshotFacts
-from lifeline.tasks.record import Journal, Trigger
-from lifeline.tasks.repositories import dataset_tags, open_repository
-from lifeline.tasks.steps import LifelineError
+from lifeline.tasks.steps.recorded_run import recorded_run
+from lifeline.tasks.steps.repositories import dataset_tags, open_repository
 from prefect import flow
 from prefect.futures import PrefectFuture, wait
 from prefect.utilities.annotations import allow_failure

@@ -17,13 +17,13 @@ from lifeline.configs.settings import Settings, load_settings
 from lifeline.flows.failback import fail_back
 from lifeline.flows.failover import default_runbook, fail_over, normal_primary_site, other_site
 from lifeline.flows.restore import restore_dataset
-from lifeline.flows.runs import exclusive_run, recorded_run
-from lifeline.tasks import drills
-from lifeline.tasks.errors import LifelineError
-from lifeline.tasks.ledger import Ledger
-from lifeline.tasks.measurements import recorded_incident_time
-from lifeline.tasks.record import Journal, Trigger, utc_now
-from lifeline.tasks.verification import verify_site
+from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.run.measurements import recorded_incident_time
+from lifeline.tasks.run.record import Journal, Trigger, utc_now
+from lifeline.tasks.steps import drills
+from lifeline.tasks.steps.recorded_run import exclusive_run, recorded_run
+from lifeline.tasks.steps.verification import verify_site
 from prefect import flow
 from prefect.logging import get_run_logger
 
@@ -198,7 +198,7 @@ def recover(loaded, settings, journal: Journal, scenario: Scenario, marker, home
         restore_dataset(loaded, settings, journal, recovery.restore.dataset, target, replace=True,
                         incident_at=journal.record.incident_at)
     elif recovery.leak is not None:
-        from lifeline.flows.leak import recover_from_leak
+        from lifeline.tasks.steps.leak_recovery import recover_from_leak
 
         recover_from_leak(loaded, settings, journal, recovery.leak)
     else:

@@ -13,15 +13,15 @@ from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.plan import Plan
 from lifeline.configs.settings import load_settings
 from lifeline.flows.failover import already_serving, go_or_refuse, normal_primary_site, other_site
-from lifeline.flows.runs import exclusive_run, flow_result
-from lifeline.tasks import replication
-from lifeline.tasks.approval import ApprovalMode, ask_recorded
-from lifeline.tasks.failover import rebuild_old_primary_as_standby, switch_database_back, switch_dns
-from lifeline.tasks.measurements import measure_outage, write_positions
-from lifeline.tasks.preflight import assess_failback_readiness
-from lifeline.tasks.record import Journal, Trigger
-from lifeline.tasks.steps import step
-from lifeline.tasks.verification import wait_until_recovered
+from lifeline.tasks.adapters import replication
+from lifeline.tasks.run.measurements import measure_outage, write_positions
+from lifeline.tasks.run.record import Journal, Trigger
+from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
+from lifeline.tasks.steps.failover import rebuild_old_primary_as_standby, switch_database_back, switch_dns
+from lifeline.tasks.steps.preflight import assess_failback_readiness
+from lifeline.tasks.steps.recorded_run import exclusive_run, flow_result
+from lifeline.tasks.steps.step import step
+from lifeline.tasks.steps.verification import wait_until_recovered
 from prefect import flow
 from prefect.logging import get_run_logger
 

@@ -13,16 +13,16 @@ from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.plan import Plan
 from lifeline.configs.recovery import DnsSwitchStep, PromoteStep, StepGroup
 from lifeline.configs.settings import load_settings
-from lifeline.flows.runbook import INLINE_STEPS, describe_runbook, run_inline_step, step_title, submit_step
-from lifeline.flows.runs import exclusive_run, flow_result
-from lifeline.tasks import replication
-from lifeline.tasks.approval import ApprovalMode, ask_recorded
-from lifeline.tasks.failover import aws_session, fence_site
-from lifeline.tasks.measurements import measure_outage, recorded_incident_time, write_positions
-from lifeline.tasks.preflight import NotReady, Readiness, assess_readiness
-from lifeline.tasks.record import Journal, Trigger
-from lifeline.tasks.steps import LifelineError, step
-from lifeline.tasks.verification import verify_site, wait_until_recovered
+from lifeline.tasks.adapters import replication
+from lifeline.tasks.run.measurements import measure_outage, recorded_incident_time, write_positions
+from lifeline.tasks.run.record import Journal, Trigger
+from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
+from lifeline.tasks.steps.failover import aws_session, fence_site
+from lifeline.tasks.steps.preflight import NotReady, Readiness, assess_readiness
+from lifeline.tasks.steps.recorded_run import exclusive_run, flow_result
+from lifeline.tasks.steps.runbook import INLINE_STEPS, describe_runbook, run_inline_step, step_title, submit_step
+from lifeline.tasks.steps.step import LifelineError, step
+from lifeline.tasks.steps.verification import verify_site, wait_until_recovered
 from prefect import flow
 from prefect.futures import wait
 from prefect.logging import get_run_logger

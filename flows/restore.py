@@ -7,12 +7,12 @@ from pathlib import Path
 
 from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.settings import Settings, load_settings
-from lifeline.flows.runs import recorded_run
-from lifeline.tasks.ledger import Ledger
-from lifeline.tasks.record import Journal, Trigger
-from lifeline.tasks.repositories import dataset_tags, open_repository
-from lifeline.tasks.restic import ResticRepository
-from lifeline.tasks.restore import (
+from lifeline.tasks.adapters.restic import ResticRepository
+from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.run.record import Journal, Trigger
+from lifeline.tasks.steps.recorded_run import recorded_run
+from lifeline.tasks.steps.repositories import dataset_tags, open_repository
+from lifeline.tasks.steps.restore import (
     ChosenSnapshot,
     RestoreRefused,
     choose_snapshot,

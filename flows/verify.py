@@ -7,11 +7,11 @@ from pathlib import Path
 from lifeline.configs.loading import load_plan
 from lifeline.configs.plan import Plan
 from lifeline.configs.settings import load_settings
-from lifeline.flows.runs import recorded_run
-from lifeline.tasks.failover import aws_session
-from lifeline.tasks.record import Step, Trigger
-from lifeline.tasks.steps import LifelineError
-from lifeline.tasks.verification import verify_site
+from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.run.record import Step, Trigger
+from lifeline.tasks.steps.failover import aws_session
+from lifeline.tasks.steps.recorded_run import recorded_run
+from lifeline.tasks.steps.verification import verify_site
 from prefect import flow
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 from lifeline.configs.settings import load_settings
-from lifeline.tasks.ledger import Ledger
-from lifeline.tasks.record import RunRecord, Step
+from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.run.record import RunRecord, Step
 
 CANARY_PREFIX = "canary-"
 

@@ -29,13 +29,13 @@ import pytest
 from lifeline.configs.loading import load_plan
 from lifeline.infra.lab import LabContext, LabStatus, down, heal, open_lab, status, up
 from lifeline.infra.lab import postgres as lab_postgres
-from lifeline.tasks import ssh
+from lifeline.tasks.adapters import ssh
 
 from tests.helpers import ledger, wait_for
 
 MONITOR_TABLE = "failover_write_monitor"
 MONITOR_PERIOD = 0.05
-# Preflight (tasks/preflight.py `_snapshots_fresh`) holds each dataset's newest snapshot to that dataset's own
+# Preflight (tasks/steps/preflight.py `_snapshots_fresh`) holds each dataset's newest snapshot to that dataset's own
 # RPO target (Plan.rpo_target). The lab's plan, rendered from configs/callcenter.yaml, gives every dataset
 # (recordings, crm-db, ivr-config) rpo_minutes: 1500, about a day; the plan-wide 5 minutes is the target of none
 # of them (preflight holds the crm database's standby lag to it, which no backup changes). `FreshBackups` backs

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-from lifeline.tasks.record import RunRecord, Step
+from lifeline.tasks.run.record import RunRecord, Step
 
 PLAN = "callcenter-east"
 SHA = "3f1c0b1f9a3e5d2c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from lifeline.configs.loading import load_plan
-from lifeline.tasks import aws
+from lifeline.tasks.adapters import aws
 
 pytestmark = pytest.mark.lab
 

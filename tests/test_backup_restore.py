@@ -11,9 +11,9 @@ from lifeline.configs.loading import load_plan
 from lifeline.configs.settings import load_settings
 from lifeline.flows.backup import backup_flow
 from lifeline.flows.restore import restore_flow
-from lifeline.tasks.errors import LifelineError
-from lifeline.tasks.preflight import assess_readiness
-from lifeline.tasks.repositories import open_repository
+from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.steps.preflight import assess_readiness
+from lifeline.tasks.steps.repositories import open_repository
 
 from tests.helpers import files_plan, ledger, make_recordings, run_cli, tree, write_password, write_plan
 

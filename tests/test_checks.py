@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import pytest
 from lifeline.configs.checks import Check, HttpCheck, SqlCheck, SshCheck, TcpCheck
 from lifeline.configs.loading import load_plan
-from lifeline.tasks import ssh
-from lifeline.tasks.checks import CheckRunner, redact_url, run_check, run_checks
+from lifeline.tasks.adapters import ssh
+from lifeline.tasks.adapters.probes import CheckRunner, redact_url, run_check, run_checks
+from lifeline.tasks.run import topology
 from pydantic import TypeAdapter, ValidationError
 
 CHECKS = TypeAdapter(list[Check])
@@ -71,7 +72,7 @@ def lab_plan(lab):
 
 @pytest.fixture(scope="module")
 def hosts(lab_plan) -> dict[str, ssh.SshTarget]:
-    return ssh.targets_from_plan(lab_plan.hosts, connect_timeout=3)
+    return topology.ssh_targets(lab_plan.hosts, connect_timeout=3)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 from lifeline.configs.settings import load_settings
 from lifeline.flows.backup import backup_flow
 from lifeline.flows.restore import restore_flow
-from lifeline.tasks.ledger import Ledger
-from lifeline.tasks.record import RunRecord
+from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.run.record import RunRecord
 
 from tests.helpers import write_password, write_plan
 

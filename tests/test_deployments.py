@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 from lifeline.configs.loading import load_plan
-from lifeline.tasks.record import RunRecord
+from lifeline.tasks.run.record import RunRecord
 
 from tests.helpers import files_plan, ledger, make_recordings, step_named, write_password, write_plan
 from tests.lab_fixtures import Lab

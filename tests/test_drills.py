@@ -29,8 +29,9 @@ from lifeline.flows.drill import drill_flow
 from lifeline.flows.failback import failback_flow
 from lifeline.flows.verify import verify_flow
 from lifeline.infra.lab import heal, load_faults
-from lifeline.tasks import drills, ssh
-from lifeline.tasks.locks import plan_lock
+from lifeline.tasks.adapters import ssh
+from lifeline.tasks.adapters.locks import plan_lock
+from lifeline.tasks.steps import drills
 
 from tests.helpers import ledger, run_cli, step_named, tree
 from tests.lab_fixtures import FreshBackups, Lab, in_recovery

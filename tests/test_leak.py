@@ -19,10 +19,10 @@ from lifeline.configs.settings import load_settings
 from lifeline.flows.backup import backup_flow
 from lifeline.flows.drill import drill_flow
 from lifeline.infra.lab import postgres as lab_postgres
-from lifeline.tasks.ledger import Ledger
-from lifeline.tasks.record import utc_now
-from lifeline.tasks.repositories import dataset_tags, open_repository
-from lifeline.tasks.restic import ResticRepository, WrongPassword
+from lifeline.tasks.adapters.restic import ResticRepository, WrongPassword
+from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.run.record import utc_now
+from lifeline.tasks.steps.repositories import dataset_tags, open_repository
 
 from tests.lab_fixtures import Lab
 

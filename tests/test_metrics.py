@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from lifeline.tasks.ledger import Ledger, SnapshotFacts
-from lifeline.tasks.metrics import collect_metrics, export, exposition, push, write_textfile
-from lifeline.tasks.record import RunRecord, Step
+from lifeline.tasks.report.metrics import collect_metrics, export, exposition, push, write_textfile
+from lifeline.tasks.run.ledger import Ledger, SnapshotFacts
+from lifeline.tasks.run.record import RunRecord, Step
 
 from tests.report_records import PLAN, SHA, START, at, backup_record, simple_drill, site_loss_drill
 

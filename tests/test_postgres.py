@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from lifeline.tasks import postgres
-from lifeline.tasks.postgres import (
+from lifeline.tasks.adapters import postgres
+from lifeline.tasks.adapters.postgres import (
     AuthenticationFailed,
     ConnectionFailed,
     ConnectionInfo,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from lifeline.configs.loading import load_plan
 from lifeline.configs.recovery import Database, DatabaseInstance
-from lifeline.tasks import ssh
-from lifeline.tasks.replication import (
+from lifeline.tasks.adapters import ssh
+from lifeline.tasks.adapters.replication import (
     InstanceState,
     Lag,
     Lsn,
@@ -27,7 +27,7 @@ from lifeline.tasks.replication import (
     streaming_standbys,
     wait_caught_up,
 )
-from lifeline.tasks.replication_failback import (
+from lifeline.tasks.adapters.replication.failback import (
     OldPrimaryRunning,
     SplitBrain,
     preserve_and_rebuild_standby,
@@ -35,7 +35,8 @@ from lifeline.tasks.replication_failback import (
     slot_for,
     switch_back,
 )
-from lifeline.tasks.replication_split import throwaway_options
+from lifeline.tasks.adapters.replication.split import throwaway_options
+from lifeline.tasks.run import topology
 
 PROBE = "replication_probe"
 
@@ -90,7 +91,7 @@ class Crm:
 @pytest.fixture
 def crm(lab) -> Crm:
     plan = load_plan(lab.plan).plan  # read per test: a rebuilt lab has new ports
-    return Crm(plan.databases["crm"], ssh.targets_from_plan(plan.hosts, connect_timeout=3))
+    return Crm(plan.databases["crm"], topology.ssh_targets(plan.hosts, connect_timeout=3))
 
 
 @pytest.fixture

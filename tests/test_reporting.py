@@ -9,9 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 from lifeline.configs.plan import Plan
-from lifeline.tasks.ledger import Ledger
-from lifeline.tasks.report_trend import drills_due
-from lifeline.tasks.reporting import (
+from lifeline.tasks.report.after_action import (
     load_history,
     load_trend_records,
     render_html,
@@ -19,6 +17,8 @@ from lifeline.tasks.reporting import (
     render_trend_html,
     render_trend_markdown,
 )
+from lifeline.tasks.report.trend import drills_due
+from lifeline.tasks.run.ledger import Ledger
 
 from tests.report_records import (
     DNS_WARNING,

@@ -22,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from lifeline.tasks import restic
-from lifeline.tasks.commands import CommandResult, CommandTimeout, build_environment, run_command, run_pipeline
-from lifeline.tasks.restic import (
+from lifeline.tasks.adapters import restic
+from lifeline.tasks.adapters.commands import CommandResult, CommandTimeout, build_environment, run_command, run_pipeline
+from lifeline.tasks.adapters.restic import (
     Features,
     ProducerFailed,
     RepositoryLocked,

@@ -14,7 +14,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from lifeline.configs.loading import load_plan
-from lifeline.tasks import ssh, ssh_pool
+from lifeline.tasks.adapters import ssh
+from lifeline.tasks.adapters.ssh import pool as ssh_pool
+from lifeline.tasks.run import topology
 
 from tests.servers import free_port
 
@@ -23,7 +25,7 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def hosts(lab) -> dict[str, ssh.SshTarget]:
-    return ssh.targets_from_plan(load_plan(lab.plan).plan.hosts, connect_timeout=3)
+    return topology.ssh_targets(load_plan(lab.plan).plan.hosts, connect_timeout=3)
 
 
 @pytest.fixture
@@ -238,7 +240,7 @@ def test_argument_lists_are_quoted_for_the_remote_shell():
 
 def test_plan_hosts_become_targets(lab):
     plan = load_plan(lab.plan).plan
-    targets = ssh.targets_from_plan(plan.hosts)
+    targets = topology.ssh_targets(plan.hosts)
     assert set(targets) == set(plan.hosts)
     main = targets["main"]
     assert (main.address, main.port, main.user) == (plan.hosts["main"].address, plan.hosts["main"].port,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from lifeline.configs.loading import load_plan
 from lifeline.configs.settings import load_settings
-from lifeline.flows.runs import artifact_key
-from lifeline.tasks.ledger import Ledger
+from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.steps.recorded_run import artifact_key
 
 from tests.lab_fixtures import Lab, back_to_normal
 from tests.serve_fixtures import Api, ServedPlan

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .state import LabPaths, LabState, read_environment_file
+from lifeline.tasks.adapters.environment_file import read_environment_file
+
+from .state import LabPaths, LabState
 
 BUCKET = "cc-backups"
 ZONE = "callcenter.lab"

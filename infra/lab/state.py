@@ -295,14 +295,3 @@ def write_secret(path: Path, content: str, owner: tuple[int, int] | None = None)
         Path(temporary).unlink(missing_ok=True)
         raise
 
-
-def read_environment_file(path: Path) -> dict[str, str]:
-    """Parse KEY=VALUE lines (the format of the repository/aws ``environment_file``)."""
-    values: dict[str, str] = {}
-    for raw_line in path.read_text(encoding="utf-8").splitlines():
-        line = raw_line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip()] = value.strip()
-    return values

@@ -21,7 +21,7 @@ Fairness: both repositories of a round are copies of one repository initialised 
 is not timed), so they share KDF parameters and chunker polynomial; each round gets fresh copies
 and empty caches. Bare and Lifeline alternate (bare, Lifeline, bare, Lifeline) and the tables show
 medians. Before each timed run the file systems are synced. The source data sits in the page cache
-for both. restic calls made by Lifeline are timed by wrapping `lifeline.tasks.restic.run_command`
+for both. restic calls made by Lifeline are timed by wrapping `lifeline.tasks.adapters.restic.run_command`
 in this process (an observer only: arguments and results pass through unchanged).
 
 Modules: backup_restore_bare.py (the data set, bare restic), backup_restore_flows.py (Lifeline's flows,

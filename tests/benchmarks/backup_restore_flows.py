@@ -59,7 +59,7 @@ class ResticCalls:
     """
 
     def __init__(self) -> None:
-        from lifeline.tasks import restic
+        from lifeline.tasks.adapters import restic
 
         self.calls: list[tuple[str, float, float]] = []
         self._module = restic
@@ -96,7 +96,7 @@ def operation_name(argv) -> str:
 
 def run_flow(call: Callable[[], str], calls: ResticCalls) -> FlowRun:
     from lifeline.configs.settings import load_settings
-    from lifeline.tasks.ledger import Ledger
+    from lifeline.tasks.run.ledger import Ledger
 
     calls.take()
     seconds, record_id = timed(call)

@@ -15,7 +15,7 @@ target is short are backed up again, untimed, between drills). Then every built-
   restore the age of the snapshot restored at the incident);
 - detect: fault to the `detected` milestone; back: the `return to normal` step.
 
-data-leak runs when flows/leak.py exists (its new repository is removed after each run). After each
+data-leak runs when tasks/steps/leak_recovery.py exists (its new repository is removed after each run). After each
 drill the lab must be normal again; when it is not, that is reported and the lab is repaired (heal,
 failback) or rebuilt before the next one.
 """
@@ -41,7 +41,7 @@ SCENARIOS = ["site-loss", "network-outage", "system-crash", "data-corruption", "
 
 def leak_available() -> bool:
     try:
-        return importlib.util.find_spec("lifeline.flows.leak") is not None
+        return importlib.util.find_spec("lifeline.tasks.steps.leak_recovery") is not None
     except ModuleNotFoundError:
         return False
 
@@ -94,7 +94,7 @@ def remove_clean_repository(plan_path: Path) -> None:
 def run_drill(lab: LabRun, scenario: str) -> Outcome:
     from lifeline.configs.settings import load_settings
     from lifeline.flows.drill import drill_flow
-    from lifeline.tasks.ledger import Ledger
+    from lifeline.tasks.run.ledger import Ledger
 
     lab.refresh_backups()
     if lab.normal_problems():
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if "data-leak" in scenarios and not leak_available():
         scenarios.remove("data-leak")
         skipped.append("data-leak")
-        log("data-leak: skipped (lifeline.flows.leak is not there yet)")
+        log("data-leak: skipped (lifeline.tasks.steps.leak_recovery is not there yet)")
     quiet_prefect_environment()
     started = time.perf_counter()
     with bench_tmpdir("lifeline-bench-drills-") as root:

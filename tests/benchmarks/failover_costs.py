@@ -93,11 +93,11 @@ def probes(lab: LabRun, rounds: int, samples: Samples) -> None:
     """Where preflight and the DNS step spend their time (lab normal, nothing changed)."""
     from lifeline.configs.loading import load_plan
     from lifeline.configs.settings import load_settings
-    from lifeline.tasks.commands import run_command
-    from lifeline.tasks.failover import aws_session
-    from lifeline.tasks.ledger import Ledger
-    from lifeline.tasks.preflight import assess_readiness
-    from lifeline.tasks.repositories import open_repository
+    from lifeline.tasks.adapters.commands import run_command
+    from lifeline.tasks.run.ledger import Ledger
+    from lifeline.tasks.steps.failover import aws_session
+    from lifeline.tasks.steps.preflight import assess_readiness
+    from lifeline.tasks.steps.repositories import open_repository
 
     plan, settings = load_plan(lab.plan).plan, load_settings()
     repositories = sorted({dataset.repository for dataset in plan.datasets.values()})

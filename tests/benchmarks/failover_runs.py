@@ -72,7 +72,7 @@ def inject_fault(lab: LabRun) -> tuple[datetime, float]:
 def lifeline_failover(lab: LabRun) -> Outcome:
     from lifeline.configs.settings import load_settings
     from lifeline.flows.failover import failover_flow
-    from lifeline.tasks.ledger import Ledger
+    from lifeline.tasks.run.ledger import Ledger
 
     incident, injected = inject_fault(lab)
     record_id = failover_flow(str(lab.plan), approval="yes", reason="benchmark")
@@ -164,7 +164,7 @@ def back_to_normal(lab: LabRun) -> Failback:
     from lifeline.configs.settings import load_settings
     from lifeline.flows.failback import failback_flow
     from lifeline.infra.lab import heal
-    from lifeline.tasks.ledger import Ledger
+    from lifeline.tasks.run.ledger import Ledger
 
     heal(lab.home, log=quiet)  # clears faults.json (the next fault's time must be its own)
     started = time.perf_counter()

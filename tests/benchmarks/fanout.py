@@ -24,8 +24,10 @@ import httpx
 import paramiko
 from lifeline.configs.checks import Check
 from lifeline.configs.loading import load_plan
-from lifeline.tasks import ssh, ssh_pool
-from lifeline.tasks.checks import CheckRunner, run_checks
+from lifeline.tasks.adapters import ssh
+from lifeline.tasks.adapters.probes import CheckRunner, run_checks
+from lifeline.tasks.adapters.ssh import pool as ssh_pool
+from lifeline.tasks.run import topology
 from pydantic import TypeAdapter
 
 from tests.benchmarks.common import bench_tmpdir, print_table, timed
@@ -48,7 +50,7 @@ def health_url(home: Path) -> str:
 
 def ssh_targets(home: Path) -> list[ssh.SshTarget]:
     plan = load_plan(home / "lab" / "plan.yaml").plan
-    sites = list(ssh.targets_from_plan(plan.hosts).values())
+    sites = list(topology.ssh_targets(plan.hosts).values())
     return [dataclasses.replace(sites[index % len(sites)], name=f"host-{index:02d}") for index in range(SSH_CONNECTIONS)]
 
 

@@ -18,10 +18,7 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from lifeline.tasks.ledger import Ledger
-from lifeline.tasks.metrics import collect_metrics, exposition
-from lifeline.tasks.record import RunRecord, Step
-from lifeline.tasks.reporting import (
+from lifeline.tasks.report.after_action import (
     load_history,
     load_trend_records,
     render_html,
@@ -29,6 +26,9 @@ from lifeline.tasks.reporting import (
     render_trend_html,
     render_trend_markdown,
 )
+from lifeline.tasks.report.metrics import collect_metrics, exposition
+from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.run.record import RunRecord, Step
 
 from tests.benchmarks.common import bench_tmpdir, log, median, print_table, quiet_prefect_environment, spread, timed
 from tests.report_records import PLAN, SHA, START, backup_record, fake_plan, site_loss_drill

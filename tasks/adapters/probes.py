@@ -1,0 +1,280 @@
+"""Health checks: run a plan's `http`, `tcp`, `sql` and `ssh` checks, many at once.
+
+Knows nothing of Prefect. An unhealthy target is a result, never an exception: refused, timed out,
+a wrong status or a wrong answer all come back as `healthy=False` with a one-line `detail`.
+Targets are shown without passwords or token-like query parameters.
+
+`CheckRunner` keeps one thread pool, one HTTP client (keep-alive connections) and the SSH pool
+across rounds, which is what repeated verification rounds want; `run_checks` is one round.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from dataclasses import replace as replaced_copy
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+import psycopg
+from lifeline.configs.checks import Check, HttpCheck, SqlCheck, SshCheck, TcpCheck
+from lifeline.tasks.adapters import ssh
+from lifeline.tasks.adapters.postgres import ConnectionInfo, PostgresError, redact_dsn
+
+if TYPE_CHECKING:
+    from lifeline.tasks.adapters.ssh.pool import SshPool
+
+DEFAULT_MAX_WORKERS = 32
+BODY_LIMIT_BYTES = 1 << 20  # expect_text is looked for in the first MiB of the body
+SECRET_PARAMETER_WORDS = ("pass", "token", "secret", "key", "signature", "auth", "credential")
+TRUE_WORDS = ("true", "t", "yes", "on", "1")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    type: str
+    target: str  # redacted
+    healthy: bool
+    latency_ms: float
+    detail: str
+
+
+def redact_url(url: str) -> str:
+    """The URL without userinfo password and with secret-looking query values replaced by ***."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else netloc
+        query = urlencode([(key, "***" if any(word in key.lower() for word in SECRET_PARAMETER_WORDS) else value)
+                           for key, value in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def check_target(check: Check, hosts: Mapping[str, ssh.SshTarget] | None = None) -> str:
+    """What a check looks at, safe to show."""
+    if isinstance(check, HttpCheck):
+        return redact_url(check.url)
+    if isinstance(check, TcpCheck):
+        return f"{check.host}:{check.port}"
+    if isinstance(check, SqlCheck):
+        return redact_dsn(check.dsn)
+    target = (hosts or {}).get(check.host)
+    where = f"{check.host} {target.address}:{target.port}" if target else check.host
+    return f"{where}: {shlex.join(check.command)}"
+
+
+def check_name(check: Check) -> str:
+    if check.name:
+        return check.name
+    if isinstance(check, HttpCheck):
+        parts = urlsplit(check.url)
+        return f"http {parts.netloc.rsplit('@', 1)[-1]}{parts.path or '/'}"
+    if isinstance(check, TcpCheck):
+        return f"tcp {check.host}:{check.port}"
+    if isinstance(check, SqlCheck):
+        return f"sql {check.query.split()[0].lower()} {redact_dsn(check.dsn).split('@')[-1]}"
+    return f"ssh {check.host} {check.command[0]}"
+
+
+def _one_line(text: object, limit: int = 200) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def _socket_failure(error: BaseException, timeout: float) -> str:
+    if isinstance(error, TimeoutError | socket.timeout):
+        return f"timed out after {timeout:g} s"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve the host: {error.strerror}"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return _one_line(error) or type(error).__name__
+
+
+def _http(check: HttpCheck, client: httpx.Client) -> tuple[bool, str]:
+    try:
+        with client.stream("GET", check.url, timeout=check.timeout_seconds) as response:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body.extend(chunk)
+                if len(body) >= BODY_LIMIT_BYTES:
+                    break
+    except httpx.TimeoutException:
+        return False, f"timed out after {check.timeout_seconds:g} s"
+    except httpx.ConnectError as error:
+        if "refused" in str(error).lower():
+            return False, "connection refused"
+        return False, f"cannot connect: {_one_line(error) or type(error).__name__}"
+    except httpx.HTTPError as error:
+        return False, f"{type(error).__name__}: {_one_line(error)}"
+    status = f"{response.status_code} {response.reason_phrase}".strip()
+    try:
+        text = body.decode(response.encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        text = body.decode("utf-8", errors="replace")
+    if response.status_code != check.expect_status:
+        snippet = _one_line(text, 80)
+        return False, f"{status} (expected {check.expect_status})" + (f": {snippet}" if snippet else "")
+    if check.expect_text is not None and check.expect_text not in text:
+        return False, f"{status}, but the body lacks {check.expect_text!r}"
+    return True, status
+
+
+def _tcp(check: TcpCheck) -> tuple[bool, str]:
+    try:
+        with socket.create_connection((check.host, check.port), timeout=check.timeout_seconds):
+            return True, "connected"
+    except OSError as error:
+        return False, _socket_failure(error, check.timeout_seconds)
+
+
+def _as_text(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _matches(found: object, expected: str) -> bool:
+    if isinstance(found, bool):
+        return expected.strip().lower() in (TRUE_WORDS if found else ("false", "f", "no", "off", "0"))
+    return _as_text(found) == expected
+
+
+def _sql(check: SqlCheck) -> tuple[bool, str]:
+    try:
+        connection_info = ConnectionInfo.from_dsn(check.dsn, check.passfile)
+    except PostgresError as error:
+        return False, str(error)
+    arguments = replaced_copy(
+        connection_info, connect_timeout_seconds=max(2, round(check.timeout_seconds)),  # libpq treats less than 2 as 2
+        statement_timeout=f"{int(check.timeout_seconds * 1000)}ms",
+    ).connect_arguments()
+    try:
+        with psycopg.connect(autocommit=True, **arguments) as connection:
+            cursor = connection.execute(check.query)  # type: ignore[arg-type]  # the plan's own SQL
+            row = cursor.fetchone() if cursor.description else None
+    except psycopg.errors.QueryCanceled:
+        return False, f"the query ran longer than {check.timeout_seconds:g} s"
+    except psycopg.Error as error:
+        return False, _one_line(error) or type(error).__name__
+    if check.expect is None:
+        return True, f"answered {_as_text(row[0]) if row else 'no rows'}"
+    if row is None:
+        return False, f"no rows (expected {check.expect!r})"
+    if not _matches(row[0], check.expect):
+        return False, f"answered {_one_line(_as_text(row[0]), 80)!r} (expected {check.expect!r})"
+    return True, f"answered {check.expect!r}"
+
+
+def _ssh(check: SshCheck, hosts: Mapping[str, ssh.SshTarget], pool: SshPool) -> tuple[bool, str]:
+    target = hosts.get(check.host)
+    if target is None:
+        return False, f"no host named {check.host!r} in the plan"
+    try:
+        result = pool.run(target, check.command, check.timeout_seconds)
+    except ssh.SshError as error:
+        return False, str(error)
+    if result.exit_status != check.expect_exit:
+        tail = result.stderr_tail(2)
+        return False, f"exit {result.exit_status} (expected {check.expect_exit})" + (f": {tail}" if tail else "")
+    return True, f"exit {result.exit_status}"
+
+
+def run_check(
+    check: Check,
+    *,
+    hosts: Mapping[str, ssh.SshTarget] | None = None,
+    http_client: httpx.Client | None = None,
+    ssh_pool: SshPool | None = None,
+) -> CheckResult:
+    """Run one check. Without http_client a client is made for this one call."""
+    started = time.perf_counter()
+    try:
+        if isinstance(check, HttpCheck):
+            if http_client is None:
+                with new_http_client(1) as own_client:
+                    healthy, detail = _http(check, own_client)
+            else:
+                healthy, detail = _http(check, http_client)
+        elif isinstance(check, TcpCheck):
+            healthy, detail = _tcp(check)
+        elif isinstance(check, SqlCheck):
+            healthy, detail = _sql(check)
+        else:
+            healthy, detail = _ssh(check, hosts or {}, ssh_pool or ssh.default_pool())
+    except Exception as error:  # noqa: BLE001 - a check reports, never crashes its round; detail shows the bug
+        healthy, detail = False, f"check failed unexpectedly: {type(error).__name__}: {_one_line(error)}"
+    latency_ms = (time.perf_counter() - started) * 1000
+    return CheckResult(check_name(check), check.type, check_target(check, hosts), healthy, round(latency_ms, 2), detail)
+
+
+def new_http_client(max_connections: int) -> httpx.Client:
+    """The client checks share: keep-alive connections, no redirects followed, no proxies from the environment
+    (a health check must reach the service itself)."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.Client(limits=limits, follow_redirects=False, trust_env=False,
+                        headers={"User-Agent": "lifeline-check"})
+
+
+class CheckRunner:
+    """Runs rounds of checks concurrently, reusing threads and connections between rounds."""
+
+    def __init__(self, hosts: Mapping[str, ssh.SshTarget] | None = None, *, max_workers: int = DEFAULT_MAX_WORKERS,
+                 http_client: httpx.Client | None = None, ssh_pool: SshPool | None = None) -> None:
+        self.hosts = dict(hosts or {})
+        self.max_workers = max_workers
+        self.ssh_pool = ssh_pool or ssh.default_pool()
+        self._own_http_client = http_client is None
+        self.http_client = http_client or new_http_client(max_workers)
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lifeline-check")
+
+    def run(self, checks: Sequence[Check], on_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
+        """Every check at once (up to max_workers); results in the order of checks."""
+        def one(check: Check) -> CheckResult:
+            result = run_check(check, hosts=self.hosts, http_client=self.http_client, ssh_pool=self.ssh_pool)
+            if on_result is not None:
+                on_result(result)
+            return result
+
+        if len(checks) == 1:
+            return [one(checks[0])]
+        return list(self._executor.map(one, checks))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        if self._own_http_client:
+            self.http_client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.close()
+
+
+def run_checks(
+    checks: Sequence[Check],
+    hosts: Mapping[str, ssh.SshTarget] | None = None,
+    *,
+    max_workers: int = DEFAULT_MAX_WORKERS,
+    http_client: httpx.Client | None = None,
+) -> list[CheckResult]:
+    """One round: every check concurrently, one shared HTTP client; results in the order of checks."""
+    if not checks:
+        return []
+    with CheckRunner(hosts, max_workers=min(max_workers, len(checks)), http_client=http_client) as runner:
+        return runner.run(checks)

@@ -1,0 +1,68 @@
+"""SSH adapter: commands on the plan's hosts, over verified host keys only.
+
+Knows nothing of Prefect nor of the plan. `target` holds what callers name (targets, results, errors);
+this module holds the process-wide pool's `run`; the paramiko side (connecting with host-key verification,
+the pool) is `pool`, imported at the first command, so that loading a flow does not load paramiko.
+
+Host keys are checked against the plan's known_hosts file with a RejectPolicy: an unknown or changed
+key refuses the connection, never adds it. Authentication is by the plan's key file alone (no agent,
+no ~/.ssh keys). Commands get /dev/null as stdin and are quoted for a POSIX shell (the remote user's
+login shell).
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from lifeline.tasks.adapters.ssh.target import (
+    DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    AuthenticationFailed,
+    HostKeyMismatch,
+    HostUnreachable,
+    SshCommandFailed,
+    SshCommandTimeout,
+    SshError,
+    SshResult,
+    SshTarget,
+    UnknownHostKey,
+    command_line,
+    program_name,
+)
+
+if TYPE_CHECKING:
+    from lifeline.tasks.adapters.ssh.pool import SshPool
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_SECONDS", "AuthenticationFailed", "HostKeyMismatch", "HostUnreachable", "SshCommandFailed",
+    "SshCommandTimeout", "SshError", "SshResult", "SshTarget", "UnknownHostKey", "close_all", "command_line",
+    "default_pool", "program_name", "run",
+]
+
+_default_pool: SshPool | None = None
+_default_pool_lock = threading.Lock()
+
+
+def default_pool() -> SshPool:
+    """The process-wide pool, made (and paramiko imported) at the first command."""
+    global _default_pool
+    with _default_pool_lock:
+        if _default_pool is None:
+            from lifeline.tasks.adapters.ssh.pool import SshPool
+
+            _default_pool = SshPool()
+            atexit.register(_default_pool.close_all)
+        return _default_pool
+
+
+def run(target: SshTarget, command: Sequence[str] | str, timeout: float, *, check: bool = False) -> SshResult:
+    """Run command on target over the process-wide pool (see SshPool.run)."""
+    return default_pool().run(target, command, timeout, check=check)
+
+
+def close_all() -> None:
+    """Close every pooled connection (they are reopened on demand)."""
+    if _default_pool is not None:
+        _default_pool.close_all()

@@ -1,0 +1,62 @@
+"""Run records as tables and Markdown, for artifacts and the terminal."""
+
+from __future__ import annotations
+
+from lifeline.tasks.run.record import RunRecord
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} s"
+
+
+def record_table(record: RunRecord) -> list[dict[str, object]]:
+    """The steps, one row each, with the run's figures in a first row."""
+    rows: list[dict[str, object]] = [
+        {
+            "step": f"{record.kind} run {record.id}",
+            "status": record.status,
+            "started_at": record.started_at.isoformat(),
+            "ended_at": record.ended_at.isoformat() if record.ended_at else "",
+            "seconds": round((record.ended_at - record.started_at).total_seconds(), 3) if record.ended_at else None,
+            "attempts": "",
+            "detail": (
+                f"RTO {_seconds(record.rto_seconds)} / target {_seconds(record.rto_target_seconds)}; "
+                f"RPO {_seconds(record.rpo_seconds)} / target {_seconds(record.rpo_target_seconds)}; "
+                f"bytes {record.bytes}; snapshots {', '.join(s[:8] for s in record.snapshots) or '—'}"
+            ),
+        }
+    ]
+    for step in record.steps:
+        rows.append(
+            {
+                "step": step.name,
+                "status": step.status,
+                "started_at": step.started_at.isoformat(),
+                "ended_at": step.ended_at.isoformat() if step.ended_at else "",
+                "seconds": round(step.seconds, 3) if step.seconds is not None else None,
+                "attempts": step.attempts,
+                "detail": ", ".join(f"{key}={value}" for key, value in step.detail.items() if key != "row_counts"),
+            }
+        )
+    return rows
+
+
+def record_markdown(record: RunRecord) -> str:
+    verdict = {True: "met", False: "**missed**", None: "not measured"}[record.met_targets]
+    lines = [
+        f"# {record.kind.capitalize()} of plan `{record.plan}`: {record.status}",
+        "",
+        f"- Run `{record.id}`, triggered by {record.trigger}, plan sha256 `{record.plan_sha256[:12]}`",
+        f"- RTO {_seconds(record.rto_seconds)} (target {_seconds(record.rto_target_seconds)}), "
+        f"RPO {_seconds(record.rpo_seconds)} (target {_seconds(record.rpo_target_seconds)}): targets {verdict}",
+    ]
+    if record.affected_customers is not None:
+        lines.append(f"- Affected customers: {record.affected_customers} ({record.impact_source})")
+    if record.cost is not None:
+        lines.append(f"- Cost: {record.cost:,.2f} {record.currency or ''}")
+    if record.error:
+        lines.append(f"- Error: {record.error}")
+    lines += ["", "| step | status | seconds | attempts |", "|---|---|---|---|"]
+    for step in record.steps:
+        lines.append(f"| {step.name} | {step.status} | {_seconds(step.seconds)} | {step.attempts} |")
+    return "\n".join(lines)

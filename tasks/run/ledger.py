@@ -1,0 +1,176 @@
+"""The ledger: every run's record, and the facts about every snapshot Lifeline made.
+
+Any SQLAlchemy URL works (a SQLite file by default, PostgreSQL in production). Prefect's
+own database is not the ledger: ephemeral Prefect runs do not keep all task history.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from lifeline.tasks.run.record import RunRecord
+from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    import sqlalchemy
+
+
+class _Sql(NamedTuple):
+    metadata: sqlalchemy.MetaData
+    runs: sqlalchemy.Table
+    snapshots: sqlalchemy.Table
+
+
+@cache
+def _sql() -> _Sql:
+    """SQLAlchemy and the ledger's tables, at first use: importing SQLAlchemy takes ~0.2 s, which every
+    served flow run would otherwise spend before it even starts (issue 5's start latency)."""
+    import sqlalchemy as sa
+
+    metadata = sa.MetaData()
+    runs = sa.Table(
+        "runs",
+        metadata,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False, index=True),
+        sa.Column("plan", sa.String(64), nullable=False, index=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("started_at", sa.String(40), nullable=False, index=True),  # ISO 8601, UTC: sorts as time
+        sa.Column("record", sa.Text, nullable=False),
+    )
+    snapshots = sa.Table(
+        "snapshots",
+        metadata,
+        sa.Column("snapshot_id", sa.String(64), primary_key=True),
+        sa.Column("plan", sa.String(64), nullable=False, index=True),
+        sa.Column("dataset", sa.String(64), nullable=False, index=True),
+        sa.Column("repository", sa.String(64), nullable=False),
+        sa.Column("recorded_at", sa.String(40), nullable=False),
+        sa.Column("run_id", sa.String(32), nullable=False),
+        sa.Column("facts", sa.Text, nullable=False),
+    )
+    return _Sql(metadata, runs, snapshots)
+
+
+class SnapshotFacts(BaseModel):
+    """What Lifeline knew when it made a snapshot: the evidence a restore is verified against."""
+
+    snapshot_id: str
+    plan: str
+    dataset: str
+    repository: str
+    recorded_at: datetime
+    run_id: str
+    row_counts: dict[str, int] | None = None
+    files: int | None = None
+    bytes: int | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+@cache
+def _engine(url: str) -> sqlalchemy.Engine:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+    _sql().metadata.create_all(engine)
+    return engine
+
+
+class Ledger:
+    def __init__(self, url: str):
+        self.url = url
+
+    @property
+    def engine(self) -> sqlalchemy.Engine:
+        return _engine(self.url)
+
+    def save_run(self, record: RunRecord) -> None:
+        row = {
+            "id": record.id,
+            "kind": record.kind,
+            "plan": record.plan,
+            "status": record.status,
+            "started_at": _iso(record.started_at),
+            "record": record.model_dump_json(),
+        }
+        runs_table = _sql().runs
+        with self.engine.begin() as connection:
+            updated = connection.execute(
+                runs_table.update().where(runs_table.c.id == record.id).values(**row)
+            ).rowcount
+            if not updated:
+                connection.execute(runs_table.insert().values(**row))
+
+    def runs(self, *, kind: str | None = None, plan: str | None = None, status: str | None = None,
+             last: int | None = None) -> list[RunRecord]:
+        runs_table = _sql().runs
+        query = runs_table.select().with_only_columns(runs_table.c.record).order_by(runs_table.c.started_at.desc())
+        if kind:
+            query = query.where(runs_table.c.kind == kind)
+        if plan:
+            query = query.where(runs_table.c.plan == plan)
+        if status:
+            query = query.where(runs_table.c.status == status)
+        if last:
+            query = query.limit(last)
+        with self.engine.connect() as connection:
+            return [RunRecord.model_validate_json(text) for (text,) in connection.execute(query)]
+
+    def run(self, run_id: str) -> RunRecord | None:
+        runs_table = _sql().runs
+        query = runs_table.select().with_only_columns(runs_table.c.record).where(runs_table.c.id.startswith(run_id))
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return RunRecord.model_validate_json(rows[0][0]) if len(rows) == 1 else None
+
+    def record_snapshots(self, facts: Iterable[SnapshotFacts]) -> None:
+        snapshots_table = _sql().snapshots
+        with self.engine.begin() as connection:
+            for fact in facts:
+                connection.execute(snapshots_table.delete().where(snapshots_table.c.snapshot_id == fact.snapshot_id))
+                connection.execute(
+                    snapshots_table.insert().values(
+                        snapshot_id=fact.snapshot_id,
+                        plan=fact.plan,
+                        dataset=fact.dataset,
+                        repository=fact.repository,
+                        recorded_at=_iso(fact.recorded_at),
+                        run_id=fact.run_id,
+                        facts=fact.model_dump_json(),
+                    )
+                )
+
+    def snapshot_facts(self, snapshot_id: str) -> SnapshotFacts | None:
+        snapshots_table = _sql().snapshots
+        query = snapshots_table.select().with_only_columns(snapshots_table.c.facts).where(
+            snapshots_table.c.snapshot_id == snapshot_id)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return SnapshotFacts.model_validate_json(row[0]) if row else None
+
+    def snapshots_recorded(self, plan: str, dataset: str, before: datetime | None = None) -> list[SnapshotFacts]:
+        snapshots_table = _sql().snapshots
+        query = (
+            snapshots_table.select().with_only_columns(snapshots_table.c.facts)
+            .where(snapshots_table.c.plan == plan, snapshots_table.c.dataset == dataset)
+            .order_by(snapshots_table.c.recorded_at)
+        )
+        if before is not None:
+            query = query.where(snapshots_table.c.recorded_at < _iso(before))
+        with self.engine.connect() as connection:
+            return [SnapshotFacts.model_validate_json(text) for (text,) in connection.execute(query)]
+
+
+def record_as_json(records: list[RunRecord]) -> str:
+    return json.dumps([json.loads(record.model_dump_json()) for record in records], indent=2)

@@ -1,0 +1,208 @@
+"""Failover steps: fence the old site, promote the standby, switch DNS, and the runbook's own steps.
+
+Each step first looks whether its effect is already there, and then does nothing: a
+failover killed at any point and started again converges.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import httpx
+from lifeline.configs.plan import Plan
+from lifeline.configs.recovery import HttpStep, SshStep
+from lifeline.tasks.adapters import replication, ssh
+from lifeline.tasks.adapters.aws import AwsSession
+from lifeline.tasks.adapters.commands import run_command
+from lifeline.tasks.adapters.environment_file import read_environment_file
+from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.adapters.replication import failback as replication_failback
+from lifeline.tasks.run import topology
+from lifeline.tasks.run.record import utc_now
+from lifeline.tasks.steps.step import step
+from prefect.logging import get_run_logger
+from pydantic import BaseModel, Field
+
+
+class FenceFailed(LifelineError):
+    pass
+
+
+class StepFailed(LifelineError):
+    pass
+
+
+class StepOutcome(BaseModel):
+    changed: bool
+    at: datetime = Field(default_factory=utc_now)
+    detail: dict = Field(default_factory=dict)
+
+
+def aws_session(plan: Plan) -> AwsSession:
+    if plan.aws is None:
+        raise StepFailed("the plan has no `aws` section: DNS switches and SMS need it")
+    return AwsSession.from_credentials_file(
+        region=plan.aws.region, endpoint_url=plan.aws.endpoint_url, credentials_file=plan.aws.credentials_file
+    )
+
+
+def _site_answers(plan: Plan, site: str, targets: dict[str, ssh.SshTarget]) -> bool:
+    hosts = [name for name, host in plan.hosts.items() if host.site == site]
+    if not hosts:
+        return False
+    for name in hosts:
+        try:
+            ssh.run(targets[name], ["true"], timeout=3)
+        except ssh.SshError:
+            return False
+    return True
+
+
+def _databases_down(plan: Plan, site: str) -> list[str]:
+    """Databases of `site` that still accept connections: what fencing must bring to zero."""
+    return [
+        name
+        for name, database in plan.databases.items()
+        if site in database.instances and replication.instance_state(database, site).reachable
+    ]
+
+
+@step(retries=1, retry_delay_seconds=2, timeout_seconds=300)
+def fence_site(plan: Plan, site: str, waited_since: datetime | None = None) -> StepOutcome:
+    """Positive fencing: prove `site` no longer takes writes before anything else is promoted."""
+    logger = get_run_logger()
+    targets = topology.ssh_targets(plan.hosts)
+    if _site_answers(plan, site, targets):
+        stopped = []
+        for name, database in plan.databases.items():
+            instance = database.instances.get(site)
+            if instance is None:
+                continue
+            if replication.stop_server(instance, targets[instance.host]).done:
+                stopped.append(name)
+        still = _databases_down(plan, site)
+        if still:
+            raise FenceFailed(f"site {site}: databases {', '.join(still)} still accept connections after pg_ctl stop")
+        method = f"stopped over SSH ({', '.join(stopped) or 'databases already stopped'})"
+        logger.info("fenced %s: %s", site, method)
+        return StepOutcome(changed=bool(stopped), detail={"site": site, "method": "ssh", "how": method})
+    fencing = plan.fencing.get(site)
+    if fencing and fencing.command:
+        result = run_command(fencing.command, timeout=fencing.command_timeout_seconds)
+        if result.returncode != 0:
+            raise FenceFailed(f"site {site}: fence command exited {result.returncode}: {result.stderr_tail(2)}")
+        still = _databases_down(plan, site)
+        if still:
+            raise FenceFailed(f"site {site}: fence command ran but {', '.join(still)} still accept connections")
+        return StepOutcome(changed=True, detail={"site": site, "method": "fence_command", "command": fencing.command[0]})
+    if fencing and fencing.self_fence_seconds is not None:
+        since = waited_since or utc_now()
+        remaining = fencing.self_fence_seconds - (utc_now() - since).total_seconds()
+        if remaining > 0:
+            logger.info("site %s does not answer: waiting %.0f s for it to fence itself", site, remaining)
+            time.sleep(remaining)
+        return StepOutcome(changed=False, detail={"site": site, "method": "self_fencing", "waited_seconds": max(remaining, 0)})
+    raise FenceFailed(
+        f"site {site} does not answer and the plan has no fencing for it (fencing.{site}.command or "
+        "self_fence_seconds): refusing to promote on the hope that it is down"
+    )
+
+
+@step(retries=2, retry_delay_seconds=1, timeout_seconds=120)
+def promote_standby(plan: Plan, database_name: str, site: str) -> StepOutcome:
+    promotion = replication.promote(plan.databases[database_name], site, topology.ssh_targets(plan.hosts))
+    return StepOutcome(
+        changed=promotion.promoted,
+        detail={"database": database_name, "site": site, "promoted": promotion.promoted,
+                "timeline": promotion.timeline, "fork_lsn": str(promotion.lsn) if promotion.lsn is not None else None},
+    )
+
+
+@step(retries=3, retry_delay_seconds=[1, 2, 5], timeout_seconds=180)
+def switch_dns(plan: Plan, site: str) -> StepOutcome:
+    dns = plan.dns
+    if dns is None:
+        raise StepFailed("the plan has no `dns` section to switch")
+    value = dns.values[site]
+    switch = aws_session(plan).switch_record(dns.zone, dns.record, value, dns.ttl)
+    return StepOutcome(changed=switch.changed, detail={"record": dns.record, "value": value, "site": site})
+
+
+@step(retries=2, retry_delay_seconds=2, timeout_seconds=300)
+def run_ssh_step(plan: Plan, definition: SshStep) -> StepOutcome:
+    target = topology.ssh_targets(plan.hosts)[definition.host]
+    result = ssh.run(target, definition.command, timeout=definition.timeout_seconds or 60)
+    if result.exit_status != definition.expect_exit:
+        raise StepFailed(f"{target.label}: {definition.command[0]} exited {result.exit_status}: {result.stderr_tail()}")
+    return StepOutcome(changed=True, detail={"host": definition.host, "exit": result.exit_status})
+
+
+@step(retries=2, retry_delay_seconds=2, timeout_seconds=120)
+def call_http(definition: HttpStep) -> StepOutcome:
+    headers = read_environment_file(definition.headers_file)
+    try:
+        response = httpx.request(
+            definition.method, definition.url, json=definition.json_body, headers=headers,
+            timeout=definition.timeout_seconds or 30,
+        )
+    except httpx.TransportError as error:  # refused, timed out, reset: the endpoint may answer on a retry
+        failure = StepFailed(f"{definition.method} {definition.url}: {str(error) or type(error).__name__}")
+        failure.transient = True
+        raise failure from None
+    if response.status_code not in definition.expect_status:
+        error = StepFailed(f"{definition.method} {definition.url}: HTTP {response.status_code}")
+        error.transient = response.status_code >= 500
+        raise error
+    return StepOutcome(changed=True, detail={"url": definition.url, "status": response.status_code})
+
+
+@step(retries=0, timeout_seconds=30)
+def notify(message: str) -> StepOutcome:
+    """Until the communication plan lands, a notification is a log line on the run."""
+    get_run_logger().warning("NOTIFY: %s", message)
+    return StepOutcome(changed=False, detail={"message": message})
+
+
+@step(retries=0, timeout_seconds=86400)
+def wait(seconds: float) -> StepOutcome:
+    time.sleep(seconds)
+    return StepOutcome(changed=False, detail={"seconds": seconds})
+
+
+@step(retries=1, retry_delay_seconds=5, timeout_seconds=1800)
+def rebuild_old_primary_as_standby(plan: Plan, database_name: str, old_primary: str, new_primary: str) -> StepOutcome:
+    """The old primary's data directory is moved aside (never deleted) and the rows only it had are reported."""
+    rebuild = replication_failback.preserve_and_rebuild_standby(
+        plan.databases[database_name], old_primary, new_primary, topology.ssh_targets(plan.hosts)
+    )
+    detail: dict = {"database": database_name, "standby": old_primary, "already_streaming": rebuild.already_streaming,
+                    "caught_up_in_seconds": round(rebuild.catch_up.seconds, 3)}
+    if rebuild.split is not None:
+        detail.update({
+            "moved_aside": str(rebuild.split.moved_aside_dir),
+            "split_report": str(rebuild.split.report_file),
+            "rows_only_at_old_primary": rebuild.split.rows_only_at_old_primary,
+            "rows_differing": rebuild.split.rows_differing,
+        })
+    return StepOutcome(changed=not rebuild.already_streaming, detail=detail)
+
+
+@step(retries=0, timeout_seconds=600)
+def switch_database_back(plan: Plan, database_name: str, primary: str, standby: str) -> StepOutcome:
+    """Planned switchover: the current primary stops cleanly, the standby has replayed all of it, then is promoted."""
+    switched = replication_failback.switch_back(
+        plan.databases[database_name], topology.ssh_targets(plan.hosts), primary_site=primary, standby_site=standby
+    )
+    promotion = switched.promotion
+    return StepOutcome(
+        changed=not switched.already_done,
+        detail={
+            "database": database_name,
+            "already_done": switched.already_done,
+            "final_checkpoint_lsn": str(switched.final_checkpoint_lsn) if switched.final_checkpoint_lsn else None,
+            "fork_lsn": str(promotion.lsn) if promotion and promotion.lsn is not None else None,
+            "old_primary_followed": switched.followed,
+            "old_primary_rebuilt": switched.rebuild is not None,
+        },
+    )

@@ -1,0 +1,151 @@
+"""One run, one record: open it, let the flow fill it, and always save and publish it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from lifeline.configs.loading import LoadedPlan
+from lifeline.configs.settings import Settings, load_settings
+from lifeline.tasks.adapters.locks import plan_lock
+from lifeline.tasks.report.artifacts import record_markdown, record_table
+from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.run.record import Journal, RunKind, RunRecord, Trigger, utc_now
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.logging import get_run_logger
+from prefect.states import Cancelled
+
+
+def artifact_key(plan: str, kind: str, suffix: str) -> str:
+    """Stable per plan and kind, so the Prefect UI shows each key's history run by run."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"lifeline-{plan}-{kind}-{suffix}".lower()).strip("-")
+
+
+def actual_trigger(trigger: Trigger) -> Trigger:
+    """A deployment run started by its schedule says so, even on a deployment meant for clicks."""
+    if trigger == "cli":
+        return trigger
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    try:
+        with get_client(sync_client=True) as client:
+            return "schedule" if client.read_flow_run(flow_run.id).auto_scheduled else "ui"
+    except Exception:  # no API at hand: keep what the caller said
+        return trigger
+
+
+EXCLUSIVE_KINDS: tuple[RunKind, ...] = ("failover", "failback", "drill")
+
+
+@contextmanager
+def exclusive_run(kind: RunKind, loaded: LoadedPlan, settings: Settings, **options) -> Iterator[Journal]:
+    """A failover, failback or drill: one at a time per plan (a second one refuses at once), recorded."""
+    with plan_lock(settings.locks_dir, loaded.plan.name, kind), recorded_run(
+        kind, loaded, settings, exclusive=True, **options
+    ) as journal:
+        yield journal
+
+
+def flow_result(journal: Journal):
+    """The record's id; a run a person declined ends Cancelled (never Failed), with the record's reason."""
+    if journal.record.status == "cancelled":
+        return Cancelled(message=journal.record.error or "not approved; nothing was changed")
+    return journal.record.id
+
+
+def close_interrupted_runs(ledger: Ledger, plan: str, found_by: str) -> list[str]:
+    """Holding the plan's lock, no other failover, failback or drill of the plan is alive: a record of one
+    that still says "running" was left by a killed process, and is closed as failed."""
+    closed = []
+    for stale in ledger.runs(plan=plan, status="running"):
+        if stale.kind in EXCLUSIVE_KINDS:
+            stale.status, stale.ended_at = "failed", utc_now()
+            stale.error = f"interrupted: its process ended before the run did (closed by run {found_by})"
+            ledger.save_run(stale)
+            closed.append(stale.id)
+    return closed
+
+
+@contextmanager
+def recorded_run(
+    kind: RunKind,
+    loaded: LoadedPlan,
+    settings: Settings,
+    *,
+    trigger: Trigger = "cli",
+    record_id: str | None = None,
+    scenario: str | None = None,
+    exclusive: bool = False,
+) -> Iterator[Journal]:
+    """`exclusive`: the caller holds the plan lock (see exclusive_run)."""
+    record = RunRecord(
+        kind=kind, plan=loaded.plan.name, plan_sha256=loaded.sha256, trigger=actual_trigger(trigger), scenario=scenario
+    )
+    if record_id:
+        record.id = record_id
+    journal = Journal(record)
+    ledger = Ledger(settings.ledger)
+    if settings.drills_dir.is_dir() and any(settings.drills_dir.glob("*.json")):
+        from lifeline.flows.drill import sweep_dead_drills  # drills build on this module
+
+        sweep_dead_drills(loaded, settings)
+    if exclusive:
+        for closed in close_interrupted_runs(ledger, loaded.plan.name, record.id):
+            get_run_logger().warning("run %s was interrupted (its process is gone): recorded as failed", closed)
+    ledger.save_run(record)
+    try:
+        yield journal
+        record.status = "completed" if record.status == "running" else record.status
+    except BaseException as error:
+        record.status = "cancelled" if isinstance(error, KeyboardInterrupt) else "failed"
+        record.error = str(error) or type(error).__name__
+        raise
+    finally:
+        record.ended_at = utc_now()
+        for running in (s for s in record.steps if s.status == "running"):
+            running.status, running.ended_at = "failed", record.ended_at
+        if record.status == "failed":
+            record.met_targets = False if (record.rto_target_seconds or record.rpo_target_seconds) else None
+        elif record.met_targets is None:
+            record.judge_targets()
+        ledger.save_run(record)
+        publish(record, loaded)
+        export_metrics(ledger, loaded, settings)
+
+
+def export_metrics(ledger: Ledger, loaded: LoadedPlan, settings: Settings) -> None:
+    if settings.metrics_textfile is None and settings.pushgateway_url is None:
+        return
+    from lifeline.tasks.report.metrics import export
+
+    try:
+        export(ledger, loaded.plan.name, textfile=settings.metrics_textfile, pushgateway_url=settings.pushgateway_url,
+               datasets=list(loaded.plan.datasets))
+    except Exception as error:  # monitoring must never fail the run it reports on
+        get_run_logger().warning("could not export metrics: %s", error)
+
+
+def publish(record: RunRecord, loaded: LoadedPlan) -> None:
+    try:
+        create_table_artifact(
+            table=record_table(record),
+            key=artifact_key(record.plan, record.kind, "record"),
+            description=f"Lifeline {record.kind} run {record.id}: {record.status}",
+        )
+        create_markdown_artifact(
+            markdown=record_markdown(record),
+            key=artifact_key(record.plan, record.kind, "summary"),
+            description=f"Lifeline {record.kind} run {record.id}",
+        )
+        if record.kind in ("drill", "failover", "failback", "restore"):
+            from lifeline.tasks.report.after_action import load_history, render_markdown
+
+            create_markdown_artifact(
+                markdown=render_markdown(record, loaded.plan, load_history(Ledger(load_settings().ledger), record)),
+                key=artifact_key(record.plan, record.kind, "after-action"),
+                description=f"After-action report of {record.kind} run {record.id}",
+            )
+    except Exception as error:  # the ledger holds the record; a missing artifact must not fail the run
+        get_run_logger().warning("could not publish the run record as artifacts: %s", error)

@@ -1,0 +1,206 @@
+"""Restore steps: choose the snapshot, restore into staging, verify, and only then put it in place.
+
+Nothing at the target is overwritten or deleted: without `replace` an occupied target is
+refused before any work; with it, the old data is moved aside under a dated name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lifeline.configs.plan import Dataset
+from lifeline.tasks.adapters import postgres
+from lifeline.tasks.adapters.locks import repository_lock
+from lifeline.tasks.adapters.restic import ResticRepository, Snapshot
+from lifeline.tasks.run.progress import reporter
+from lifeline.tasks.steps.step import LifelineError, step
+from pydantic import BaseModel, Field
+
+
+class RestoreRefused(LifelineError):
+    user_error = True
+
+
+class VerificationFailed(LifelineError):
+    pass
+
+
+class ChosenSnapshot(BaseModel):
+    id: str
+    time: datetime
+    paths: list[str]
+
+    @property
+    def detail(self) -> dict:
+        return {"snapshot_id": self.id, "snapshot_time": self.time.isoformat()}
+
+
+class StagedRestore(BaseModel):
+    staging: Path
+    data_root: Path
+    files: int
+    bytes: int
+    detail: dict = Field(default_factory=dict)
+
+
+class PlacedRestore(BaseModel):
+    target: str
+    moved_aside: str | None = None
+    detail: dict = Field(default_factory=dict)
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def pick_snapshot(
+    snapshots: list[Snapshot], wanted: str = "latest", as_of: datetime | None = None, allowed: list[str] | None = None
+) -> Snapshot:
+    """`latest`, an id or its prefix, or the newest snapshot at or before `as_of`; only `allowed` ids if given.
+
+    `allowed` is how a data-leak recovery trusts the ids it recorded, not snapshot times,
+    which the client sets and an intruder can forge.
+    """
+    if allowed is not None:
+        snapshots = [s for s in snapshots if s.id in set(allowed)]
+    if as_of is not None:
+        eligible = [s for s in snapshots if s.time <= as_of]
+        if not eligible:
+            raise RestoreRefused(f"no snapshot at or before {as_of.isoformat()}")
+        return max(eligible, key=lambda s: s.time)
+    if wanted == "latest":
+        if not snapshots:
+            raise RestoreRefused("the dataset has no snapshot yet")
+        return max(snapshots, key=lambda s: s.time)
+    matches = [s for s in snapshots if s.id.startswith(wanted)]
+    if len(matches) != 1:
+        raise RestoreRefused(f"snapshot {wanted!r} {'is ambiguous' if matches else 'not found for this dataset'}")
+    return matches[0]
+
+
+@step(retries=3, retry_delay_seconds=[1, 3, 10], timeout_seconds=300)
+def choose_snapshot(
+    repository: ResticRepository, tags: list[str], wanted: str = "latest", as_of: datetime | None = None,
+    allowed: list[str] | None = None,
+) -> ChosenSnapshot:
+    chosen = pick_snapshot(repository.snapshots(tags=tags), wanted, as_of, allowed)
+    return ChosenSnapshot(id=chosen.id, time=chosen.time, paths=list(chosen.paths))
+
+
+def target_is_occupied(target: Path) -> bool:
+    return target.is_symlink() or (target.exists() and (not target.is_dir() or any(target.iterdir())))
+
+
+@step(retries=0, timeout_seconds=60)
+def refuse_occupied_target(target: Path, replace: bool) -> PlacedRestore:
+    if target_is_occupied(target) and not replace:
+        raise RestoreRefused(f"target {target} already holds data: restore elsewhere, or pass --replace to move it aside")
+    return PlacedRestore(target=str(target))
+
+
+def staging_beside(target: Path, run_id: str) -> Path:
+    """Beside the target, so putting it in place is a rename on the same file system."""
+    return target.parent / f".{target.name}.lifeline-staging-{run_id}"
+
+
+@step(retries=2, retry_delay_seconds=[5, 30], timeout_seconds=6 * 3600)
+def restore_to_staging(
+    repository: ResticRepository, snapshot: ChosenSnapshot, staging: Path, locks_dir: Path
+) -> StagedRestore:
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        with repository_lock(locks_dir, repository.name, repository.url, exclusive=False):
+            repository.restore(snapshot.id, staging, verify=True, on_progress=reporter(f"restore {snapshot.id[:8]}"))
+        listing = repository.ls(snapshot.id)
+        files, total = verify_against_listing(staging, listing)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    root = staging / snapshot.paths[0].lstrip("/") if len(snapshot.paths) == 1 else staging
+    return StagedRestore(
+        staging=staging,
+        data_root=root,
+        files=files,
+        bytes=total,
+        detail={"files_verified": files, "bytes_verified": total, "content": "restic restore --verify"},
+    )
+
+
+def verify_against_listing(staging: Path, listing: list) -> tuple[int, int]:
+    """Every file, link and folder of the snapshot is there, with its size; restic --verify checked contents."""
+    files = total = 0
+    for node in listing:
+        path = staging / node.path.lstrip("/")
+        if node.type == "file":
+            if path.is_symlink() or not path.is_file():
+                raise VerificationFailed(f"restored data lacks {node.path}")
+            size = path.stat().st_size
+            if size != node.size:
+                raise VerificationFailed(f"{node.path}: {size} bytes restored, {node.size} in the snapshot")
+            files, total = files + 1, total + size
+        elif node.type == "symlink" and not path.is_symlink():
+            raise VerificationFailed(f"restored data lacks the link {node.path}")
+        elif node.type == "dir" and not path.is_dir():
+            raise VerificationFailed(f"restored data lacks the folder {node.path}")
+    return files, total
+
+
+@step(retries=0, timeout_seconds=300)
+def put_in_place(staged: StagedRestore, target: Path, replace: bool) -> PlacedRestore:
+    moved_aside = None
+    try:
+        if target_is_occupied(target):
+            if not replace:
+                raise RestoreRefused(f"target {target} already holds data: pass --replace to move it aside")
+            moved_aside = target.with_name(f"{target.name}.replaced-{_timestamp()}")
+            os.rename(target, moved_aside)
+        elif target.exists():
+            target.rmdir()  # an empty folder holds nothing to lose
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staged.data_root, target)
+    finally:
+        shutil.rmtree(staged.staging, ignore_errors=True)
+    return PlacedRestore(
+        target=str(target),
+        moved_aside=str(moved_aside) if moved_aside else None,
+        detail={"target": str(target), "moved_aside": str(moved_aside) if moved_aside else None},
+    )
+
+
+@step(retries=1, retry_delay_seconds=10, timeout_seconds=6 * 3600)
+def restore_database(
+    repository: ResticRepository,
+    snapshot: ChosenSnapshot,
+    dataset: Dataset,
+    target_dsn: str,
+    expected_row_counts: dict[str, int] | None,
+    replace: bool,
+    staging: Path,
+    locks_dir: Path,
+) -> PlacedRestore:
+    """Load the dump into a fresh database, compare row counts with the backup's, then rename it into place."""
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        with repository_lock(locks_dir, repository.name, repository.url, exclusive=False):
+            repository.restore(snapshot.id, staging, verify=True)
+        dumps = [p for p in staging.rglob("*") if p.is_file()]
+        if len(dumps) != 1:
+            raise VerificationFailed(f"snapshot {snapshot.id[:8]} holds {len(dumps)} files, expected one dump")
+        passfile = dataset.postgres.passfile if dataset.postgres else None
+        result = postgres.restore_database(dumps[0], target_dsn, expected_row_counts, replace=replace, passfile=passfile)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    detail = {
+        "target": postgres.redact_dsn(target_dsn),
+        "moved_aside": result.moved_aside,
+        "tables_verified": len(result.row_counts),
+        "rows_verified": sum(result.row_counts.values()),
+    }
+    if expected_row_counts is None:
+        detail["warning"] = "no row counts recorded for this snapshot: only the dump's loading was verified"
+    return PlacedRestore(target=detail["target"], moved_aside=result.moved_aside, detail=detail)
