@@ -8,51 +8,22 @@ exits, and restic killed on a closed pipe leaves a stale lock behind.
 
 from __future__ import annotations
 
-import contextvars
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from lifeline.tasks.adapters.deadline import within_step
 from lifeline.tasks.adapters.errors import LifelineError
 
 # Mapping value None removes an inherited variable (e.g. a stray RESTIC_PASSWORD).
 Environment = Mapping[str, str | None]
 LineCallback = Callable[[str], None]
-
-_step_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("step_deadline", default=None)
-
-
-@contextmanager
-def time_limit(seconds: float | None) -> Iterator[None]:
-    """Every program run inside this block is stopped when the block's time is up.
-
-    This is how a step's timeout reaches the programs it runs: a timeout on a thread
-    cannot interrupt a blocking call, but a child process can always be stopped.
-    """
-    if seconds is None:
-        yield
-        return
-    token = _step_deadline.set(time.monotonic() + seconds)
-    try:
-        yield
-    finally:
-        _step_deadline.reset(token)
-
-
-def _effective_timeout(timeout: float | None) -> float | None:
-    deadline = _step_deadline.get()
-    if deadline is None:
-        return timeout
-    remaining = max(deadline - time.monotonic(), 0.001)
-    return remaining if timeout is None else min(timeout, remaining)
-
 
 # SIGINT first: restic removes its lock on SIGINT, but not on SIGTERM (0.14).
 INTERRUPT_GRACE_SECONDS = 10.0
@@ -245,7 +216,7 @@ def run_command(
     On timeout the whole process group gets SIGINT, then SIGKILL after the grace
     period, and CommandTimeout is raised. on_line receives each stdout line.
     """
-    timeout = _effective_timeout(timeout)
+    timeout = within_step(timeout)
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
     process = _start(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL if input_bytes is None else subprocess.PIPE)
@@ -282,7 +253,7 @@ def run_pipeline(
 
     Both exit codes and both stderr streams are kept; on_line sees consumer stdout lines.
     """
-    timeout = _effective_timeout(timeout)
+    timeout = within_step(timeout)
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
     producer = _start(producer_argv, env=producer_env, cwd=cwd, stdin=subprocess.DEVNULL)

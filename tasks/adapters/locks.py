@@ -13,7 +13,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
+from lifeline.tasks.adapters.deadline import wait_until
 from lifeline.tasks.adapters.errors import LifelineError
 
 
@@ -24,21 +26,25 @@ class RepositoryBusy(LifelineError):
         super().__init__(f"repository {repository}: still in use by another Lifeline run after {waited:.0f} s")
 
 
+def _try_lock(handle: IO[str], mode: int) -> bool:
+    try:
+        fcntl.flock(handle, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextmanager
-def repository_lock(locks_dir: Path, repository: str, url: str, *, exclusive: bool, timeout: float = 600) -> Iterator[None]:
+def repository_lock(locks_dir: Path, repository: str, url: str, *, exclusive: bool,
+                    timeout: float = 600) -> Iterator[None]:
+    """Waits for its turn at most `timeout` seconds, and never beyond the step's own time limit."""
     locks_dir.mkdir(parents=True, exist_ok=True)
     path = locks_dir / f"repository-{hashlib.sha256(url.encode()).hexdigest()[:16]}.lock"
     mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
     started = time.monotonic()
     with open(path, "a+") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, mode | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() - started > timeout:
-                    raise RepositoryBusy(repository, timeout) from None
-                time.sleep(0.1)
+        if not wait_until(lambda: _try_lock(handle, mode), timeout=timeout, interval=0.1):
+            raise RepositoryBusy(repository, time.monotonic() - started)
         try:
             yield
         finally:

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from lifeline.tasks.adapters.commands import time_limit
+from lifeline.tasks.adapters.deadline import time_limit
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run.record import Journal
 from prefect import Task, task

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from lifeline.tasks.adapters.deadline import within_step
 from lifeline.tasks.adapters.ssh.target import (
     DEFAULT_CONNECT_TIMEOUT_SECONDS,
     AuthenticationFailed,
@@ -58,8 +59,8 @@ def default_pool() -> SshPool:
 
 
 def run(target: SshTarget, command: Sequence[str] | str, timeout: float, *, check: bool = False) -> SshResult:
-    """Run command on target over the process-wide pool (see SshPool.run)."""
-    return default_pool().run(target, command, timeout, check=check)
+    """Run command on target over the process-wide pool (see SshPool.run), within the step's time limit."""
+    return default_pool().run(target, command, within_step(timeout) or timeout, check=check)
 
 
 def close_all() -> None:

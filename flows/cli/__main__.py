@@ -1,0 +1,3 @@
+from lifeline.flows.cli import main
+
+main()
