@@ -16,13 +16,13 @@ from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.settings import Settings, load_settings
 from lifeline.flows.failback import fail_back
 from lifeline.flows.failover import default_runbook, fail_over, normal_primary_site, other_site
-from lifeline.flows.restore import restore_dataset
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.measurements import recorded_incident_time
 from lifeline.tasks.run.record import Journal, Trigger, utc_now
 from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.recorded_run import exclusive_run, recorded_run
+from lifeline.tasks.steps.restore import restore_dataset
 from lifeline.tasks.steps.verification import verify_site
 from prefect import flow
 from prefect.logging import get_run_logger

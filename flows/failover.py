@@ -7,12 +7,14 @@ failover killed half-way and started again converges, and one that already happe
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.plan import Plan
-from lifeline.configs.recovery import DnsSwitchStep, PromoteStep, StepGroup
+from lifeline.configs.recovery import DnsSwitchStep, PromoteStep, RestoreStep, StepGroup
 from lifeline.configs.settings import load_settings
+from lifeline.flows.restore import restore_flow
 from lifeline.tasks.adapters import replication
 from lifeline.tasks.run.measurements import measure_outage, recorded_incident_time, write_positions
 from lifeline.tasks.run.record import Journal, Trigger
@@ -99,6 +101,11 @@ def go_or_refuse(readiness: Readiness, force: bool, journal: Journal) -> None:
     journal.record.steps[-1].detail["forced_past"] = readiness.reasons
 
 
+def _restore_subflow(loaded: LoadedPlan, journal: Journal, definition: RestoreStep) -> str:
+    return restore_flow(str(loaded.path), definition.dataset, definition.target, replace=definition.replace,
+                        trigger=journal.record.trigger)
+
+
 def run_runbook(
     loaded: LoadedPlan, groups: list[StepGroup], journal: Journal, source: str, target: str, *,
     approval: ApprovalMode, reason: str,
@@ -107,8 +114,9 @@ def run_runbook(
     plan = loaded.plan
     for group in groups:
         for definition in (d for d in group.steps if isinstance(d, INLINE_STEPS)):
-            if not run_inline_step(str(loaded.path), definition, journal, approval_mode=approval, reason=reason,
-                                   approval_timeout_seconds=plan.recovery.approval_timeout_seconds):
+            if not run_inline_step(definition, journal, approval_mode=approval, reason=reason,
+                                   approval_timeout_seconds=plan.recovery.approval_timeout_seconds,
+                                   restore=partial(_restore_subflow, loaded, journal)):
                 return False
         submitted = [(step_title(definition, source, target),
                       submit_step(plan, definition, journal, source=source, target=target, group=group.name))

@@ -5,23 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from lifeline.configs.loading import LoadedPlan, load_plan
-from lifeline.configs.settings import Settings, load_settings
-from lifeline.tasks.adapters.restic import ResticRepository
-from lifeline.tasks.run.ledger import Ledger
-from lifeline.tasks.run.record import Journal, Trigger
+from lifeline.configs.loading import load_plan
+from lifeline.configs.settings import load_settings
+from lifeline.tasks.run.record import Trigger
 from lifeline.tasks.steps.recorded_run import recorded_run
-from lifeline.tasks.steps.repositories import dataset_tags, open_repository
-from lifeline.tasks.steps.restore import (
-    ChosenSnapshot,
-    RestoreRefused,
-    choose_snapshot,
-    put_in_place,
-    refuse_occupied_target,
-    restore_database,
-    restore_to_staging,
-    staging_beside,
-)
+from lifeline.tasks.steps.restore import restore_dataset
 from prefect import flow
 
 
@@ -57,47 +45,3 @@ def restore_flow(
                         incident_at=incident_at)
         return journal.record.id
 
-
-def restore_dataset(
-    loaded: LoadedPlan, settings: Settings, journal: Journal, dataset: str, target: str, *,
-    snapshot: str = "latest", as_of: datetime | None = None, replace: bool = False,
-    incident_at: datetime | None = None, snapshot_ids: list[str] | None = None,
-    repository: ResticRepository | None = None,
-) -> ChosenSnapshot:
-    """The restore runbook, for this flow and for drills; `snapshot_ids` limits the choice (a data leak).
-
-    `repository` replaces the dataset's own repository (a data leak restores from the new, clean one).
-    """
-    plan, record = loaded.plan, journal.record
-    record.incident_at = incident_at or record.incident_at or record.started_at
-    journal.milestone("incident", record.incident_at)
-    if dataset not in plan.datasets:
-        raise RestoreRefused(f"dataset {dataset!r} is not in the plan (known: {', '.join(plan.datasets)})")
-    entry = plan.datasets[dataset]
-    repository = repository or open_repository(plan, entry.repository, settings)
-    chosen = choose_snapshot(repository, dataset_tags(plan, dataset), snapshot, as_of, snapshot_ids,
-                             journal=journal, step_name="choose snapshot")
-    record.snapshots = [chosen.id]
-    record.rpo_target_seconds = plan.rpo_target(dataset).total_seconds()
-    record.rto_target_seconds = (entry.rto_minutes or plan.targets.rto_minutes) * 60
-    if entry.postgres:
-        facts = Ledger(settings.ledger).snapshot_facts(chosen.id)
-        restore_database(
-            repository, chosen, entry, target,
-            facts.row_counts if facts else None, replace,
-            settings.home_dir / "staging" / record.id, settings.locks_dir,
-            journal=journal, step_name=f"restore {dataset} and verify row counts",
-        )
-    else:
-        target_dir = Path(target).expanduser().absolute()
-        refuse_occupied_target(target_dir, replace, journal=journal, step_name="check target")
-        staged = restore_to_staging(
-            repository, chosen, staging_beside(target_dir, record.id), settings.locks_dir,
-            journal=journal, step_name=f"restore {dataset} to staging and verify",
-        )
-        record.bytes += staged.bytes
-        put_in_place(staged, target_dir, replace, journal=journal, step_name="put in place")
-    record.recovered_at = journal.milestone("recovered")
-    record.rto_seconds = (record.recovered_at - record.incident_at).total_seconds()
-    record.rpo_seconds = max(0.0, (record.incident_at - chosen.time).total_seconds())
-    return chosen

@@ -18,12 +18,11 @@ from pathlib import Path
 from lifeline.configs.drills import LeakRecovery
 from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.settings import Settings
-from lifeline.flows.restore import restore_dataset
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.record import Journal
 from lifeline.tasks.steps import leak
 from lifeline.tasks.steps.repositories import dataset_tags, open_repository
-from lifeline.tasks.steps.restore import ChosenSnapshot
+from lifeline.tasks.steps.restore import ChosenSnapshot, restore_dataset
 
 
 def recover_from_leak(loaded: LoadedPlan, settings: Settings, journal: Journal, recovery: LeakRecovery) -> ChosenSnapshot:

@@ -11,11 +11,16 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.plan import Dataset
+from lifeline.configs.settings import Settings
 from lifeline.tasks.adapters import postgres
 from lifeline.tasks.adapters.locks import repository_lock
 from lifeline.tasks.adapters.restic import ResticRepository, Snapshot
+from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.progress import reporter
+from lifeline.tasks.run.record import Journal
+from lifeline.tasks.steps.repositories import dataset_tags, open_repository
 from lifeline.tasks.steps.step import LifelineError, step
 from pydantic import BaseModel, Field
 
@@ -204,3 +209,48 @@ def restore_database(
     if expected_row_counts is None:
         detail["warning"] = "no row counts recorded for this snapshot: only the dump's loading was verified"
     return PlacedRestore(target=detail["target"], moved_aside=result.moved_aside, detail=detail)
+
+
+def restore_dataset(
+    loaded: LoadedPlan, settings: Settings, journal: Journal, dataset: str, target: str, *,
+    snapshot: str = "latest", as_of: datetime | None = None, replace: bool = False,
+    incident_at: datetime | None = None, snapshot_ids: list[str] | None = None,
+    repository: ResticRepository | None = None,
+) -> ChosenSnapshot:
+    """The restore runbook, for this flow and for drills; `snapshot_ids` limits the choice (a data leak).
+
+    `repository` replaces the dataset's own repository (a data leak restores from the new, clean one).
+    """
+    plan, record = loaded.plan, journal.record
+    record.incident_at = incident_at or record.incident_at or record.started_at
+    journal.milestone("incident", record.incident_at)
+    if dataset not in plan.datasets:
+        raise RestoreRefused(f"dataset {dataset!r} is not in the plan (known: {', '.join(plan.datasets)})")
+    entry = plan.datasets[dataset]
+    repository = repository or open_repository(plan, entry.repository, settings)
+    chosen = choose_snapshot(repository, dataset_tags(plan, dataset), snapshot, as_of, snapshot_ids,
+                             journal=journal, step_name="choose snapshot")
+    record.snapshots = [chosen.id]
+    record.rpo_target_seconds = plan.rpo_target(dataset).total_seconds()
+    record.rto_target_seconds = (entry.rto_minutes or plan.targets.rto_minutes) * 60
+    if entry.postgres:
+        facts = Ledger(settings.ledger).snapshot_facts(chosen.id)
+        restore_database(
+            repository, chosen, entry, target,
+            facts.row_counts if facts else None, replace,
+            settings.home_dir / "staging" / record.id, settings.locks_dir,
+            journal=journal, step_name=f"restore {dataset} and verify row counts",
+        )
+    else:
+        target_dir = Path(target).expanduser().absolute()
+        refuse_occupied_target(target_dir, replace, journal=journal, step_name="check target")
+        staged = restore_to_staging(
+            repository, chosen, staging_beside(target_dir, record.id), settings.locks_dir,
+            journal=journal, step_name=f"restore {dataset} to staging and verify",
+        )
+        record.bytes += staged.bytes
+        put_in_place(staged, target_dir, replace, journal=journal, step_name="put in place")
+    record.recovered_at = journal.milestone("recovered")
+    record.rto_seconds = (record.recovered_at - record.incident_at).total_seconds()
+    record.rpo_seconds = max(0.0, (record.incident_at - chosen.time).total_seconds())
+    return chosen

@@ -6,6 +6,7 @@ Retries, retry delay and timeout come from the step, else from `recovery.default
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from lifeline.configs.plan import Plan
 from lifeline.configs.recovery import (
@@ -89,22 +90,21 @@ def submit_step(plan: Plan, definition: RecoveryStep, journal: Journal, *, sourc
 
 
 def run_inline_step(
-    loaded_path: str, definition: ApprovalStep | RestoreStep, journal: Journal, *, approval_mode: str, reason: str,
-    approval_timeout_seconds: float,
+    definition: ApprovalStep | RestoreStep, journal: Journal, *, approval_mode: str, reason: str,
+    approval_timeout_seconds: float, restore: Callable[[RestoreStep], str],
 ) -> bool:
     """Approvals pause the flow itself and restores are subflows: neither runs as a plain task.
 
-    Returns False when a person said no.
+    `restore` runs the restore subflow for a step and returns its run record's id (the flow layer
+    passes it in, so the runbook does not import a flow). Returns False when a person said no.
     """
-    from lifeline.flows.restore import restore_flow
     from lifeline.tasks.steps.approval import ask_recorded
 
     if isinstance(definition, ApprovalStep):
         return ask_recorded(journal, definition.name or "approval", definition.prompt, definition.prompt,
                             approval_mode, definition.timeout_seconds or approval_timeout_seconds, reason).approved  # type: ignore[arg-type]
     with journal.step(definition.name or f"restore {definition.dataset}") as entry:
-        run_id = restore_flow(loaded_path, definition.dataset, definition.target, replace=definition.replace,
-                              trigger=journal.record.trigger)
+        run_id = restore(definition)
         entry.detail.update({"restore_run": run_id, "target": definition.target})
     return True
 
