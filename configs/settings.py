@@ -20,8 +20,6 @@ class Settings(BaseSettings):
     ledger_url: str | None = Field(None, description="SQLAlchemy URL; default a SQLite file under home.")
     restic_binary: str = "restic"
     postgres_bin_dir: Path | None = Field(None, description="Where pg_dump and psql live, when not on PATH.")
-    check_retries: int = Field(3, ge=0, description="Retries of a transient failure inside a task.")
-    retry_delay_seconds: float = Field(2.0, ge=0)
     metrics_textfile: Path | None = Field(
         None, description="Prometheus text file for node_exporter's textfile collector, rewritten after every run."
     )

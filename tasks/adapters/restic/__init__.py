@@ -35,7 +35,6 @@ from lifeline.tasks.adapters.restic.arguments import (
     prune_arguments,
     restore_arguments,
     snapshots_arguments,
-    stats_arguments,
     unlock_arguments,
 )
 from lifeline.tasks.adapters.restic.errors import (
@@ -86,14 +85,6 @@ class Features:
     @property
     def json_restore(self) -> bool:  # 0.16 had --json progress, but errors in JSON mode only from 0.17.1
         return self.version >= (0, 17, 1)
-
-    @property
-    def exit_codes_10_12(self) -> bool:  # 10 and 11 since 0.17.0, 12 since 0.17.1
-        return self.version >= (0, 17, 1)
-
-    @property
-    def json_check(self) -> bool:
-        return self.version >= (0, 18, 0)
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -149,13 +140,6 @@ class RestoreResult:
     files_verified: int | None
     bytes_restored: int | None
     duration_seconds: float
-
-
-@dataclass(frozen=True)
-class RepositoryStats:
-    total_size: int
-    total_file_count: int
-    snapshots_count: int | None
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -404,12 +388,3 @@ class ResticRepository:
     def remove_stale_locks(self) -> None:
         """restic's own rule: locks older than 30 minutes, or of a dead process on this host."""
         self._run("unlock", unlock_arguments())
-
-    unlock = remove_stale_locks
-
-    def stats(self, mode: str = "restore-size", tags: Sequence[str] = ()) -> RepositoryStats:
-        data = _json_object(self._run("stats", stats_arguments(mode, tags)).stdout_text.strip())
-        return RepositoryStats(
-            total_size=int(data.get("total_size", 0)), total_file_count=int(data.get("total_file_count", 0)),
-            snapshots_count=data.get("snapshots_count"),
-        )

@@ -95,10 +95,6 @@ def ls_arguments(snapshot_id: str) -> tuple[str, ...]:
     return ("ls", "--json", snapshot_id)
 
 
-def stats_arguments(mode: str = "restore-size", tags: Sequence[str] = ()) -> tuple[str, ...]:
-    return ("stats", "--json", "--mode", mode, *_tag_list(tags))
-
-
 def init_arguments(copy_chunker_params: bool = False) -> tuple[str, ...]:
     return ("init", "--copy-chunker-params") if copy_chunker_params else ("init",)
 
