@@ -21,3 +21,4 @@ bench: setup
 
 lint: setup
 	uv run --frozen ruff check flows tasks configs infra tests
+	uv run --frozen lint-imports

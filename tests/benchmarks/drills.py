@@ -15,15 +15,13 @@ target is short are backed up again, untimed, between drills). Then every built-
   restore the age of the snapshot restored at the incident);
 - detect: fault to the `detected` milestone; back: the `return to normal` step.
 
-data-leak runs when tasks/steps/leak_recovery.py exists (its new repository is removed after each run). After each
-drill the lab must be normal again; when it is not, that is reported and the lab is repaired (heal,
-failback) or rebuilt before the next one.
+data-leak's new repository is removed after each run. After each drill the lab must be normal again;
+when it is not, that is reported and the lab is repaired (heal, failback) or rebuilt before the next one.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
 import statistics
 import sys
@@ -37,13 +35,6 @@ from tests.benchmarks.common import bench_tmpdir, log, print_table, quiet_prefec
 from tests.benchmarks.lab import LabRun, backed_up_lab, quiet
 
 SCENARIOS = ["site-loss", "network-outage", "system-crash", "data-corruption", "data-leak"]
-
-
-def leak_available() -> bool:
-    try:
-        return importlib.util.find_spec("lifeline.tasks.steps.leak_recovery") is not None
-    except ModuleNotFoundError:
-        return False
 
 
 @dataclass
@@ -152,7 +143,7 @@ def median_of(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def report(outcomes: list[Outcome], scenarios: list[str], runs: int, rebuilds: int, skipped: list[str]) -> None:
+def report(outcomes: list[Outcome], scenarios: list[str], runs: int, rebuilds: int) -> None:
     by_scenario: dict[str, list[Outcome]] = defaultdict(list)
     for outcome in outcomes:
         by_scenario[outcome.scenario].append(outcome)
@@ -174,8 +165,6 @@ def report(outcomes: list[Outcome], scenarios: list[str], runs: int, rebuilds: i
             "/".join(f"{(o.rto_target or 0) / 60:g}m" for o in done[:1]) + " / "
             + "/".join(f"{(o.rpo_target or 0) / 60:g}m" for o in done[:1]),
         ])
-    for scenario in skipped:
-        rows.append([scenario, None, None, None, None, "-", None, None, "skipped", ""])
     notes = [
         f"{runs} run(s) per scenario" + (" (medians)" if runs > 1 else "") + "; wall = normal state to normal state, "
         "including the return to normal (back); detect = fault to the detected milestone.",
@@ -199,16 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.runs < 1:
         parser.error("--runs must be at least 1")
     scenarios = arguments.scenario or list(SCENARIOS)
-    skipped = []
-    if "data-leak" in scenarios and not leak_available():
-        scenarios.remove("data-leak")
-        skipped.append("data-leak")
-        log("data-leak: skipped (lifeline.tasks.steps.leak_recovery is not there yet)")
     quiet_prefect_environment()
     started = time.perf_counter()
     with bench_tmpdir("lifeline-bench-drills-") as root:
         outcomes, rebuilds = run_benchmark(root, scenarios, arguments.runs)
-    report(outcomes, scenarios, arguments.runs, rebuilds, skipped)
+    report(outcomes, scenarios, arguments.runs, rebuilds)
     log(f"drills: {time.perf_counter() - started:.0f} s in all")
     failed = [o for o in outcomes if o.status != "completed" or o.left_not_normal]
     return 1 if failed else 0
