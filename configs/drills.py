@@ -38,7 +38,7 @@ class LeakRecovery(PlanModel):
     database_role: str | None = Field(None, description="Role the host used at the CRM database: login revoked.")
 
 
-class Recovery(PlanModel):
+class ScenarioRecovery(PlanModel):
     """Exactly one: a failover (with failback afterwards), a restore, or the data-leak procedure."""
 
     failover: bool = False
@@ -46,7 +46,7 @@ class Recovery(PlanModel):
     leak: LeakRecovery | None = None
 
 
-class Sentinel(PlanModel):
+class SentinelSettings(PlanModel):
     """A uniquely marked row and file written just before the fault; where they survive proves the RPO."""
 
     database: str | None = Field(None, description="Database (under `databases`) that gets the sentinel row.")
@@ -60,8 +60,8 @@ class Scenario(PlanModel):
     description: str
     kind: Literal["natural-disaster", "network-outage", "system-crash", "data-corruption", "security-incident", "other"] = "other"
     fault: Fault
-    recovery: Recovery
-    sentinel: Sentinel = Sentinel()
+    recovery: ScenarioRecovery
+    sentinel: SentinelSettings = SentinelSettings()
     targets: Targets | None = None
     cadence_days: int | None = Field(90, ge=1, description="A drill of this scenario is overdue after this many days.")
     needs_netns: bool = Field(False, description="Only on the lab started with --netns.")

@@ -14,6 +14,7 @@ from lifeline.configs.plan import Plan
 from lifeline.configs.settings import load_settings
 from lifeline.flows.failover import already_serving, go_or_refuse, normal_primary_site, other_site
 from lifeline.tasks.adapters import replication
+from lifeline.tasks.run.adapter_inputs import replicated_database
 from lifeline.tasks.run.measurements import measure_outage, write_positions
 from lifeline.tasks.run.record import Journal, Trigger
 from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
@@ -98,7 +99,7 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
     journal.milestone("declared", record.started_at)
     databases = plan.databases_at(home, away)
     # a failback killed after switching a database back resumes with the rest
-    switched_back = {name for name in databases if replication.streams_from(plan.databases[name], home, away)}
+    switched_back = {name for name in databases if replication.streams_from(replicated_database(plan.databases[name]), home, away)}
     if len(switched_back) == len(databases) and already_serving(plan, home):
         journal.record_skipped("fail back", f"{home} already serves and {away} streams from it")
         recovered = wait_until_recovered(plan, home, journal=journal, step_name=f"verify {home}")

@@ -16,6 +16,7 @@ from lifeline.configs.recovery import DnsSwitchStep, PromoteStep, RestoreStep, S
 from lifeline.configs.settings import load_settings
 from lifeline.flows.restore import restore_flow
 from lifeline.tasks.adapters import replication
+from lifeline.tasks.run.adapter_inputs import replicated_database
 from lifeline.tasks.run.measurements import measure_outage, recorded_incident_time, write_positions
 from lifeline.tasks.run.record import Journal, Trigger
 from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
@@ -68,7 +69,7 @@ def already_serving(plan: Plan, site: str) -> bool:
     """The site's databases are primaries and the DNS record names it: the failover has happened."""
     for database in plan.databases.values():
         instance = database.instances.get(site)
-        if instance is not None and replication.instance_state(database, site).in_recovery is not False:
+        if instance is not None and replication.instance_state(replicated_database(database), site).in_recovery is not False:
             return False
     if plan.dns is not None:
         values, _ = aws_session(plan).record_value(plan.dns.zone, plan.dns.record)

@@ -14,6 +14,7 @@ from lifeline.configs.loading import load_plan
 from lifeline.tasks.adapters import ssh
 from lifeline.tasks.adapters.probes import CheckRunner, redact_url, run_check, run_checks
 from lifeline.tasks.run import topology
+from lifeline.tasks.run.adapter_inputs import probe, probes
 from pydantic import TypeAdapter, ValidationError
 
 CHECKS = TypeAdapter(list[Check])
@@ -120,7 +121,7 @@ def closed_port() -> int:
 
 
 def one(document: dict, **keywords):
-    return run_check(CHECKS.validate_python([document])[0], **keywords)
+    return run_check(probe(CHECKS.validate_python([document])[0]), **keywords)
 
 
 @pytest.mark.lab
@@ -229,7 +230,7 @@ def test_run_checks_runs_concurrently_and_keeps_order(ports, crm, hosts, silent_
         {"type": "ssh", "host": "main", "command": ["true"]},
     ]
     started = time.monotonic()
-    results = run_checks(CHECKS.validate_python(documents), hosts)
+    results = run_checks(probes(CHECKS.validate_python(documents)), hosts)
     elapsed = time.monotonic() - started
     assert elapsed < 1.5, f"8 checks of 0.5 s each took {elapsed:.2f} s: not concurrent"
     assert [result.healthy for result in results] == [True, *[False] * 8, True, True, True]
@@ -238,7 +239,7 @@ def test_run_checks_runs_concurrently_and_keeps_order(ports, crm, hosts, silent_
 
 @pytest.mark.lab
 def test_a_runner_reuses_its_http_connections_between_rounds(ports):
-    checks = CHECKS.validate_python([{"type": "http", "url": f"http://127.0.0.1:{ports.service_main}/health"}] * 4)
+    checks = probes(CHECKS.validate_python([{"type": "http", "url": f"http://127.0.0.1:{ports.service_main}/health"}] * 4))
     seen: set[int] = set()
     with CheckRunner(max_workers=4) as runner:
         pool = runner.http_client._transport._pool  # httpx internals: the connections it keeps alive

@@ -15,14 +15,14 @@ import psycopg
 import pytest
 from lifeline.tasks.adapters import postgres
 from lifeline.tasks.adapters.postgres import (
-    AuthenticationFailed,
     ConnectionFailed,
     ConnectionInfo,
     DatabaseMissing,
     DumpLoadFailed,
+    LoginRefused,
     PostgresError,
+    RowCountsDiffer,
     TargetExists,
-    VerificationFailed,
 )
 
 SOURCE = "crm_source"
@@ -186,7 +186,7 @@ def _garbage_in_the_middle(text: str) -> str:
     [
         (_truncated, DumpLoadFailed, "crm.sql is truncated"),
         (_cut_at_a_line_inside_copy, DumpLoadFailed, "crm.sql is truncated"),
-        (_one_call_row_removed, VerificationFailed, r"table public\.calls: expected 120 rows, found 119"),
+        (_one_call_row_removed, RowCountsDiffer, r"table public\.calls: expected 120 rows, found 119"),
         (_garbage_in_the_middle, DumpLoadFailed, r"line \d+: syntax error"),
     ],
     ids=["truncated", "cut-inside-copy", "row-removed", "garbage"],
@@ -213,7 +213,7 @@ def test_a_bad_dump_leaves_the_target_untouched_and_no_staging_behind(
 
 def test_expected_counts_naming_a_missing_table_fail_verification(postgres_server, dumped):
     expected = {**dumped.row_counts, "public.agents": 12}
-    with pytest.raises(VerificationFailed, match=r"table public\.agents: expected 12 rows, found no such table$"):
+    with pytest.raises(RowCountsDiffer, match=r"table public\.agents: expected 12 rows, found no such table$"):
         postgres.restore_database(
             dumped.path, postgres_server.dsn("crm_never"), expected, False, postgres_server.passfile,
             bin_dir=postgres_server.bin_dir,
@@ -268,7 +268,7 @@ def test_a_wrong_password_is_a_permanent_error_that_never_shows_the_password(pos
         lambda: postgres.count_rows(f"postgresql://lifeline:{canary}@127.0.0.1:{postgres_server.port}/{SOURCE}"),
     ]
     for attempt in attempts:
-        with pytest.raises(AuthenticationFailed) as raised:
+        with pytest.raises(LoginRefused) as raised:
             attempt()
         message = str(raised.value)
         assert raised.value.transient is False
@@ -277,12 +277,12 @@ def test_a_wrong_password_is_a_permanent_error_that_never_shows_the_password(pos
 
 
 def test_a_missing_or_open_passfile_is_named(postgres_server, tmp_path):
-    with pytest.raises(AuthenticationFailed, match="passfile .*absent.pgpass does not exist"):
+    with pytest.raises(LoginRefused, match="passfile .*absent.pgpass does not exist"):
         postgres.count_rows(postgres_server.dsn(), tmp_path / "absent.pgpass")
     open_passfile = tmp_path / "open.pgpass"
     open_passfile.write_text(postgres_server.passfile.read_text())
     open_passfile.chmod(0o644)
-    with pytest.raises(AuthenticationFailed, match="open.pgpass must be mode 0600"):
+    with pytest.raises(LoginRefused, match="open.pgpass must be mode 0600"):
         postgres.count_rows(postgres_server.dsn(), open_passfile)
 
 

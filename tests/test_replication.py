@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from lifeline.configs.loading import load_plan
-from lifeline.configs.recovery import Database, DatabaseInstance
+from lifeline.configs.recovery import Database
 from lifeline.tasks.adapters import ssh
 from lifeline.tasks.adapters.replication import (
     InstanceState,
@@ -27,6 +27,7 @@ from lifeline.tasks.adapters.replication import (
     streaming_standbys,
     wait_caught_up,
 )
+from lifeline.tasks.adapters.replication.database import DatabaseNode, ReplicatedDatabase
 from lifeline.tasks.adapters.replication.failback import (
     OldPrimaryRunning,
     SplitBrain,
@@ -37,6 +38,7 @@ from lifeline.tasks.adapters.replication.failback import (
 )
 from lifeline.tasks.adapters.replication.split import throwaway_options
 from lifeline.tasks.run import topology
+from lifeline.tasks.run.adapter_inputs import replicated_database
 
 PROBE = "replication_probe"
 
@@ -61,11 +63,11 @@ def test_lag_is_measured_in_bytes_and_timed_only_when_behind() -> None:
 
 
 def test_conninfo_carries_a_passfile_and_the_standby_name_never_a_password() -> None:
-    database = Database.model_validate({
+    database = replicated_database(Database.model_validate({
         "primary": "main", "replication_slot": "dr_slot", "replication_user": "replicator",
         "instances": {site: {"host": site, "dsn": f"postgresql://app@{site}.example:5432/crm",
                              "passfile": f"/etc/lifeline/{site} pass", "data_dir": "/var/lib/pg"}
-                      for site in ("main", "dr")}})
+                      for site in ("main", "dr")}}))
     conninfo = replication_conninfo(database, "main", "dr")
     assert conninfo == ("host=main.example port=5432 user=replicator application_name=dr "
                         "passfile='/etc/lifeline/dr pass'")
@@ -78,10 +80,10 @@ def test_conninfo_carries_a_passfile_and_the_standby_name_never_a_password() -> 
 
 @dataclass
 class Crm:
-    database: Database
+    database: ReplicatedDatabase
     targets: dict[str, ssh.SshTarget]
 
-    def instance(self, site: str) -> DatabaseInstance:
+    def instance(self, site: str) -> DatabaseNode:
         return self.database.instances[site]
 
     def target(self, site: str) -> ssh.SshTarget:
@@ -91,7 +93,7 @@ class Crm:
 @pytest.fixture
 def crm(lab) -> Crm:
     plan = load_plan(lab.plan).plan  # read per test: a rebuilt lab has new ports
-    return Crm(plan.databases["crm"], topology.ssh_targets(plan.hosts, connect_timeout=3))
+    return Crm(replicated_database(plan.databases["crm"]), topology.ssh_targets(plan.hosts, connect_timeout=3))
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
-"""Health checks: run a plan's `http`, `tcp`, `sql` and `ssh` checks, many at once.
+"""Health checks: run `http`, `tcp`, `sql` and `ssh` probes, many at once.
 
-Knows nothing of Prefect. An unhealthy target is a result, never an exception: refused, timed out,
-a wrong status or a wrong answer all come back as `healthy=False` with a one-line `detail`.
+Knows nothing of Prefect or the plan (tasks/run/adapter_inputs.py makes the plan's checks into probes).
+An unhealthy target is a result, never an exception: refused, timed out, a wrong status or a wrong
+answer all come back as `healthy=False` with a one-line `detail`.
 Targets are shown without passwords or token-like query parameters.
 
 `CheckRunner` keeps one thread pool, one HTTP client (keep-alive connections) and the SSH pool
@@ -17,13 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import replace as replaced_copy
+from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import psycopg
-from lifeline.configs.checks import Check, HttpCheck, SqlCheck, SshCheck, TcpCheck
 from lifeline.tasks.adapters import ssh
 from lifeline.tasks.adapters.postgres import ConnectionInfo, PostgresError, redact_dsn
 
@@ -34,6 +35,55 @@ DEFAULT_MAX_WORKERS = 32
 BODY_LIMIT_BYTES = 1 << 20  # expect_text is looked for in the first MiB of the body
 SECRET_PARAMETER_WORDS = ("pass", "token", "secret", "key", "signature", "auth", "credential")
 TRUE_WORDS = ("true", "t", "yes", "on", "1")
+
+
+@dataclass(frozen=True)
+class HttpProbe:
+    """GET `url`: healthy on `expect_status` with `expect_text` (if any) in the body."""
+
+    type: ClassVar[str] = "http"
+    url: str
+    expect_status: int
+    expect_text: str | None
+    timeout_seconds: float
+    name: str | None
+
+
+@dataclass(frozen=True)
+class TcpProbe:
+    type: ClassVar[str] = "tcp"
+    host: str
+    port: int
+    timeout_seconds: float
+    name: str | None
+
+
+@dataclass(frozen=True)
+class SqlProbe:
+    """Run `query`; with `expect`, the first column of the first row must read as it (booleans as true/false)."""
+
+    type: ClassVar[str] = "sql"
+    dsn: str  # without a password: that lives in passfile
+    passfile: Path | None
+    query: str
+    expect: str | None
+    timeout_seconds: float
+    name: str | None
+
+
+@dataclass(frozen=True)
+class SshProbe:
+    """Run `command` on the SSH host named `host`: healthy on exit status `expect_exit`."""
+
+    type: ClassVar[str] = "ssh"
+    host: str
+    command: tuple[str, ...]
+    expect_exit: int
+    timeout_seconds: float
+    name: str | None
+
+
+Probe = HttpProbe | TcpProbe | SqlProbe | SshProbe
 
 
 @dataclass(frozen=True)
@@ -61,28 +111,28 @@ def redact_url(url: str) -> str:
         return "<unparsable URL>"
 
 
-def check_target(check: Check, hosts: Mapping[str, ssh.SshTarget] | None = None) -> str:
+def check_target(check: Probe, hosts: Mapping[str, ssh.SshTarget] | None = None) -> str:
     """What a check looks at, safe to show."""
-    if isinstance(check, HttpCheck):
+    if isinstance(check, HttpProbe):
         return redact_url(check.url)
-    if isinstance(check, TcpCheck):
+    if isinstance(check, TcpProbe):
         return f"{check.host}:{check.port}"
-    if isinstance(check, SqlCheck):
+    if isinstance(check, SqlProbe):
         return redact_dsn(check.dsn)
     target = (hosts or {}).get(check.host)
     where = f"{check.host} {target.address}:{target.port}" if target else check.host
     return f"{where}: {shlex.join(check.command)}"
 
 
-def check_name(check: Check) -> str:
+def check_name(check: Probe) -> str:
     if check.name:
         return check.name
-    if isinstance(check, HttpCheck):
+    if isinstance(check, HttpProbe):
         parts = urlsplit(check.url)
         return f"http {parts.netloc.rsplit('@', 1)[-1]}{parts.path or '/'}"
-    if isinstance(check, TcpCheck):
+    if isinstance(check, TcpProbe):
         return f"tcp {check.host}:{check.port}"
-    if isinstance(check, SqlCheck):
+    if isinstance(check, SqlProbe):
         return f"sql {check.query.split()[0].lower()} {redact_dsn(check.dsn).split('@')[-1]}"
     return f"ssh {check.host} {check.command[0]}"
 
@@ -103,7 +153,7 @@ def _socket_failure(error: BaseException, timeout: float) -> str:
     return _one_line(error) or type(error).__name__
 
 
-def _http(check: HttpCheck, client: httpx.Client) -> tuple[bool, str]:
+def _http(check: HttpProbe, client: httpx.Client) -> tuple[bool, str]:
     try:
         with client.stream("GET", check.url, timeout=check.timeout_seconds) as response:
             body = bytearray()
@@ -132,7 +182,7 @@ def _http(check: HttpCheck, client: httpx.Client) -> tuple[bool, str]:
     return True, status
 
 
-def _tcp(check: TcpCheck) -> tuple[bool, str]:
+def _tcp(check: TcpProbe) -> tuple[bool, str]:
     try:
         with socket.create_connection((check.host, check.port), timeout=check.timeout_seconds):
             return True, "connected"
@@ -154,7 +204,7 @@ def _matches(found: object, expected: str) -> bool:
     return _as_text(found) == expected
 
 
-def _sql(check: SqlCheck) -> tuple[bool, str]:
+def _sql(check: SqlProbe) -> tuple[bool, str]:
     try:
         connection_info = ConnectionInfo.from_dsn(check.dsn, check.passfile)
     except PostgresError as error:
@@ -180,7 +230,7 @@ def _sql(check: SqlCheck) -> tuple[bool, str]:
     return True, f"answered {check.expect!r}"
 
 
-def _ssh(check: SshCheck, hosts: Mapping[str, ssh.SshTarget], pool: SshPool) -> tuple[bool, str]:
+def _ssh(check: SshProbe, hosts: Mapping[str, ssh.SshTarget], pool: SshPool) -> tuple[bool, str]:
     target = hosts.get(check.host)
     if target is None:
         return False, f"no host named {check.host!r} in the plan"
@@ -195,7 +245,7 @@ def _ssh(check: SshCheck, hosts: Mapping[str, ssh.SshTarget], pool: SshPool) -> 
 
 
 def run_check(
-    check: Check,
+    check: Probe,
     *,
     hosts: Mapping[str, ssh.SshTarget] | None = None,
     http_client: httpx.Client | None = None,
@@ -204,15 +254,15 @@ def run_check(
     """Run one check. Without http_client a client is made for this one call."""
     started = time.perf_counter()
     try:
-        if isinstance(check, HttpCheck):
+        if isinstance(check, HttpProbe):
             if http_client is None:
                 with new_http_client(1) as own_client:
                     healthy, detail = _http(check, own_client)
             else:
                 healthy, detail = _http(check, http_client)
-        elif isinstance(check, TcpCheck):
+        elif isinstance(check, TcpProbe):
             healthy, detail = _tcp(check)
-        elif isinstance(check, SqlCheck):
+        elif isinstance(check, SqlProbe):
             healthy, detail = _sql(check)
         else:
             healthy, detail = _ssh(check, hosts or {}, ssh_pool or ssh.default_pool())
@@ -242,9 +292,9 @@ class CheckRunner:
         self.http_client = http_client or new_http_client(max_workers)
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lifeline-check")
 
-    def run(self, checks: Sequence[Check], on_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
+    def run(self, checks: Sequence[Probe], on_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
         """Every check at once (up to max_workers); results in the order of checks."""
-        def one(check: Check) -> CheckResult:
+        def one(check: Probe) -> CheckResult:
             result = run_check(check, hosts=self.hosts, http_client=self.http_client, ssh_pool=self.ssh_pool)
             if on_result is not None:
                 on_result(result)
@@ -267,7 +317,7 @@ class CheckRunner:
 
 
 def run_checks(
-    checks: Sequence[Check],
+    checks: Sequence[Probe],
     hosts: Mapping[str, ssh.SshTarget] | None = None,
     *,
     max_workers: int = DEFAULT_MAX_WORKERS,

@@ -9,6 +9,7 @@ from pathlib import Path
 from lifeline.configs.plan import Plan
 from lifeline.tasks.adapters import replication
 from lifeline.tasks.run import impact
+from lifeline.tasks.run.adapter_inputs import replicated_database
 from lifeline.tasks.run.record import RunRecord, Step, utc_now
 
 LOST_CALL_LOOKBACK = timedelta(hours=1)
@@ -29,7 +30,7 @@ def write_positions(plan: Plan, site: str) -> dict[str, int | None]:
     positions: dict[str, int | None] = {}
     for name, database in plan.databases.items():
         if site in database.instances:
-            state = replication.instance_state(database, site)
+            state = replication.instance_state(replicated_database(database), site)
             positions[name] = int(state.current_lsn) if state.reachable and state.current_lsn is not None else None
     return positions
 

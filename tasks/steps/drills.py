@@ -21,6 +21,7 @@ from lifeline.tasks.adapters.aws import AwsSession
 from lifeline.tasks.adapters.commands import run_command
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.postgres.connection import connection_info, database_session
+from lifeline.tasks.run.adapter_inputs import replicated_database
 from lifeline.tasks.run.record import utc_now
 from lifeline.tasks.steps.step import step
 from lifeline.tasks.steps.verification import verify_site
@@ -103,7 +104,7 @@ def new_token(record_id: str) -> str:
 
 def primary_site(plan: Plan, database: str) -> str | None:
     for site in plan.databases[database].instances:
-        if replication.instance_state(plan.databases[database], site).in_recovery is False:
+        if replication.instance_state(replicated_database(plan.databases[database]), site).in_recovery is False:
             return site
     return None
 
@@ -174,7 +175,7 @@ def missing_data(plan: Plan, scenario: Scenario, sentinel: Sentinel | None) -> l
 def site_serves(plan: Plan, site: str) -> bool:
     """Some database of `site` is a primary or the DNS record names it: a failover got at least that far."""
     for database in plan.databases.values():
-        if site in database.instances and replication.instance_state(database, site).in_recovery is False:
+        if site in database.instances and replication.instance_state(replicated_database(database), site).in_recovery is False:
             return True
     if plan.dns is not None and plan.aws is not None:
         values, _ = _aws(plan).record_value(plan.dns.zone, plan.dns.record)
@@ -213,7 +214,7 @@ def normal_state_problems(plan: Plan, home: str, away: str) -> list[str]:
     if leftovers:
         problems.append(f"{leftovers} drill sentinel rows left behind")
     for name in plan.databases_at(home, away):
-        database = plan.databases[name]
+        database = replicated_database(plan.databases[name])
         main, standby = replication.instance_state(database, home), replication.instance_state(database, away)
         if main.in_recovery is not False:
             problems.append(f"database {name}: {home} is not the primary ({main.role})")

@@ -19,6 +19,7 @@ from lifeline.tasks.adapters.environment_file import read_environment_file
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.replication import failback as replication_failback
 from lifeline.tasks.run import topology
+from lifeline.tasks.run.adapter_inputs import database_node, replicated_database
 from lifeline.tasks.run.record import utc_now
 from lifeline.tasks.steps.step import step
 from prefect.logging import get_run_logger
@@ -64,7 +65,7 @@ def _databases_down(plan: Plan, site: str) -> list[str]:
     return [
         name
         for name, database in plan.databases.items()
-        if site in database.instances and replication.instance_state(database, site).reachable
+        if site in database.instances and replication.instance_state(replicated_database(database), site).reachable
     ]
 
 
@@ -79,7 +80,7 @@ def fence_site(plan: Plan, site: str, waited_since: datetime | None = None) -> S
             instance = database.instances.get(site)
             if instance is None:
                 continue
-            if replication.stop_server(instance, targets[instance.host]).done:
+            if replication.stop_server(database_node(instance), targets[instance.host]).done:
                 stopped.append(name)
         still = _databases_down(plan, site)
         if still:
@@ -111,7 +112,8 @@ def fence_site(plan: Plan, site: str, waited_since: datetime | None = None) -> S
 
 @step(retries=2, retry_delay_seconds=1, timeout_seconds=120)
 def promote_standby(plan: Plan, database_name: str, site: str) -> StepOutcome:
-    promotion = replication.promote(plan.databases[database_name], site, topology.ssh_targets(plan.hosts))
+    promotion = replication.promote(replicated_database(plan.databases[database_name]), site,
+                                   topology.ssh_targets(plan.hosts))
     return StepOutcome(
         changed=promotion.promoted,
         detail={"database": database_name, "site": site, "promoted": promotion.promoted,
@@ -174,7 +176,7 @@ def wait(seconds: float) -> StepOutcome:
 def rebuild_old_primary_as_standby(plan: Plan, database_name: str, old_primary: str, new_primary: str) -> StepOutcome:
     """The old primary's data directory is moved aside (never deleted) and the rows only it had are reported."""
     rebuild = replication_failback.preserve_and_rebuild_standby(
-        plan.databases[database_name], old_primary, new_primary, topology.ssh_targets(plan.hosts)
+        replicated_database(plan.databases[database_name]), old_primary, new_primary, topology.ssh_targets(plan.hosts)
     )
     detail: dict = {"database": database_name, "standby": old_primary, "already_streaming": rebuild.already_streaming,
                     "caught_up_in_seconds": round(rebuild.catch_up.seconds, 3)}
@@ -192,7 +194,8 @@ def rebuild_old_primary_as_standby(plan: Plan, database_name: str, old_primary: 
 def switch_database_back(plan: Plan, database_name: str, primary: str, standby: str) -> StepOutcome:
     """Planned switchover: the current primary stops cleanly, the standby has replayed all of it, then is promoted."""
     switched = replication_failback.switch_back(
-        plan.databases[database_name], topology.ssh_targets(plan.hosts), primary_site=primary, standby_site=standby
+        replicated_database(plan.databases[database_name]), topology.ssh_targets(plan.hosts), primary_site=primary,
+        standby_site=standby
     )
     promotion = switched.promotion
     return StepOutcome(

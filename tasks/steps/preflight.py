@@ -16,6 +16,7 @@ from lifeline.tasks.adapters import replication, ssh
 from lifeline.tasks.adapters.aws import AwsSession
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run import topology
+from lifeline.tasks.run.adapter_inputs import replicated_database
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.record import utc_now
 from lifeline.tasks.steps.repositories import dataset_tags, open_repository, snapshot_file_present
@@ -82,17 +83,17 @@ def _host_reachable(target: ssh.SshTarget) -> tuple[bool, str]:
 def _standby_ready(plan: Plan, database_name: str, target_site: str) -> tuple[bool, str]:
     database = plan.databases[database_name]
     target = timedelta(minutes=plan.targets.rpo_minutes if database.rpo_minutes is None else database.rpo_minutes)
-    standby = replication.instance_state(database, target_site)
+    standby = replication.instance_state(replicated_database(database), target_site)
     if not standby.reachable:
         return False, f"standby at {target_site} does not answer: {standby.detail}"
     if standby.in_recovery is False:
         return True, f"{target_site} is already the primary (timeline {standby.timeline})"
-    primary = replication.instance_state(database, database.primary)
+    primary = replication.instance_state(replicated_database(database), database.primary)
     if not primary.reachable:
         return True, f"primary at {database.primary} does not answer; standby at {target_site} is in recovery, replay at {standby.current_lsn}"
     if primary.in_recovery is not False:
         return False, f"{database.primary} is not a primary ({primary.role}): nothing to fail over from"
-    standby = replication.instance_state(database, target_site)  # observed after the primary: lag is never negative
+    standby = replication.instance_state(replicated_database(database), target_site)  # observed after the primary: lag is never negative
     lag = replication.replication_lag(primary, standby)
     if not lag.known or standby.receiver_status != "streaming":
         return False, f"standby at {target_site} is not streaming ({standby.receiver_status or 'no WAL receiver'})"
@@ -151,7 +152,7 @@ def _credentials(aws: AwsSession) -> tuple[bool, str]:
 
 
 def _primary_to_fail_back_from(plan: Plan, database_name: str, home: str, away: str) -> tuple[bool, str]:
-    database = plan.databases[database_name]
+    database = replicated_database(plan.databases[database_name])
     if replication.streams_from(database, home, away):
         return True, f"already switched back: {home} is the primary and {away} streams from it"
     serving = replication.instance_state(database, away)

@@ -16,6 +16,7 @@ from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.probes import CheckResult, CheckRunner
 from lifeline.tasks.adapters.ssh import SshTarget
 from lifeline.tasks.run import topology
+from lifeline.tasks.run.adapter_inputs import probes
 from lifeline.tasks.run.record import utc_now
 from lifeline.tasks.steps.step import step
 from pydantic import BaseModel, Field
@@ -65,7 +66,7 @@ def site_services(plan: Plan, site: str | None) -> dict[str, Service]:
 def check_round(runner: CheckRunner, services: Mapping[str, Service], site: str) -> VerificationRound:
     pairs = [(name, service, check) for name, service in services.items() for check in service.checks]
     at = utc_now()
-    results: list[CheckResult] = runner.run([check for _, _, check in pairs])
+    results: list[CheckResult] = runner.run(probes(check for _, _, check in pairs))
     return VerificationRound(
         site=site,
         at=at,

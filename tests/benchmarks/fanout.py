@@ -28,6 +28,7 @@ from lifeline.tasks.adapters import ssh
 from lifeline.tasks.adapters.probes import CheckRunner, run_checks
 from lifeline.tasks.adapters.ssh import pool as ssh_pool
 from lifeline.tasks.run import topology
+from lifeline.tasks.run.adapter_inputs import probes
 from pydantic import TypeAdapter
 
 from tests.benchmarks.common import bench_tmpdir, print_table, timed
@@ -127,8 +128,8 @@ def _summary(outcome: object) -> object:
 
 def run(home: Path, rounds: int) -> list[tuple[str, str, float, str, float]]:
     urls = [health_url(home)] * HTTP_CHECKS
-    checks = TypeAdapter(list[Check]).validate_python(
-        [{"type": "http", "url": url, "expect_text": EXPECT_TEXT} for url in urls])
+    checks = probes(TypeAdapter(list[Check]).validate_python(
+        [{"type": "http", "url": url, "expect_text": EXPECT_TEXT} for url in urls]))
 
     def bare_statuses(client: httpx.Client | None = None) -> list[bool]:
         return bare_http(urls, client)

@@ -21,15 +21,15 @@ from pathlib import Path
 import psycopg
 from lifeline.tasks.adapters.commands import CommandNotFound, CommandTimeout, run_command
 from lifeline.tasks.adapters.postgres.connection import (
-    AuthenticationFailed,
     ConnectionFailed,
     ConnectionInfo,
     DatabaseMissing,
     DumpLoadFailed,
     InvalidDsn,
+    LoginRefused,
     PostgresError,
+    RowCountsDiffer,
     TargetExists,
-    VerificationFailed,
     classify_failure,
     connection_info,
     database_session,
@@ -40,8 +40,8 @@ from lifeline.tasks.adapters.postgres.connection import (
 )
 
 __all__ = [
-    "AuthenticationFailed", "ConnectionFailed", "ConnectionInfo", "DatabaseMissing", "DumpLoadFailed", "InvalidDsn",
-    "PostgresError", "TargetExists", "VerificationFailed", "classify_failure", "libpq_environment", "redact_dsn",
+    "ConnectionFailed", "ConnectionInfo", "DatabaseMissing", "DumpLoadFailed", "InvalidDsn", "LoginRefused",
+    "PostgresError", "RowCountsDiffer", "TargetExists", "classify_failure", "libpq_environment", "redact_dsn",
 ]
 from psycopg import errors as sql_errors
 from psycopg import sql
@@ -224,7 +224,7 @@ def restore_database(
         counts = count_rows(target.with_database(staging))
         problem = None if expected_row_counts is None else row_count_mismatch(expected_row_counts, counts)
         if problem:
-            raise VerificationFailed(f"restore into {target.address} not verified: {problem}")
+            raise RowCountsDiffer(f"restore into {target.address} not verified: {problem}")
         if database_exists(admin, name):
             if not replace:
                 raise TargetExists(f"database {target.address} already exists; restore with replace to move it aside")

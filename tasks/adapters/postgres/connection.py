@@ -57,7 +57,7 @@ class ConnectionFailed(PostgresError):
 
     transient = True
 
-class AuthenticationFailed(PostgresError):
+class LoginRefused(PostgresError):
     """Wrong or missing password, unknown role, or pg_hba.conf refuses us: retrying will not help."""
 
     user_error = True
@@ -75,7 +75,7 @@ class TargetExists(PostgresError):
 class DumpLoadFailed(PostgresError):
     """psql could not load the dump (corrupt, truncated, or incompatible)."""
 
-class VerificationFailed(PostgresError):
+class RowCountsDiffer(PostgresError):
     """The loaded dump's row counts differ from the counts taken at backup time."""
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def classify_failure(connection: ConnectionInfo, action: str, detail: str) -> Po
     if re.search(r'database ".*" does not exist', lowered):
         return DatabaseMissing(message)
     if re.search(r'role ".*" does not exist', lowered) or any(sign in lowered for sign in _AUTHENTICATION_SIGNS):
-        return AuthenticationFailed(message)
+        return LoginRefused(message)
     if any(sign in lowered for sign in _TRANSIENT_SIGNS):
         return ConnectionFailed(message)
     return PostgresError(message)
@@ -192,9 +192,9 @@ def connection_info(dsn: str | ConnectionInfo, passfile: str | Path | None) -> C
     else:
         connection = ConnectionInfo.from_dsn(dsn, passfile)
     if connection.passfile and not connection.passfile.is_file():
-        raise AuthenticationFailed(f"connect to {connection.address}: passfile {connection.passfile} does not exist")
+        raise LoginRefused(f"connect to {connection.address}: passfile {connection.passfile} does not exist")
     if connection.passfile and connection.passfile.stat().st_mode & 0o077:
-        raise AuthenticationFailed(f"connect to {connection.address}: passfile {connection.passfile} must be mode 0600")
+        raise LoginRefused(f"connect to {connection.address}: passfile {connection.passfile} must be mode 0600")
     return connection
 
 def open_connection(connection: ConnectionInfo, action: str) -> psycopg.Connection:

@@ -3,8 +3,8 @@
 Knows nothing of Prefect. Observations are SQL with short timeouts and report an instance that cannot
 be reached as `reachable=False` instead of raising. Actions run `pg_ctl` and friends over SSH on the
 instance's host, as the host's login user; each first looks whether its effect is already there and
-then does nothing, and returns what it did. Lag is measured in LSNs (DESIGN.md section 6); time only
-when the standby is behind. Passwords stay in passfiles: remote tools get `PGPASSFILE=<path>`.
+then does nothing, and returns what it did. Lag is measured in LSNs; time only when the standby is
+behind. Passwords stay in passfiles: remote tools get `PGPASSFILE=<path>`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from lifeline.configs.recovery import Database, DatabaseInstance
 from lifeline.tasks.adapters import ssh
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.postgres.connection import ConnectionInfo, PostgresError, connection_info, database_session
+from lifeline.tasks.adapters.replication.database import DatabaseNode, ReplicatedDatabase
 from lifeline.tasks.adapters.ssh import SshResult, SshTarget
 
 OBSERVATION_CONNECT_TIMEOUT_SECONDS = 3
@@ -150,9 +150,9 @@ class Promotion:
     seconds: float
 
 
-# --- plan lookups -----------------------------------------------------------------------------------
+# --- instance lookups -------------------------------------------------------------------------------
 
-def instance_of(database: Database, site: str) -> DatabaseInstance:
+def instance_of(database: ReplicatedDatabase, site: str) -> DatabaseNode:
     try:
         return database.instances[site]
     except KeyError:
@@ -160,18 +160,18 @@ def instance_of(database: Database, site: str) -> DatabaseInstance:
         raise UnknownInstance(f"the database has no instance at site {site!r} (sites: {known})") from None
 
 
-def target_of(instance: DatabaseInstance, targets: Targets) -> SshTarget:
+def target_of(instance: DatabaseNode, targets: Targets) -> SshTarget:
     try:
         return targets[instance.host]
     except KeyError:
         raise UnknownInstance(f"host {instance.host!r} of the database instance is not among the plan's hosts") from None
 
 
-def tool(instance: DatabaseInstance, name: str) -> str:
+def tool(instance: DatabaseNode, name: str) -> str:
     return str(instance.bin_dir / name)
 
 
-def libpq_tool(instance: DatabaseInstance, name: str) -> list[str]:
+def libpq_tool(instance: DatabaseNode, name: str) -> list[str]:
     """`env PGPASSFILE=... <bin_dir>/<name>`: the password stays in the passfile on the host."""
     environment = ["LC_ALL=C", "PGCONNECT_TIMEOUT=10", "PGAPPNAME=lifeline"]
     if instance.passfile:
@@ -179,7 +179,7 @@ def libpq_tool(instance: DatabaseInstance, name: str) -> list[str]:
     return ["env", *environment, tool(instance, name)]
 
 
-def observation_connection(instance: DatabaseInstance) -> ConnectionInfo:
+def observation_connection(instance: DatabaseNode) -> ConnectionInfo:
     connection = connection_info(instance.dsn, instance.passfile)
     return replaced_copy(connection, connect_timeout_seconds=OBSERVATION_CONNECT_TIMEOUT_SECONDS,
                          statement_timeout=OBSERVATION_STATEMENT_TIMEOUT)
@@ -205,7 +205,7 @@ SELECT pg_is_in_recovery(),
 """
 
 
-def instance_state(database: Database, site: str) -> InstanceState:
+def instance_state(database: ReplicatedDatabase, site: str) -> InstanceState:
     """What the instance at `site` is doing; an instance that does not answer is `reachable=False`.
 
     Bad credentials or a missing database are plan errors and raise.
@@ -239,7 +239,7 @@ def replication_lag(primary: InstanceState, standby: InstanceState) -> Lag:
     return Lag(bytes=behind, seconds=0.0 if behind == 0 else standby.replay_age_seconds)
 
 
-def measure_lag(database: Database, primary_site: str, standby_site: str) -> Lag:
+def measure_lag(database: ReplicatedDatabase, primary_site: str, standby_site: str) -> Lag:
     primary = instance_state(database, primary_site)
     return replication_lag(primary, instance_state(database, standby_site))
 
@@ -253,7 +253,7 @@ ORDER BY r.application_name
 """
 
 
-def streaming_standbys(database: Database, primary_site: str) -> list[StandbyConnection] | None:
+def streaming_standbys(database: ReplicatedDatabase, primary_site: str) -> list[StandbyConnection] | None:
     """The standbys connected to the instance at `primary_site`; None when it cannot be asked."""
     connection = observation_connection(instance_of(database, primary_site))
     try:
@@ -268,7 +268,7 @@ def streaming_standbys(database: Database, primary_site: str) -> list[StandbyCon
             for name, address, state, sent, replayed, sync_state, slot, lag in rows]
 
 
-def streams_from(database: Database, primary_site: str, standby_site: str, slot: str | None = None) -> bool:
+def streams_from(database: ReplicatedDatabase, primary_site: str, standby_site: str, slot: str | None = None) -> bool:
     """Is the standby at `standby_site` streaming from `primary_site` (matched by application_name or slot)?"""
     for standby in streaming_standbys(database, primary_site) or []:
         if standby.state == "streaming" and (standby.application_name == standby_site
@@ -277,7 +277,7 @@ def streams_from(database: Database, primary_site: str, standby_site: str, slot:
     return False
 
 
-def wait_caught_up(database: Database, primary_site: str, standby_site: str, timeout: float = 60.0,
+def wait_caught_up(database: ReplicatedDatabase, primary_site: str, standby_site: str, timeout: float = 60.0,
                    poll_seconds: float = 0.05) -> CatchUp:
     """Wait until the standby has replayed everything the primary had written when asked."""
     started = time.monotonic()
@@ -320,7 +320,7 @@ def _output_tail(result: SshResult, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:])[-300:]
 
 
-def server_status(instance: DatabaseInstance, target: SshTarget, *, data_dir: Path | None = None,
+def server_status(instance: DatabaseNode, target: SshTarget, *, data_dir: Path | None = None,
                   timeout: float = REMOTE_COMMAND_TIMEOUT_SECONDS) -> ServerStatus:
     """`pg_ctl status`: exit 0 running, 3 stopped, 4 no accessible data directory."""
     directory = data_dir or instance.data_dir
@@ -336,7 +336,7 @@ def server_status(instance: DatabaseInstance, target: SshTarget, *, data_dir: Pa
                               f"{result.exit_status}: {_output_tail(result)}")
 
 
-def stop_server(instance: DatabaseInstance, target: SshTarget, mode: StopMode = "fast", timeout: float = 60.0, *,
+def stop_server(instance: DatabaseNode, target: SshTarget, mode: StopMode = "fast", timeout: float = 60.0, *,
                 data_dir: Path | None = None) -> ServerAction:
     """Stop the server and confirm it stopped. A fast stop sends all WAL to connected standbys first."""
     started = time.monotonic()
@@ -354,7 +354,7 @@ def stop_server(instance: DatabaseInstance, target: SshTarget, mode: StopMode = 
                         time.monotonic() - started)
 
 
-def start_server(instance: DatabaseInstance, target: SshTarget, timeout: float = 60.0, *,
+def start_server(instance: DatabaseNode, target: SshTarget, timeout: float = 60.0, *,
                  data_dir: Path | None = None, server_options: str | None = None,
                  log_file: Path | None = None) -> ServerAction:
     """`pg_ctl start -w`; `server_options` is pg_ctl's -o (read by the host's shell: quote accordingly)."""
@@ -378,7 +378,7 @@ def start_server(instance: DatabaseInstance, target: SshTarget, timeout: float =
     return ServerAction(target.name, directory, "start", True, "started", time.monotonic() - started)
 
 
-def _history_switch_point(instance: DatabaseInstance, target: SshTarget, timeline: int) -> Lsn | None:
+def _history_switch_point(instance: DatabaseNode, target: SshTarget, timeline: int) -> Lsn | None:
     """The LSN where `timeline` forked off its parent, from pg_wal/<timeline>.history."""
     if timeline <= 1:
         return None
@@ -387,7 +387,7 @@ def _history_switch_point(instance: DatabaseInstance, target: SshTarget, timelin
     return Lsn.parse(lines[-1][1]) if result.succeeded and lines and len(lines[-1]) >= 2 else None
 
 
-def promote(database: Database, site: str, targets: Targets, timeout: float = 60.0) -> Promotion:
+def promote(database: ReplicatedDatabase, site: str, targets: Targets, timeout: float = 60.0) -> Promotion:
     """Promote the standby at `site` (`pg_ctl promote -w`) and confirm it left recovery; no-op on a primary."""
     started = time.monotonic()
     instance = instance_of(database, site)

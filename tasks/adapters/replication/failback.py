@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from lifeline.configs.recovery import Database
 from lifeline.tasks.adapters.postgres.connection import ConnectionInfo, database_session
 from lifeline.tasks.adapters.replication import (
     CatchUp,
@@ -48,6 +47,7 @@ from lifeline.tasks.adapters.replication import (
     tool,
     wait_caught_up,
 )
+from lifeline.tasks.adapters.replication.database import ReplicatedDatabase
 from lifeline.tasks.adapters.replication.split import SplitReport, report_split
 from lifeline.tasks.adapters.ssh import SshCommandFailed, SshTarget
 from psycopg import sql
@@ -96,7 +96,7 @@ class SwitchBack:
     seconds: float
 
 
-def slot_for(database: Database, site: str) -> str:
+def slot_for(database: ReplicatedDatabase, site: str) -> str:
     """The plan's slot for its normal standby; `<site>_slot` for any other site."""
     if site != database.primary and database.replication_slot:
         return database.replication_slot
@@ -110,7 +110,7 @@ def _conninfo_value(value: object) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def replication_conninfo(database: Database, upstream_site: str, standby_site: str) -> str:
+def replication_conninfo(database: ReplicatedDatabase, upstream_site: str, standby_site: str) -> str:
     """primary_conninfo for `standby_site` streaming from `upstream_site`: a passfile, never a password."""
     upstream = ConnectionInfo.from_dsn(instance_of(database, upstream_site).dsn)
     standby = instance_of(database, standby_site)
@@ -162,7 +162,7 @@ def _restore_configuration(target: SshTarget, kept: Path, data_dir: Path) -> Non
         remote(target, ["cp", "-p", *(kept / name for name in names), f"{data_dir}/"])
 
 
-def _drop_inactive_slot(database: Database, site: str, slot: str) -> None:
+def _drop_inactive_slot(database: ReplicatedDatabase, site: str, slot: str) -> None:
     with database_session(observation_connection(instance_of(database, site)), f"drop slot {slot} at {site}") as session:
         row = session.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
         if row and row[0]:
@@ -171,7 +171,7 @@ def _drop_inactive_slot(database: Database, site: str, slot: str) -> None:
             session.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
 
 
-def _wait_streaming(database: Database, primary_site: str, standby_site: str, slot: str, timeout: float) -> bool:
+def _wait_streaming(database: ReplicatedDatabase, primary_site: str, standby_site: str, slot: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not streams_from(database, primary_site, standby_site, slot):
         if time.monotonic() > deadline:
@@ -181,7 +181,7 @@ def _wait_streaming(database: Database, primary_site: str, standby_site: str, sl
 
 
 def preserve_and_rebuild_standby(
-    database: Database, old_primary_site: str, new_primary_site: str, targets: Targets, *, slot: str | None = None,
+    database: ReplicatedDatabase, old_primary_site: str, new_primary_site: str, targets: Targets, *, slot: str | None = None,
     spare_port: int | None = None, catch_up_timeout: float = 60.0, basebackup_timeout: float = 600.0,
     start_timeout: float = 120.0,
 ) -> StandbyRebuild:
@@ -230,7 +230,7 @@ def preserve_and_rebuild_standby(
 
 # --- planned switchover -----------------------------------------------------------------------------
 
-def _apply_follow_settings(database: Database, site: str, upstream_site: str, slot: str) -> None:
+def _apply_follow_settings(database: ReplicatedDatabase, site: str, upstream_site: str, slot: str) -> None:
     """ALTER SYSTEM: ignored while `site` is a primary, used once it starts with standby.signal."""
     settings = {"primary_conninfo": replication_conninfo(database, upstream_site, site), "primary_slot_name": slot,
                 "recovery_target_timeline": "latest"}
@@ -241,14 +241,14 @@ def _apply_follow_settings(database: Database, site: str, upstream_site: str, sl
         session.execute("SELECT pg_reload_conf()")
 
 
-def _ensure_slot(database: Database, site: str, slot: str) -> None:
+def _ensure_slot(database: ReplicatedDatabase, site: str, slot: str) -> None:
     """A physical slot reserving WAL from now (allowed on a standby too; it survives promotion)."""
     with database_session(observation_connection(instance_of(database, site)), f"create slot {slot} at {site}") as session:
         session.execute("SELECT pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS "
                         "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)", (slot, slot))
 
 
-def _final_checkpoint(database: Database, site: str, targets: Targets) -> tuple[str, Lsn | None]:
+def _final_checkpoint(database: ReplicatedDatabase, site: str, targets: Targets) -> tuple[str, Lsn | None]:
     """The stopped instance's pg_controldata: its cluster state and latest checkpoint location."""
     instance = instance_of(database, site)
     output = remote(target_of(instance, targets), ["env", "LC_ALL=C", tool(instance, "pg_controldata"),
@@ -258,7 +258,7 @@ def _final_checkpoint(database: Database, site: str, targets: Targets) -> tuple[
                                                                                   "").strip())
 
 
-def _replayed_past(database: Database, site: str, lsn: Lsn, timeout: float) -> bool:
+def _replayed_past(database: ReplicatedDatabase, site: str, lsn: Lsn, timeout: float) -> bool:
     """Has `site` replayed the record that starts at `lsn` (its replay position is beyond it)?"""
     deadline = time.monotonic() + timeout
     while True:
@@ -270,7 +270,7 @@ def _replayed_past(database: Database, site: str, lsn: Lsn, timeout: float) -> b
         time.sleep(0.05)
 
 
-def _other_site(database: Database, site: str) -> str:
+def _other_site(database: ReplicatedDatabase, site: str) -> str:
     others = [name for name in database.instances if name != site]
     if len(others) != 1:
         raise ReplicationError(f"name the standby site: the database has {len(others)} instances besides {site}")
@@ -278,7 +278,7 @@ def _other_site(database: Database, site: str) -> str:
 
 
 def switch_back(
-    database: Database, targets: Targets, *, primary_site: str | None = None, standby_site: str | None = None,
+    database: ReplicatedDatabase, targets: Targets, *, primary_site: str | None = None, standby_site: str | None = None,
     follow_timeout: float = 5.0, final_wal_timeout: float = 10.0, catch_up_timeout: float = 60.0,
 ) -> SwitchBack:
     """Planned switchover: `primary_site` (default the plan's primary) becomes primary again, losing nothing,
@@ -331,7 +331,7 @@ def switch_back(
                       time.monotonic() - started)
 
 
-def _drop_stale_slot(database: Database, site: str, slot: str) -> None:
+def _drop_stale_slot(database: ReplicatedDatabase, site: str, slot: str) -> None:
     """The slot `site` kept for the other site while it was primary: on a standby it only holds WAL back."""
     with database_session(observation_connection(instance_of(database, site)), f"drop slot {slot} at {site}") as session:
         session.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "

@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from lifeline.configs.recovery import Database, DatabaseInstance
 from lifeline.tasks.adapters.postgres.connection import ConnectionInfo, connection_info, database_session
 from lifeline.tasks.adapters.replication import (
     ReplicationError,
@@ -40,6 +39,7 @@ from lifeline.tasks.adapters.replication import (
     stop_server,
     target_of,
 )
+from lifeline.tasks.adapters.replication.database import DatabaseNode, ReplicatedDatabase
 from lifeline.tasks.adapters.ssh import SshTarget
 
 SPARE_PORT_OFFSET = 1000
@@ -111,7 +111,7 @@ def report_file_for(moved_aside_dir: Path) -> Path:
 class _Throwaway:
     """psql, over SSH, against the throwaway instance on 127.0.0.1:<port> of the old primary's host."""
 
-    def __init__(self, instance: DatabaseInstance, target: SshTarget, port: int) -> None:
+    def __init__(self, instance: DatabaseNode, target: SshTarget, port: int) -> None:
         dsn = ConnectionInfo.from_dsn(instance.dsn, instance.passfile)
         self.target = target
         self.argv = [*libpq_tool(instance, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
@@ -231,7 +231,7 @@ def throwaway_options(port: int) -> str:
     return f"-p {port} " + " ".join(f"-c {name}={value}" for name, value in settings.items())
 
 
-def report_split(database: Database, site: str, moved_aside_dir: Path, new_primary_site: str, targets: Targets, *,
+def report_split(database: ReplicatedDatabase, site: str, moved_aside_dir: Path, new_primary_site: str, targets: Targets, *,
                  spare_port: int | None = None, start_timeout: float = 120.0) -> SplitReport:
     """Write (or, if already written, read back) the report of rows only the moved-aside old primary has."""
     instance = instance_of(database, site)
