@@ -12,7 +12,7 @@ import pytest
 from lifeline.configs.checks import Check, HttpCheck, SqlCheck, SshCheck, TcpCheck
 from lifeline.configs.loading import load_plan
 from lifeline.tasks.adapters import ssh
-from lifeline.tasks.adapters.probes import CheckRunner, redact_url, run_check, run_checks
+from lifeline.tasks.adapters.probes import CheckRunner, redact_url, run_check
 from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import probe, probes
 from pydantic import TypeAdapter, ValidationError
@@ -220,7 +220,7 @@ def test_ssh_refusals_are_results(hosts, tmp_path):
 
 
 @pytest.mark.lab
-def test_run_checks_runs_concurrently_and_keeps_order(ports, crm, hosts, silent_server):
+def test_a_round_runs_its_checks_concurrently_and_keeps_order(ports, crm, hosts, silent_server):
     documents = [
         {"type": "http", "url": f"http://127.0.0.1:{ports.service_main}/health"},
         *[{"type": "http", "url": f"http://127.0.0.1:{silent_server}/slow/{index}", "timeout_seconds": 0.5}
@@ -230,7 +230,8 @@ def test_run_checks_runs_concurrently_and_keeps_order(ports, crm, hosts, silent_
         {"type": "ssh", "host": "main", "command": ["true"]},
     ]
     started = time.monotonic()
-    results = run_checks(probes(CHECKS.validate_python(documents)), hosts)
+    with CheckRunner(hosts) as runner:
+        results = runner.run(probes(CHECKS.validate_python(documents)))
     elapsed = time.monotonic() - started
     assert elapsed < 1.5, f"8 checks of 0.5 s each took {elapsed:.2f} s: not concurrent"
     assert [result.healthy for result in results] == [True, *[False] * 8, True, True, True]
@@ -250,7 +251,8 @@ def test_a_runner_reuses_its_http_connections_between_rounds(ports):
 
 
 def test_no_checks_is_no_results():
-    assert run_checks([]) == []
+    with CheckRunner() as runner:
+        assert runner.run([]) == []
 
 
 def test_a_check_never_raises():

@@ -18,7 +18,6 @@ from lifeline.tasks.adapters.replication import (
     Lsn,
     ServerState,
     instance_state,
-    measure_lag,
     promote,
     replication_lag,
     server_status,
@@ -126,7 +125,7 @@ def test_observations_show_main_primary_and_dr_streaming_caught_up(lab, kept_lab
     assert caught_up.replay_lsn >= caught_up.target_lsn
     assert probe_rows(lab, "dr") == {1: "observed"}
     # The call generator writes at main all the time: zero lag shows between two of its writes.
-    lags = [measure_lag(database, "main", "dr") for _ in range(40)]
+    lags = [replication_lag(instance_state(database, "main"), instance_state(database, "dr")) for _ in range(40)]
     assert Lag(bytes=0, seconds=0.0) in lags and all(lag.known and lag.bytes < 1 << 20 for lag in lags)
     [standby] = streaming_standbys(database, "main")
     assert (standby.application_name, standby.slot_name, standby.state) == ("dr", "dr_slot", "streaming")

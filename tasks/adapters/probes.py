@@ -6,7 +6,7 @@ answer all come back as `healthy=False` with a one-line `detail`.
 Targets are shown without passwords or token-like query parameters.
 
 `CheckRunner` keeps one thread pool, one HTTP client (keep-alive connections) and the SSH pool
-across rounds, which is what repeated verification rounds want; `run_checks` is one round.
+across rounds, which is what repeated verification rounds want.
 """
 
 from __future__ import annotations
@@ -314,17 +314,3 @@ class CheckRunner:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
         self.close()
-
-
-def run_checks(
-    checks: Sequence[Probe],
-    hosts: Mapping[str, ssh.SshTarget] | None = None,
-    *,
-    max_workers: int = DEFAULT_MAX_WORKERS,
-    http_client: httpx.Client | None = None,
-) -> list[CheckResult]:
-    """One round: every check concurrently, one shared HTTP client; results in the order of checks."""
-    if not checks:
-        return []
-    with CheckRunner(hosts, max_workers=min(max_workers, len(checks)), http_client=http_client) as runner:
-        return runner.run(checks)

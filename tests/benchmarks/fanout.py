@@ -3,7 +3,7 @@
     uv run python -m tests.benchmarks.fanout [--lab-home DIR] [--rounds N]
 
 Against the lab (a running one with --lab-home, else one started and stopped here):
-- 100 HTTP checks of main's /health via run_checks, and via ThreadPoolExecutor + one httpx.Client;
+- 100 HTTP checks of main's /health via a new CheckRunner each round, and via ThreadPoolExecutor + one httpx.Client;
 - one SSH command on 50 connections (50 plan hosts, alternating the two sites' sshd) via tasks/ssh,
   and via a thread pool of plain paramiko clients (as usually written, and with TCP_NODELAY).
 Variants alternate within each round; the table shows medians. Goal: each Lifeline row <= 2x its baseline.
@@ -25,7 +25,7 @@ import paramiko
 from lifeline.configs.checks import Check
 from lifeline.configs.loading import load_plan
 from lifeline.tasks.adapters import ssh
-from lifeline.tasks.adapters.probes import CheckRunner, run_checks
+from lifeline.tasks.adapters.probes import CheckRunner
 from lifeline.tasks.adapters.ssh import pool as ssh_pool
 from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import probes
@@ -135,9 +135,13 @@ def run(home: Path, rounds: int) -> list[tuple[str, str, float, str, float]]:
         return bare_http(urls, client)
 
     rows = []
-    one_shot = measure({"lifeline": lambda: [r.healthy for r in run_checks(checks, max_workers=WORKERS)],
+    def one_round() -> list[bool]:
+        with CheckRunner(max_workers=WORKERS) as runner:
+            return [r.healthy for r in runner.run(checks)]
+
+    one_shot = measure({"lifeline": one_round,
                         "bare": bare_statuses}, rounds)
-    rows.append(("100 HTTP checks, one round (new pool + client)", "run_checks", statistics.median(one_shot["lifeline"]),
+    rows.append(("100 HTTP checks, one round (new pool + client)", "CheckRunner", statistics.median(one_shot["lifeline"]),
                  "ThreadPoolExecutor + httpx.Client", statistics.median(one_shot["bare"])))
     with CheckRunner(max_workers=WORKERS) as runner, \
             httpx.Client(limits=httpx.Limits(max_connections=WORKERS, max_keepalive_connections=WORKERS)) as client:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from lifeline.tasks.adapters import ssh
+from lifeline.tasks.adapters.deadline import wait_until
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.postgres.connection import ConnectionInfo, PostgresError, connection_info, database_session
 from lifeline.tasks.adapters.replication.database import DatabaseNode, ReplicatedDatabase
@@ -239,11 +240,6 @@ def replication_lag(primary: InstanceState, standby: InstanceState) -> Lag:
     return Lag(bytes=behind, seconds=0.0 if behind == 0 else standby.replay_age_seconds)
 
 
-def measure_lag(database: ReplicatedDatabase, primary_site: str, standby_site: str) -> Lag:
-    primary = instance_state(database, primary_site)
-    return replication_lag(primary, instance_state(database, standby_site))
-
-
 _STANDBYS_SQL = """
 SELECT r.application_name, host(r.client_addr), r.state, r.sent_lsn::text, r.replay_lsn::text, r.sync_state,
        s.slot_name,
@@ -288,27 +284,26 @@ def wait_caught_up(database: ReplicatedDatabase, primary_site: str, standby_site
     connection = observation_connection(instance_of(database, standby_site))
     replayed: Lsn | None = None
     last_problem = "no answer yet"
-    deadline = started + timeout
-    while time.monotonic() < deadline:
+
+    def caught_up() -> bool:
+        nonlocal replayed, last_problem
         try:
             with database_session(connection, f"follow {standby_site}'s replay") as session:
-                while time.monotonic() < deadline:
-                    text = session.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]  # type: ignore[index]
-                    replayed = Lsn.parse(text)
-                    if replayed is not None and replayed >= target:
-                        return CatchUp(target_lsn=target, replay_lsn=replayed, seconds=time.monotonic() - started)
-                    last_problem = f"replayed {replayed or 'nothing'}"
-                    time.sleep(poll_seconds)
+                text = session.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]  # type: ignore[index]
         except PostgresError as error:
             if error.user_error:
                 raise
             last_problem = str(error)
-            time.sleep(poll_seconds)
-    raise NotCaughtUp(f"{standby_site} did not replay up to {primary_site}'s {target} within {timeout:g} s "
-                      f"({last_problem})")
+            return False
+        replayed = Lsn.parse(text)
+        last_problem = f"replayed {replayed or 'nothing'}"
+        return replayed is not None and replayed >= target
 
+    if wait_until(caught_up, timeout=timeout, interval=poll_seconds):
+        return CatchUp(target_lsn=target, replay_lsn=replayed, seconds=time.monotonic() - started)
+    raise NotCaughtUp(f"{standby_site} did not replay up to {primary_site}'s {target} within "
+                      f"{time.monotonic() - started:.0f} s ({last_problem})")
 
-# --- server actions over SSH ------------------------------------------------------------------------
 
 def _whole(seconds: float) -> int:
     """pg_ctl -t takes whole seconds."""
@@ -387,6 +382,11 @@ def _history_switch_point(instance: DatabaseNode, target: SshTarget, timeline: i
     return Lsn.parse(lines[-1][1]) if result.succeeded and lines and len(lines[-1]) >= 2 else None
 
 
+def _primary_state(database: ReplicatedDatabase, site: str) -> InstanceState | None:
+    state = instance_state(database, site)
+    return state if state.in_recovery is False else None
+
+
 def promote(database: ReplicatedDatabase, site: str, targets: Targets, timeout: float = 60.0) -> Promotion:
     """Promote the standby at `site` (`pg_ctl promote -w`) and confirm it left recovery; no-op on a primary."""
     started = time.monotonic()
@@ -402,9 +402,8 @@ def promote(database: ReplicatedDatabase, site: str, targets: Targets, timeout: 
     if state.in_recovery:
         result = remote(target, [tool(instance, "pg_ctl"), "promote", "-D", instance.data_dir, "-w", "-t",
                                  _whole(timeout)], timeout + 10, check=False)
-        deadline = time.monotonic() + max(5.0, timeout / 4)
-        while (state := instance_state(database, site)).in_recovery is not False and time.monotonic() < deadline:
-            time.sleep(0.05)
+        left_recovery = wait_until(lambda: _primary_state(database, site), timeout=max(5.0, timeout / 4), interval=0.05)
+        state = left_recovery or instance_state(database, site)
         if state.in_recovery is not False:
             raise ServerControlFailed(f"{site} is still in recovery after pg_ctl promote: "
                                       f"{_output_tail(result) or state.detail}")

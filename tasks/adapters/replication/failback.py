@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from lifeline.tasks.adapters.deadline import wait_until
 from lifeline.tasks.adapters.postgres.connection import ConnectionInfo, database_session
 from lifeline.tasks.adapters.replication import (
     CatchUp,
@@ -172,12 +173,7 @@ def _drop_inactive_slot(database: ReplicatedDatabase, site: str, slot: str) -> N
 
 
 def _wait_streaming(database: ReplicatedDatabase, primary_site: str, standby_site: str, slot: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not streams_from(database, primary_site, standby_site, slot):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    return wait_until(lambda: streams_from(database, primary_site, standby_site, slot), timeout=timeout, interval=0.1)
 
 
 def preserve_and_rebuild_standby(
@@ -260,14 +256,11 @@ def _final_checkpoint(database: ReplicatedDatabase, site: str, targets: Targets)
 
 def _replayed_past(database: ReplicatedDatabase, site: str, lsn: Lsn, timeout: float) -> bool:
     """Has `site` replayed the record that starts at `lsn` (its replay position is beyond it)?"""
-    deadline = time.monotonic() + timeout
-    while True:
+    def replayed() -> bool:
         state = instance_state(database, site)
-        if state.in_recovery and state.current_lsn is not None and state.current_lsn > lsn:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
+        return bool(state.in_recovery and state.current_lsn is not None and state.current_lsn > lsn)
+
+    return wait_until(replayed, timeout=timeout, interval=0.05)
 
 
 def _other_site(database: ReplicatedDatabase, site: str) -> str:
