@@ -6,12 +6,12 @@ healthy (the run ends at the Nth); N and the probe interval come from the plan.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from datetime import datetime
 
 from lifeline.configs.plan import Plan
 from lifeline.configs.recovery import Service
+from lifeline.tasks.adapters.deadline import wait_until
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.probes import CheckResult, CheckRunner
 from lifeline.tasks.adapters.ssh import SshTarget
@@ -96,27 +96,26 @@ def wait_until_recovered(plan: Plan, site: str) -> Recovered:
     if not services:
         raise NotRecovered(f"site {site} has no critical service to verify: add services to the plan")
     runner = CheckRunner(topology.ssh_targets(plan.hosts))
-    deadline = time.monotonic() + settings.timeout_seconds
+    rounds: list[VerificationRound] = []
     streak: list[VerificationRound] = []
-    rounds = 0
+
+    def healthy_streak() -> bool:
+        nonlocal streak
+        rounds.append(current := check_round(runner, services, site))
+        streak = [*streak, current] if current.critical_healthy else []
+        return len(streak) >= settings.rounds
+
     try:
-        while True:
-            started = time.monotonic()
-            current = check_round(runner, services, site)
-            rounds += 1
-            streak = [*streak, current] if current.critical_healthy else []
-            if len(streak) >= settings.rounds:
-                return Recovered(
-                    site=site,
-                    recovered_at=streak[0].at,
-                    rounds=rounds,
-                    last_round=current,
-                    detail={"site": site, "rounds": rounds, "healthy_in_a_row": len(streak),
-                            "recovered_at": streak[0].at.isoformat()},
-                )
-            if time.monotonic() > deadline:
-                unhealthy = "; ".join(current.detail["unhealthy"]) or "not enough healthy rounds"
-                raise NotRecovered(f"site {site} not recovered within {settings.timeout_seconds:g} s: {unhealthy}")
-            time.sleep(max(0.0, settings.interval_seconds - (time.monotonic() - started)))
+        if not wait_until(healthy_streak, timeout=settings.timeout_seconds, interval=settings.interval_seconds):
+            unhealthy = "; ".join(rounds[-1].detail["unhealthy"]) or "not enough healthy rounds"
+            raise NotRecovered(f"site {site} not recovered within {settings.timeout_seconds:g} s: {unhealthy}")
+        return Recovered(
+            site=site,
+            recovered_at=streak[0].at,
+            rounds=len(rounds),
+            last_round=rounds[-1],
+            detail={"site": site, "rounds": len(rounds), "healthy_in_a_row": len(streak),
+                    "recovered_at": streak[0].at.isoformat()},
+        )
     finally:
         runner.close()
