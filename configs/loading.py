@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import get_args
 
 import yaml
 from lifeline.configs.plan import Plan
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,15 @@ def load_plan(path: Path) -> LoadedPlan:
         raise PlanInvalid(path, [Problem(where, f"not valid YAML: {getattr(error, 'problem', error)}")]) from None
     if not isinstance(document, dict):
         raise PlanInvalid(path, [Problem("", "the plan must be a YAML mapping")])
+    context = {"base_dir": path.parent}
     try:
-        plan = Plan.model_validate(document, context={"base_dir": path.parent})
+        plan = Plan.model_validate(document, context=context)
     except ValidationError as error:
-        raise PlanInvalid(path, [_problem_from(detail) for detail in error.errors()]) from None
-    problems = consistency_problems(plan)
+        # Every problem in one pass: the references among what did validate are checked too.
+        problems = [_problem_from(detail) for detail in error.errors()]
+        problems += consistency_problems(_what_validates(document, context), Names.defined_in(document))
+        raise PlanInvalid(path, problems) from None
+    problems = consistency_problems(plan, Names.defined_in(document)) + network_namespace_problems(plan)
     if problems:
         raise PlanInvalid(path, problems)
     return LoadedPlan(plan=plan, path=path, sha256=hashlib.sha256(raw).hexdigest())
@@ -68,7 +73,89 @@ def _problem_from(detail: dict) -> Problem:
     return Problem(field, message)
 
 
-def consistency_problems(plan: Plan) -> list[Problem]:
+NAMED_NETWORK_NAMESPACES = Path("/run/netns")
+"""Where `ip netns add` puts the namespaces it names."""
+
+
+def network_namespace_problems(plan: Plan) -> list[Problem]:
+    """Outside the plan's namespace every address leads elsewhere: say so instead of failing on them."""
+    wanted = plan.network_namespace
+    if wanted is None:
+        return []
+    advice = f"run Lifeline inside it: ip netns exec {wanted} lifeline ..."
+    try:
+        named = (NAMED_NETWORK_NAMESPACES / wanted).stat()
+    except OSError:
+        return [Problem("network_namespace", f"there is no network namespace {wanted!r} here (is the lab up?); {advice}")]
+    current = Path("/proc/self/ns/net").stat()
+    if (named.st_dev, named.st_ino) != (current.st_dev, current.st_ino):
+        return [Problem("network_namespace", f"Lifeline runs outside network namespace {wanted!r}: {advice}")]
+    return []
+
+
+NAMED_SECTIONS = ("repositories", "datasets", "sites", "hosts", "services", "databases", "fencing", "scenarios")
+WHOLE_SECTIONS = ("dns", "recovery")
+
+
+def _what_validates(document: dict, context: dict) -> Plan:
+    """The plan made of the entries (and the dns and recovery sections) that validate on their own."""
+
+    def validated(adapter: TypeAdapter, value: object) -> object | None:
+        try:
+            return adapter.validate_python(value, context=context)
+        except ValidationError:
+            return None
+
+    sections: dict[str, object] = {}
+    for key in NAMED_SECTIONS:
+        entry = TypeAdapter(get_args(Plan.model_fields[key].annotation)[1])
+        raw = document.get(key)
+        entries = {str(name): validated(entry, value) for name, value in raw.items()} if isinstance(raw, dict) else {}
+        sections[key] = {name: value for name, value in entries.items() if value is not None}
+    for key in WHOLE_SECTIONS:
+        section = validated(TypeAdapter(Plan.model_fields[key].annotation), document[key]) if key in document else None
+        if section is not None:
+            sections[key] = section
+    return Plan.model_construct(**sections)
+
+
+@dataclass(frozen=True)
+class Names:
+    """The names each section defines, also those of entries with wrong types: a reference to one does not dangle."""
+
+    repositories: frozenset[str]
+    datasets: frozenset[str]
+    sites: frozenset[str]
+    hosts: frozenset[str]
+    databases: frozenset[str]
+
+    @classmethod
+    def defined_in(cls, document: dict) -> Names:
+        def keys(section: str) -> frozenset[str]:
+            raw = document.get(section)
+            return frozenset(map(str, raw)) if isinstance(raw, dict) else frozenset()
+
+        return cls(**{field.name: keys(field.name) for field in fields(cls)})
+
+    def dangling(self, where: str, name: str | None, section: str) -> list[Problem]:
+        if name is None or name in getattr(self, section):
+            return []
+        kind = {"repositories": "repository"}.get(section, section.removesuffix("s"))
+        return [Problem(where, f"no {kind} named {name!r}")]
+
+
+STEP_REFERENCES = {
+    "ssh": {"host": "hosts"},
+    "postgres_promote": {"database": "databases", "site": "sites"},
+    "dns_switch": {"to": "sites"},
+    "fence": {"site": "sites"},
+    "restore": {"dataset": "datasets"},
+    "verify": {"site": "sites"},
+}
+"""Runbook step type → its fields that name something, and the section that defines it."""
+
+
+def consistency_problems(plan: Plan, names: Names) -> list[Problem]:
     """What the types alone cannot say: references, sources, files that must exist."""
     problems: list[Problem] = []
     for name, repository in plan.repositories.items():
@@ -78,10 +165,9 @@ def consistency_problems(plan: Plan) -> list[Problem]:
                 problems.append(Problem(f"repositories.{name}.{key}", f"file not found: {file}"))
     for name, dataset in plan.datasets.items():
         where = f"datasets.{name}"
-        if dataset.repository not in plan.repositories:
-            problems.append(Problem(f"{where}.repository", f"no repository named {dataset.repository!r}"))
+        problems += names.dangling(f"{where}.repository", dataset.repository, "repositories")
         for target in dataset.copy_to:
-            if target not in plan.repositories:
+            if target not in names.repositories:
                 problems.append(Problem(f"{where}.copy_to", f"no repository named {target!r}"))
             elif target == dataset.repository:
                 problems.append(Problem(f"{where}.copy_to", "a dataset cannot be copied to its own repository"))
@@ -95,10 +181,43 @@ def consistency_problems(plan: Plan) -> list[Problem]:
         if dataset.exclude and not dataset.paths:
             problems.append(Problem(f"{where}.exclude", "only applies to paths"))
     for name, host in plan.hosts.items():
-        if host.site is not None and host.site not in plan.sites:
-            problems.append(Problem(f"hosts.{name}.site", f"no site named {host.site!r}"))
-    if plan.dns is not None:
+        problems += names.dangling(f"hosts.{name}.site", host.site, "sites")
+    if plan.dns is not None and names.sites:
         for site in plan.dns.values:
-            if plan.sites and site not in plan.sites:
-                problems.append(Problem(f"dns.values.{site}", f"no site named {site!r}"))
+            problems += names.dangling(f"dns.values.{site}", site, "sites")
+    return problems + recovery_reference_problems(plan, names)
+
+
+def recovery_reference_problems(plan: Plan, names: Names) -> list[Problem]:
+    """Services, databases, fencing, runbook steps and scenarios name sites, hosts, databases and datasets."""
+    problems: list[Problem] = []
+    for name, service in plan.services.items():
+        problems += names.dangling(f"services.{name}.site", service.site, "sites")
+        for index, check in enumerate(service.checks):
+            if check.type == "ssh":
+                problems += names.dangling(f"services.{name}.checks.{index}.host", check.host, "hosts")
+    for name, database in plan.databases.items():
+        if database.primary not in database.instances:
+            problems.append(Problem(f"databases.{name}.primary", f"no instance at site {database.primary!r}"))
+        for site, instance in database.instances.items():
+            problems += names.dangling(f"databases.{name}.instances.{site}", site, "sites")
+            problems += names.dangling(f"databases.{name}.instances.{site}.host", instance.host, "hosts")
+    for site in plan.fencing:
+        problems += names.dangling(f"fencing.{site}", site, "sites")
+    for phase in ("failover", "failback"):
+        for group_index, group in enumerate(getattr(plan.recovery, phase)):
+            for step_index, step in enumerate(group.steps):
+                for key, section in STEP_REFERENCES.get(step.type, {}).items():
+                    where = f"recovery.{phase}.{group_index}.steps.{step_index}.{key}"
+                    problems += names.dangling(where, getattr(step, key), section)
+    for name, scenario in plan.scenarios.items():
+        where = f"scenarios.{name}"
+        problems += names.dangling(f"{where}.fault.probe_site", scenario.fault.probe_site, "sites")
+        if scenario.recovery.restore is not None:
+            problems += names.dangling(f"{where}.recovery.restore.dataset", scenario.recovery.restore.dataset, "datasets")
+        if scenario.recovery.leak is not None:
+            problems += names.dangling(f"{where}.recovery.leak.host", scenario.recovery.leak.host, "hosts")
+            problems += names.dangling(f"{where}.recovery.leak.dataset", scenario.recovery.leak.dataset, "datasets")
+        problems += names.dangling(f"{where}.sentinel.database", scenario.sentinel.database, "databases")
+        problems += names.dangling(f"{where}.sentinel.dataset", scenario.sentinel.dataset, "datasets")
     return problems

@@ -14,6 +14,7 @@ export PATH="$HOME/.local/bin:$PATH"
 if [[ $(id -u) -eq 0 && -z ${LIFELINE_HOME:-} ]]; then
   export LIFELINE_HOME=/var/lib/lifeline-demo   # the lab user must reach it; /root is private
 fi
+export LIFELINE_HOME=${LIFELINE_HOME:-$HOME/.lifeline}
 lifeline() { uv run --frozen lifeline "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
@@ -54,3 +55,9 @@ fi
 
 step "Run records"
 lifeline runs --last 10
+
+step "The lab is still running"
+lifeline lab status >&2 || true
+printf 'The lab keeps running in %s/lab (plan %s); `make test` leaves it alone.\n' "$LIFELINE_HOME" "$plan" >&2
+printf 'Stop it with:  LIFELINE_HOME=%q uv run --frozen lifeline lab down   (--purge also deletes its data)\n' \
+  "$LIFELINE_HOME" >&2

@@ -1,4 +1,4 @@
-"""The lab (DESIGN.md section 5): real sshd, PostgreSQL, moto, SMTP, services and call generator."""
+"""The lab: real sshd, PostgreSQL, moto, SMTP, services and call generator."""
 
 from __future__ import annotations
 
@@ -329,6 +329,12 @@ def test_cli_prints_only_results_on_stdout(lab: Lab) -> None:
     assert missing.returncode == 2 and len(missing.stderr.splitlines()) == 1
 
 
+def listening_sockets() -> set[str]:
+    """Local address:port of every TCP socket listening in this (the root) network namespace."""
+    listed = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[3] for line in listed.splitlines() if line.strip()}
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="--netns needs root")
 def test_netns_lab_reaches_sites_from_ops_and_cuts_links() -> None:
     from lifeline.infra.lab import netns
@@ -336,12 +342,23 @@ def test_netns_lab_reaches_sites_from_ops_and_cuts_links() -> None:
     if netns.OWNER_FILE.exists() or any(netns.namespace_exists(name) for name in netns.NAMESPACES):
         pytest.skip("the namespaces main/dr/ops are in use (another --netns lab runs on this machine)")
     home = new_lab_home("lifeline-lab-netns-")
+    already_listening = listening_sockets()  # a demo's lab may hold the default ports the netns lab uses inside
     try:
         up(home, netns=True, **QUIET)
         assert wait_until(lambda: status(home).normal, 20, 0.3), status(home).not_normal_because
         context = open_lab(home)
-        listening_outside = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True).stdout
-        assert "10.77." not in listening_outside and f":{context.state.ports.moto} " not in listening_outside
+        opened_outside = listening_sockets() - already_listening
+        assert not [address for address in opened_outside if address.startswith("10.77.")], opened_outside
+        lab_ports = {str(port) for port in context.state.ports.model_dump().values()}
+        assert not [address for address in opened_outside if address.rsplit(":", 1)[1] in lab_ports], opened_outside
+
+        validate = [sys.executable, "-m", "lifeline.flows.cli", "validate", "--plan", str(context.paths.plan_file)]
+        outside = subprocess.run(validate, capture_output=True, text=True, timeout=60, env={**os.environ, "LIFELINE_HOME": str(home)})
+        assert outside.returncode == 2 and len(outside.stderr.splitlines()) == 1, outside.stderr
+        assert "ip netns exec ops" in outside.stderr
+        inside = subprocess.run(["ip", "netns", "exec", "ops", *validate], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "LIFELINE_HOME": str(home)})
+        assert inside.returncode == 0, inside.stderr
 
         def ssh_main_from_ops() -> str:
             client = paramiko.SSHClient()

@@ -49,7 +49,10 @@ def test_every_problem_is_reported_with_its_field_path(plan_dir):
     found = problems(plan_dir, document)
     assert any(p.startswith("datasets.recordings.retension: unknown key") for p in found)
     assert any(p.startswith("targets.rto_minutes:") for p in found)
-    # References and files are checked once the types are right:
+    # References and files are checked in the same pass, among the entries whose types are right:
+    assert "datasets.crm.repository: no repository named 'nowhere'" in found
+    assert any(p.startswith("repositories.local.password_file: file not found") for p in found)
+    # and once the types are right, every reference is:
     document["datasets"]["recordings"].pop("retension")
     document["targets"] = {"rto_minutes": 10}
     found = problems(plan_dir, document)
@@ -100,6 +103,90 @@ def test_validate_command_prints_each_problem_and_exits_2(plan_dir):
     assert ok.returncode == 0 and "valid" in ok.stdout
 
 
+def test_a_wrong_type_and_a_dangling_reference_come_out_in_one_run(plan_dir):
+    document = valid_document()
+    document["targets"] = {"rto_minutes": "soon"}
+    document["datasets"]["recordings"]["repository"] = "nowhere"
+    result = run_cli("validate", "--plan", str(write_plan(plan_dir, document)))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = [line.split(": ", 1)[1] for line in result.stderr.strip().splitlines()]
+    assert len(lines) == 2
+    assert lines[0].startswith("targets.rto_minutes: ")
+    assert lines[1] == "datasets.recordings.repository: no repository named 'nowhere'"
+
+
+def test_a_reference_to_an_entry_with_a_wrong_type_does_not_dangle(plan_dir):
+    document = valid_document()
+    document["repositories"]["local"]["init"] = "sometimes"
+    assert problems(plan_dir, document) == ["repositories.local.init: Input should be a valid boolean, unable to interpret input"]
+
+
+def test_runbook_steps_and_scenarios_name_what_the_plan_defines(plan_dir):
+    document = valid_document()
+    document["sites"] = {"main": {}, "dr": {}}
+    document["recovery"] = {"failover": [{"name": "switch", "steps": [
+        {"type": "postgres_promote", "database": "crm", "site": "dr"},
+        {"type": "ssh", "host": "app-dr", "command": ["true"]},
+        {"type": "restore", "dataset": "recordings", "target": "/srv/recordings"},
+        {"type": "dns_switch", "to": "moon"},
+    ]}]}
+    document["scenarios"] = {"crash": {
+        "description": "main goes down", "fault": {"instructions": "pull the plug", "probe_site": "main"},
+        "recovery": {"restore": {"dataset": "voicemail"}}, "sentinel": {"database": "crm"},
+    }}
+    steps = "recovery.failover.0.steps"
+    assert problems(plan_dir, document) == [
+        f"{steps}.0.database: no database named 'crm'",
+        f"{steps}.1.host: no host named 'app-dr'",
+        f"{steps}.3.to: no site named 'moon'",
+        "scenarios.crash.recovery.restore.dataset: no dataset named 'voicemail'",
+        "scenarios.crash.sentinel.database: no database named 'crm'",
+    ]
+
+
+@pytest.mark.parametrize("expression", ["99 99 99 99 99", "0 2 * *", "every night"])
+def test_a_schedule_prefect_cannot_parse_is_refused_naming_its_field(plan_dir, expression):
+    document = valid_document()
+    document["schedules"] = {"backup": expression, "drill": "30 3 * * mon"}
+    assert problems(plan_dir, document) == [f"schedules.backup: not a cron expression: {expression!r}"]
+
+
+def test_validate_refuses_a_bad_schedule_in_one_line(plan_dir):
+    document = valid_document()
+    document["schedules"] = {"verify": "99 99 99 99 99"}
+    result = run_cli("validate", "--plan", str(write_plan(plan_dir, document)))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"{plan_dir / 'plan.yaml'}: schedules.verify: not a cron expression: '99 99 99 99 99'"]
+
+
 def test_no_plan_at_all_is_bad_input():
     result = run_cli("backup")
     assert result.returncode == 2 and "LIFELINE_PLAN" in result.stderr
+
+
+def test_a_plan_for_a_network_namespace_runs_only_inside_it(plan_dir, tmp_path, monkeypatch):
+    from lifeline.configs import loading
+
+    namespaces = tmp_path / "netns"
+    namespaces.mkdir()
+    monkeypatch.setattr(loading, "NAMED_NETWORK_NAMESPACES", namespaces)
+    document = {**valid_document(), "network_namespace": "ops"}
+    assert problems(plan_dir, document) == [
+        "network_namespace: there is no network namespace 'ops' here (is the lab up?); "
+        "run Lifeline inside it: ip netns exec ops lifeline ..."
+    ]
+    (namespaces / "ops").write_text("")  # some other namespace than this process's
+    assert problems(plan_dir, document) == [
+        "network_namespace: Lifeline runs outside network namespace 'ops': run Lifeline inside it: ip netns exec ops lifeline ..."
+    ]
+    (namespaces / "ops").unlink()
+    (namespaces / "ops").symlink_to("/proc/self/ns/net")  # what `ip netns exec ops` makes of this process
+    assert load_plan(write_plan(plan_dir, document)).plan.network_namespace == "ops"
+
+
+def test_lifeline_outside_the_plans_network_namespace_says_where_to_run_it(plan_dir):
+    document = {**valid_document(), "network_namespace": "lifeline-test-elsewhere"}
+    result = run_cli("validate", "--plan", str(write_plan(plan_dir, document)))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.endswith("ip netns exec lifeline-test-elsewhere lifeline ...")

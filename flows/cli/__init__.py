@@ -10,13 +10,14 @@ import json
 import os
 import sys
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 from lifeline.configs.loading import LoadedPlan, PlanInvalid, load_plan
 from lifeline.configs.settings import load_settings
+from lifeline.tasks.run.record import RunKind
 
 app = typer.Typer(
     name="lifeline",
@@ -63,7 +64,10 @@ def parse_time(text: str | None, option: str) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         fail(f"{option}: not an ISO 8601 time: {text!r}")
-    return moment if moment.tzinfo else moment.astimezone()
+    moment = moment if moment.tzinfo else moment.astimezone()
+    if moment > datetime.now(UTC):
+        fail(f"{option}: {text} is in the future")
+    return moment
 
 
 @app.command()
@@ -159,8 +163,8 @@ def snapshots(
 @app.command()
 def runs(
     plan: PlanOption = None,
-    kind: Annotated[str | None, typer.Option(help="backup, restore, failover, failback, verify or drill.")] = None,
-    last: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    kind: Annotated[RunKind | None, typer.Option(help="Only runs of this kind.")] = None,
+    last: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
     """List run records from the ledger."""
@@ -180,7 +184,7 @@ def runs(
 def preflight(plan: PlanOption = None, as_json: JsonOption = False) -> None:
     """Readiness before anything is touched: READY or NOT READY with every reason."""
     loaded = loaded_plan(plan)
-    from lifeline.flows.failover import normal_primary_site, other_site
+    from lifeline.tasks.run.topology import normal_primary_site, other_site
     from lifeline.tasks.steps.preflight import assess_readiness
 
     target = other_site(loaded.plan, normal_primary_site(loaded.plan))
@@ -335,6 +339,8 @@ def serve(
         help="How often the runner looks for new runs (default LIFELINE_SERVE_QUERY_SECONDS, 0.25).")] = None,
 ) -> None:
     """Serve Lifeline's deployments to the Prefect server in PREFECT_API_URL (blocks)."""
+    if query_seconds is not None and query_seconds <= 0:
+        fail(f"--query-seconds: must be more than 0, not {query_seconds}")
     loaded = loaded_plan(plan)
     from prefect.settings import PREFECT_API_URL
 
@@ -408,7 +414,17 @@ def main() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # Without a server, Prefect starts a temporary one and gives it 20 s; a busy 2-core machine has needed 60.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as error:  # bad usage: one line naming the option, not a usage box
+        message = (error.format_message() if hasattr(error, "format_message") else str(error)).replace("Value error, ", "")
+        no_command = type(error).__name__ == "NoArgsIsHelpError"  # its message is the help
+        typer.echo(message if no_command else f"lifeline: {message}", err=True)
+        sys.exit(getattr(error, "exit_code", EXIT_BAD_INPUT))
+    except typer.Abort:
+        typer.echo("lifeline: aborted", err=True)
+        sys.exit(EXIT_FAILED)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The lab: a two-site call centre on one machine (DESIGN.md section 5).
+"""The lab: a two-site call centre on one machine.
 
 Python API (each takes ``home``; default ``$LIFELINE_HOME`` or ``~/.lifeline``; state in home/lab)::
 

@@ -16,7 +16,7 @@ import typer
 
 from .processes import LabError, LabUsageError
 
-lab_app = typer.Typer(help="The two-site call-centre lab (DESIGN.md section 5).", no_args_is_help=True,
+lab_app = typer.Typer(help="The two-site call-centre lab.", no_args_is_help=True,
                       add_completion=False)
 Result = TypeVar("Result")
 HOME_KEY = "lifeline.infra.lab.home"

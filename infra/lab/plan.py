@@ -74,6 +74,7 @@ def lab_plan_values(context: LabContext) -> dict[str, Any]:
         "call_log": {"dsn": postgres.dsn(context, "calllog", postgres.CALL_LOG_DATABASE),
                      "passfile": str(paths.postgres_passfile)},
         "incident_record": str(paths.faults_file),
+        **({"network_namespace": "ops"} if context.netns else {}),  # where Lifeline reaches the sites from
         "sites": {
             "main": {"description": "Primary site (lab)"},
             "dr": {"description": "Disaster-recovery site (lab)"},

@@ -1,5 +1,5 @@
 """``lab status``: each component, the databases' roles, replication, DNS, services, and whether
-the lab is in its normal state (DESIGN.md section 5):
+the lab is in its normal state:
 
 main is primary, dr streams from it with less than 1 s of lag (measured in LSNs: dr replays,
 within 1 s, everything main had written when we asked), the DNS record names main, every

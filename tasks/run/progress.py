@@ -18,7 +18,6 @@ class ProgressListener(Protocol):
 
 _listeners: list[ProgressListener] = []
 _lock = threading.Lock()
-_logged: dict[str, int] = {}
 
 
 def listen(listener: ProgressListener) -> Callable[[], None]:
@@ -28,16 +27,23 @@ def listen(listener: ProgressListener) -> Callable[[], None]:
 
 
 def reporter(label: str, logger: logging.Logger | logging.LoggerAdapter | None = None) -> Callable[[float, int], None]:
-    """A callback for one long operation: `report(fraction_done, bytes_done)`."""
+    """A callback for one long operation: `report(fraction_done, bytes_done)`.
+
+    Each call starts a new operation: the tenths already logged belong to it alone, so the
+    next backup of the same dataset in a long-lived process logs its own progress.
+    """
+    logged_tenth = -1
+    operation_lock = threading.Lock()
 
     def report(fraction: float, bytes_done: int) -> None:
         fraction = min(max(fraction, 0.0), 1.0)
         for listener in list(_listeners):
             listener(label, fraction, bytes_done)
+        nonlocal logged_tenth
         tenth = int(fraction * 10)
-        with _lock:
-            if logger is not None and tenth > _logged.get(label, -1):
-                _logged[label] = tenth
+        with operation_lock:
+            if logger is not None and tenth > logged_tenth:
+                logged_tenth = tenth
                 logger.info("%s: %d%% (%.1f MiB)", label, tenth * 10, bytes_done / 2**20)
 
     return report
