@@ -18,7 +18,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -178,6 +178,39 @@ def test_not_ready_preflight_refuses_without_force_and_force_proceeds_recording_
     assert lab.status().dns.points_at == "dr"
 
     back_to_main_with_one_primary_at_a_time(lab, monitor)
+
+
+def test_a_silent_site_whose_database_still_takes_writes_after_self_fencing_is_refused_naming_it(
+    normal_lab: Lab, monitor: WriteMonitor, tmp_path: Path
+) -> None:
+    lab = normal_lab
+
+    def self_fencing_only(document: dict) -> None:
+        document["fencing"]["main"] = {"self_fence_seconds": 30}  # no fence command
+
+    plan = str(plan_copy(lab, tmp_path, self_fencing_only))
+    fault("main-ssh-down", lab.home)  # main cannot be reached to stop its database, which still takes writes
+    incident_at = datetime.now(UTC) - timedelta(seconds=40)  # its 30 s of self-fencing are over already
+
+    refused = run_cli("failover", "--yes", "--plan", plan, "--incident-at", incident_at.isoformat(), "--json")
+
+    assert refused.returncode == 1, refused.stderr
+    message = one_line_error(refused.stderr)
+    assert "refusing to promote" in message and "database crm" in message and "site main" in message
+    assert "still accepts writes" in message
+    assert "stop it" in message and "fencing.main.command" in message and "--force" in message
+    record = ledger().run(json.loads(refused.stdout)["id"])
+    assert record.status == "failed" and "database crm" in record.error and "refusing to promote" in record.error
+    fence = step_named(record, "fence main")
+    assert fence.status == "failed" and "database crm" in fence.detail["error"]
+    assert (fence.ended_at - fence.started_at).total_seconds() < 30  # no second wait counted from the step's start
+    assert not any(step.name.startswith(("promote", "switch")) for step in record.steps)
+    assert "fenced" not in record.milestones
+    assert_nothing_changed(lab)
+
+    lab.restore_normal()
+    monitor.finish()
+    monitor.assert_one_primary_at_a_time(["main"])
 
 
 # --- failovers --------------------------------------------------------------------------------------

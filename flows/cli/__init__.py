@@ -206,7 +206,8 @@ YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Approve without as
 
 
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print every step with its resolved command; change nothing.")]
-ForceOption = Annotated[bool, typer.Option(help="Go on even when preflight says NOT READY (recorded).")]
+ForceOption = Annotated[bool, typer.Option(
+    help="Go on even when preflight says NOT READY, or a silent site cannot be proven fenced (recorded).")]
 
 
 @app.command()

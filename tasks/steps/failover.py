@@ -7,16 +7,23 @@ failover killed at any point and started again converges.
 from __future__ import annotations
 
 import time
+from dataclasses import replace as replaced_copy
 from datetime import datetime
 
 import httpx
 from lifeline.configs.plan import Plan
-from lifeline.configs.recovery import HttpStep, SshStep
+from lifeline.configs.recovery import DatabaseInstance, HttpStep, SshStep
 from lifeline.tasks.adapters import replication, ssh
 from lifeline.tasks.adapters.aws import AwsSession
 from lifeline.tasks.adapters.commands import run_command
 from lifeline.tasks.adapters.environment_file import read_environment_file
 from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.adapters.postgres.connection import (
+    ConnectionFailed,
+    PostgresError,
+    connection_info,
+    database_session,
+)
 from lifeline.tasks.adapters.replication import failback as replication_failback
 from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import database_node, replicated_database
@@ -69,9 +76,70 @@ def _databases_down(plan: Plan, site: str) -> list[str]:
     ]
 
 
+# A self-fenced database is seen to take no writes when its connection fails or it answers read-only.
+SELF_FENCE_CHECK_CONNECT_TIMEOUT_SECONDS = 3
+_READ_ONLY_SQL = "SELECT current_setting('transaction_read_only') = 'on', pg_is_in_recovery()"
+
+
+def self_fence_remaining(self_fence_seconds: float, incident_at: datetime | None, now: datetime) -> float:
+    """Seconds still to wait: the site fences itself `self_fence_seconds` after the incident, not after we ask."""
+    elapsed = (now - incident_at).total_seconds() if incident_at is not None else 0.0
+    return max(self_fence_seconds - elapsed, 0.0)
+
+
+def _write_risk(name: str, site: str, instance: DatabaseInstance) -> str | None:
+    """Why database `name` at `site` may still take writes; None when its connection fails or it is read-only."""
+    described = f"database {name} (instance at site {site}, host {instance.host})"
+    try:
+        connection = replaced_copy(connection_info(instance.dsn, instance.passfile),
+                                   connect_timeout_seconds=SELF_FENCE_CHECK_CONNECT_TIMEOUT_SECONDS,
+                                   statement_timeout=f"{SELF_FENCE_CHECK_CONNECT_TIMEOUT_SECONDS}s")
+        with database_session(connection, "connect to") as session:
+            read_only, in_recovery = session.execute(_READ_ONLY_SQL).fetchone()  # type: ignore[misc]
+    except ConnectionFailed:
+        return None
+    except PostgresError as error:  # e.g. login refused: it may well be up, so this proves nothing
+        return f"{described} cannot be checked ({error})"
+    if read_only or in_recovery:
+        return None
+    return f"{described} still accepts writes at {connection.address}"
+
+
+def writable_databases(plan: Plan, site: str) -> list[str]:
+    """The databases of `site` not seen to take no writes, each with why."""
+    risks = (_write_risk(name, site, database.instances[site])
+             for name, database in plan.databases.items() if site in database.instances)
+    return [risk for risk in risks if risk is not None]
+
+
+def _self_fenced(plan: Plan, site: str, self_fence_seconds: float, incident_at: datetime | None,
+                 force: bool) -> StepOutcome:
+    logger = get_run_logger()
+    remaining = self_fence_remaining(self_fence_seconds, incident_at, utc_now())
+    if remaining > 0:
+        logger.info("site %s does not answer: waiting %.0f s for it to fence itself", site, remaining)
+        time.sleep(remaining)
+    detail: dict = {"site": site, "method": "self_fencing", "waited_seconds": round(remaining, 3)}
+    unproven = writable_databases(plan, site)
+    if unproven and not force:
+        raise FenceFailed(
+            f"refusing to promote: site {site} does not answer over SSH and has no fence command, and "
+            f"{self_fence_seconds:g} s after the incident {'; '.join(unproven)}: stop it, give the site a fence "
+            f"command in fencing.{site}.command, or rerun with --force"
+        )
+    if unproven:
+        logger.warning("forced past unproven self-fencing of %s: %s", site, "; ".join(unproven))
+        detail["forced_past"] = unproven
+    return StepOutcome(changed=False, detail=detail)
+
+
 @step(retries=1, retry_delay_seconds=2, timeout_seconds=300)
-def fence_site(plan: Plan, site: str, waited_since: datetime | None = None) -> StepOutcome:
-    """Positive fencing: prove `site` no longer takes writes before anything else is promoted."""
+def fence_site(plan: Plan, site: str, incident_at: datetime | None = None, force: bool = False) -> StepOutcome:
+    """Positive fencing: prove `site` no longer takes writes before anything else is promoted.
+
+    A site that does not answer and has no fence command is given `self_fence_seconds` from `incident_at`
+    to fence itself; then its databases must refuse connections or answer read-only, unless `force`.
+    """
     logger = get_run_logger()
     targets = topology.ssh_targets(plan.hosts)
     if _site_answers(plan, site, targets):
@@ -98,12 +166,7 @@ def fence_site(plan: Plan, site: str, waited_since: datetime | None = None) -> S
             raise FenceFailed(f"site {site}: fence command ran but {', '.join(still)} still accept connections")
         return StepOutcome(changed=True, detail={"site": site, "method": "fence_command", "command": fencing.command[0]})
     if fencing and fencing.self_fence_seconds is not None:
-        since = waited_since or utc_now()
-        remaining = fencing.self_fence_seconds - (utc_now() - since).total_seconds()
-        if remaining > 0:
-            logger.info("site %s does not answer: waiting %.0f s for it to fence itself", site, remaining)
-            time.sleep(remaining)
-        return StepOutcome(changed=False, detail={"site": site, "method": "self_fencing", "waited_seconds": max(remaining, 0)})
+        return _self_fenced(plan, site, fencing.self_fence_seconds, incident_at, force)
     raise FenceFailed(
         f"site {site} does not answer and the plan has no fencing for it (fencing.{site}.command or "
         "self_fence_seconds): refusing to promote on the hope that it is down"

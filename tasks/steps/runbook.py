@@ -73,7 +73,7 @@ def submit_step(plan: Plan, definition: RecoveryStep, journal: Journal, *, sourc
         case DnsSwitchStep():
             task, arguments = failover.switch_dns, (plan, definition.to or target)
         case FenceStep():
-            task, arguments = failover.fence_site, (plan, definition.site or source)
+            task, arguments = failover.fence_site, (plan, definition.site or source, journal.record.incident_at)
         case SshStep():
             task, arguments = failover.run_ssh_step, (plan, definition)
         case HttpStep():
@@ -138,7 +138,8 @@ def _fencing_summary(plan: Plan, site: str) -> str:
     if fencing and fencing.command:
         parts.append(f"else run {' '.join(fencing.command)}")
     if fencing and fencing.self_fence_seconds is not None:
-        parts.append(f"else wait {fencing.self_fence_seconds:g} s for self-fencing")
+        parts.append(f"else wait until {fencing.self_fence_seconds:g} s after the incident for self-fencing, "
+                     "then its databases must refuse connections or answer read-only")
     return "; ".join(parts)
 
 
