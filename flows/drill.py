@@ -2,30 +2,30 @@
 
 Normal state → sentinel → fault → detection → recovery → sentinel check → score → back to the
 normal state. The clean-up runs even when the drill fails or is cancelled; a drill whose process
-was killed leaves a marker, and the next Lifeline run of the plan sweeps what it left.
+was killed leaves a marker, and the next failover, failback or drill of the plan sweeps what it left.
 """
 
 from __future__ import annotations
 
-import os
 import time
+from functools import partial
 from pathlib import Path
 
 from lifeline.configs.drills import Scenario
 from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.settings import Settings, load_settings
-from lifeline.flows.failback import fail_back
-from lifeline.flows.failover import default_runbook, fail_over, normal_primary_site, other_site
+from lifeline.flows.failback import clean_up_drill, sweep_drill_leftovers
+from lifeline.flows.failover import default_runbook, fail_over
 from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.run import topology
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.measurements import recorded_incident_time
 from lifeline.tasks.run.record import Journal, Trigger, utc_now
 from lifeline.tasks.steps import drills
-from lifeline.tasks.steps.recorded_run import exclusive_run, recorded_run
+from lifeline.tasks.steps.recorded_run import exclusive_run
 from lifeline.tasks.steps.restore import restore_dataset
 from lifeline.tasks.steps.verification import verify_site
 from prefect import flow
-from prefect.logging import get_run_logger
 
 DETECTION_TIMEOUT_SECONDS = 30
 
@@ -62,7 +62,9 @@ def drill_flow(
     settings = load_settings()
     scenario = scenario or most_overdue_scenario(loaded, settings)
     chosen = scenario_of(loaded, scenario)
-    with exclusive_run("drill", loaded, settings, trigger=trigger, record_id=record_id, scenario=scenario) as journal:
+    sweep = partial(sweep_drill_leftovers, loaded, settings, kept_too=False)
+    with exclusive_run("drill", loaded, settings, sweep=sweep, trigger=trigger, record_id=record_id,
+                       scenario=scenario) as journal:
         rehearse(loaded, settings, journal, scenario, chosen, keep=keep)
         return journal.record.id
 
@@ -87,10 +89,12 @@ def most_overdue_scenario(loaded: LoadedPlan, settings: Settings) -> str:
 
 def rehearse(loaded: LoadedPlan, settings: Settings, journal: Journal, name: str, scenario: Scenario, *, keep: bool) -> None:
     plan, record = loaded.plan, journal.record
-    home = normal_primary_site(plan)
-    away = other_site(plan, home)
+    home = topology.normal_primary_site(plan)
+    away = topology.other_site(plan, home)
     with journal.step("check normal state") as entry:
-        problems = drills.normal_state_problems(plan, home, away)
+        problems = [f"drill {kept.record_id} ({kept.scenario}) was kept for inspection: `lifeline failback --yes` "
+                    "returns to normal" for kept in drills.markers(settings.drills_dir, plan.name) if kept.kept]
+        problems += drills.normal_state_problems(plan, home, away)
         entry.detail["problems"] = problems
         if problems:
             raise drills.NotNormal("not in the normal state, refusing to drill: " + "; ".join(problems))
@@ -117,7 +121,7 @@ def rehearse(loaded: LoadedPlan, settings: Settings, journal: Journal, name: str
     finally:
         if keep:
             journal.record_skipped("return to normal", "--keep: the recovered state is left for inspection; "
-                                   "the next Lifeline run of this plan returns it to normal")
+                                   "`lifeline failback --yes` returns it to normal")
             marker.kept = True
             marker.save(settings.drills_dir)
         else:
@@ -236,50 +240,9 @@ def return_to_normal(loaded, settings, journal: Journal, scenario: Scenario, mar
     """Undo the fault, fail back if the drill failed over, remove the sentinels: every time."""
     plan = loaded.plan
     with journal.step("return to normal") as entry:
-        entry.detail.update(clean_up(loaded, settings, scenario, marker))
-        problems = drills.wait_until_normal(plan, normal_primary_site(plan), other_site(plan, normal_primary_site(plan)))
+        entry.detail.update(clean_up_drill(loaded, settings, scenario, marker))
+        home = topology.normal_primary_site(plan)
+        problems = drills.wait_until_normal(plan, home, topology.other_site(plan, home))
         entry.detail["problems"] = problems
         if problems:
             raise DrillFailed("not back in the normal state: " + "; ".join(problems))
-
-
-def clean_up(loaded: LoadedPlan, settings: Settings, scenario: Scenario, marker: drills.DrillMarker) -> dict:
-    plan, done = loaded.plan, {}
-    if scenario.fault.undo and not marker.fault_undone:
-        done["undo"] = drills.run_fault_command(scenario.fault.undo, "undo fault")
-        marker.fault_undone = True
-        marker.save(settings.drills_dir)
-    home = normal_primary_site(plan)
-    if marker.failed_over and not drills.site_serves(plan, other_site(plan, home)):
-        done["failback"] = "not needed: the failover stopped before anything at the other site took over"
-    elif marker.failed_over:
-        with recorded_run("failback", loaded, settings, trigger="cli", scenario=marker.scenario) as failback:
-            fail_back(loaded, failback, reason=f"end of drill {marker.scenario}", approval="yes")
-            done["failback_run"] = failback.record.id
-        if scenario.fault.undo:
-            drills.run_fault_command(scenario.fault.undo, "undo fault")  # faults the failback's restarts recorded
-    if marker.sentinel_token:
-        done["sentinels_removed"] = drills.remove_sentinels(plan, scenario, marker.sentinel_token, marker.sentinel_file)
-    marker.remove(settings.drills_dir)
-    return done
-
-
-def sweep_dead_drills(loaded: LoadedPlan, settings: Settings) -> list[str]:
-    """Clean up after drills of this plan whose process is gone (killed, machine restarted)."""
-    swept = []
-    for marker in drills.markers(settings.drills_dir, loaded.plan.name):
-        if marker.process_alive or marker.scenario not in loaded.plan.scenarios:
-            continue
-        get_run_logger().warning("sweeping the leftovers of drill %s (%s), %s", marker.record_id, marker.scenario,
-                                 "kept for inspection" if marker.kept else "whose process is gone")
-        marker.pid, marker.kept = os.getpid(), False  # ours now: a nested run must not sweep it a second time
-        marker.save(settings.drills_dir)
-        clean_up(loaded, settings, loaded.plan.scenarios[marker.scenario], marker)
-        ledger = Ledger(settings.ledger)
-        killed = ledger.run(marker.record_id)
-        if killed is not None and killed.status == "running":
-            killed.status, killed.ended_at = "failed", utc_now()
-            killed.error = "the drill's process was killed; a later run swept its leftovers"
-            ledger.save_run(killed)
-        swept.append(marker.record_id)
-    return swept

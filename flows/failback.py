@@ -3,24 +3,31 @@
 The old primary becomes a standby of the DR site again (its old data moved aside and the rows
 only it had reported), catches up, and then the call centre switches back the same way it
 left, with the same measurements.
+
+What a drill left behind is swept here too: a drill that failed over returns to normal by failing back.
 """
 
 from __future__ import annotations
 
+import os
+from functools import partial
 from pathlib import Path
 
+from lifeline.configs.drills import Scenario
 from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.plan import Plan
-from lifeline.configs.settings import load_settings
-from lifeline.flows.failover import already_serving, go_or_refuse, normal_primary_site, other_site
+from lifeline.configs.settings import Settings, load_settings
 from lifeline.tasks.adapters import replication
+from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import replicated_database
+from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.measurements import measure_outage, write_positions
-from lifeline.tasks.run.record import Journal, Trigger
+from lifeline.tasks.run.record import Journal, Trigger, utc_now
+from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
 from lifeline.tasks.steps.failover import rebuild_old_primary_as_standby, switch_database_back, switch_dns
-from lifeline.tasks.steps.preflight import assess_failback_readiness
-from lifeline.tasks.steps.recorded_run import exclusive_run, flow_result
+from lifeline.tasks.steps.preflight import assess_failback_readiness, go_or_refuse
+from lifeline.tasks.steps.recorded_run import exclusive_run, flow_result, recorded_run
 from lifeline.tasks.steps.step import step
 from lifeline.tasks.steps.verification import wait_until_recovered
 from prefect import flow
@@ -54,15 +61,17 @@ def failback_flow(
         description = describe_failback(loaded.plan)
         get_run_logger().info("%s", description)
         return description
-    with exclusive_run("failback", loaded, settings, trigger=trigger, record_id=record_id) as journal:
+    # an explicit failback is how a drill kept for inspection returns to normal
+    sweep = partial(sweep_drill_leftovers, loaded, settings, kept_too=True)
+    with exclusive_run("failback", loaded, settings, sweep=sweep, trigger=trigger, record_id=record_id) as journal:
         fail_back(loaded, journal, reason=reason, approval=approval, force=force)
     return flow_result(journal)
 
 
 def describe_failback(plan: Plan) -> str:
     """What a failback would do, step by step with resolved values; changes nothing."""
-    home = normal_primary_site(plan)
-    away = other_site(plan, home)
+    home = topology.normal_primary_site(plan)
+    away = topology.other_site(plan, home)
     pairs = [(name, plan.databases[name].instances[home], plan.databases[name].instances[away])
              for name in plan.databases_at(home, away)]
     steps = [
@@ -94,13 +103,13 @@ def failback_preflight(plan: Plan, home: str, away: str):
 
 def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: ApprovalMode, force: bool = False) -> None:
     plan, record = loaded.plan, journal.record
-    home = normal_primary_site(plan)
-    away = other_site(plan, home)
+    home = topology.normal_primary_site(plan)
+    away = topology.other_site(plan, home)
     journal.milestone("declared", record.started_at)
     databases = plan.databases_at(home, away)
     # a failback killed after switching a database back resumes with the rest
     switched_back = {name for name in databases if replication.streams_from(replicated_database(plan.databases[name]), home, away)}
-    if len(switched_back) == len(databases) and already_serving(plan, home):
+    if len(switched_back) == len(databases) and topology.has_taken_over(plan, home):
         journal.record_skipped("fail back", f"{home} already serves and {away} streams from it")
         recovered = wait_until_recovered(plan, home, journal=journal, step_name=f"verify {home}")
         journal.milestone("recovered", recovered.recovered_at)
@@ -135,3 +144,50 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
     recovered = wait_until_recovered(plan, home, journal=journal, step_name=f"verify {home}")
     journal.milestone("recovered", recovered.recovered_at)
     measure_outage(plan, record, away, home, positions_before=before)
+
+
+# --- what a drill left ----------------------------------------------------------------------------
+
+def clean_up_drill(loaded: LoadedPlan, settings: Settings, scenario: Scenario, marker: drills.DrillMarker) -> dict:
+    """Undo the drill's fault, fail back if it failed over, remove its sentinels and its marker."""
+    plan, done = loaded.plan, {}
+    if scenario.fault.undo and not marker.fault_undone:
+        done["undo"] = drills.run_fault_command(scenario.fault.undo, "undo fault")
+        marker.fault_undone = True
+        marker.save(settings.drills_dir)
+    home = topology.normal_primary_site(plan)
+    if marker.failed_over and not topology.has_begun_serving(plan, topology.other_site(plan, home)):
+        done["failback"] = "not needed: the failover stopped before anything at the other site took over"
+    elif marker.failed_over:
+        with recorded_run("failback", loaded, settings, trigger="cli", scenario=marker.scenario) as failback:
+            fail_back(loaded, failback, reason=f"end of drill {marker.scenario}", approval="yes")
+            done["failback_run"] = failback.record.id
+        if scenario.fault.undo:
+            drills.run_fault_command(scenario.fault.undo, "undo fault")  # faults the failback's restarts recorded
+    if marker.sentinel_token:
+        done["sentinels_removed"] = drills.remove_sentinels(plan, scenario, marker.sentinel_token, marker.sentinel_file)
+    marker.remove(settings.drills_dir)
+    return done
+
+
+def sweep_drill_leftovers(loaded: LoadedPlan, settings: Settings, *, kept_too: bool) -> list[str]:
+    """Clean up after drills of this plan whose process is gone (killed, machine restarted) and, when
+    `kept_too`, after drills kept for inspection. Only a failover, failback or drill calls this, holding
+    the plan lock, before it opens its own record."""
+    swept = []
+    for marker in drills.markers(settings.drills_dir, loaded.plan.name):
+        if marker.process_alive or (marker.kept and not kept_too) or marker.scenario not in loaded.plan.scenarios:
+            continue
+        get_run_logger().warning("sweeping the leftovers of drill %s (%s), %s", marker.record_id, marker.scenario,
+                                 "kept for inspection" if marker.kept else "whose process is gone")
+        marker.pid, marker.kept = os.getpid(), False  # ours now: a nested run must not sweep it a second time
+        marker.save(settings.drills_dir)
+        clean_up_drill(loaded, settings, loaded.plan.scenarios[marker.scenario], marker)
+        ledger = Ledger(settings.ledger)
+        killed = ledger.run(marker.record_id)
+        if killed is not None and killed.status == "running":
+            killed.status, killed.ended_at = "failed", utc_now()
+            killed.error = "the drill's process was killed; a later run swept its leftovers"
+            ledger.save_run(killed)
+        swept.append(marker.record_id)
+    return swept

@@ -14,14 +14,14 @@ from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.plan import Plan
 from lifeline.configs.recovery import DnsSwitchStep, PromoteStep, RestoreStep, StepGroup
 from lifeline.configs.settings import load_settings
+from lifeline.flows.failback import sweep_drill_leftovers
 from lifeline.flows.restore import restore_flow
-from lifeline.tasks.adapters import replication
-from lifeline.tasks.run.adapter_inputs import replicated_database
+from lifeline.tasks.run import topology
 from lifeline.tasks.run.measurements import measure_outage, recorded_incident_time, write_positions
 from lifeline.tasks.run.record import Journal, Trigger
 from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
-from lifeline.tasks.steps.failover import aws_session, fence_site
-from lifeline.tasks.steps.preflight import NotReady, Readiness, assess_readiness
+from lifeline.tasks.steps.failover import StepOutcome, fence_site
+from lifeline.tasks.steps.preflight import assess_readiness, go_or_refuse
 from lifeline.tasks.steps.recorded_run import exclusive_run, flow_result
 from lifeline.tasks.steps.runbook import INLINE_STEPS, describe_runbook, run_inline_step, step_title, submit_step
 from lifeline.tasks.steps.step import LifelineError, step
@@ -35,20 +35,6 @@ class StepsFailed(LifelineError):
     pass
 
 
-def normal_primary_site(plan: Plan) -> str:
-    primaries = {database.primary for database in plan.databases.values()}
-    if len(primaries) == 1:
-        return primaries.pop()
-    return next(iter(plan.sites))
-
-
-def other_site(plan: Plan, site: str) -> str:
-    others = [name for name in plan.sites if name != site]
-    if not others:
-        raise LifelineError(f"the plan has no site other than {site} to fail over to")
-    return others[0]
-
-
 def default_runbook(plan: Plan, target: str) -> list[StepGroup]:
     groups = []
     promotable = plan.databases_at(target)
@@ -60,22 +46,9 @@ def default_runbook(plan: Plan, target: str) -> list[StepGroup]:
 
 
 def describe_failover(plan: Plan) -> str:
-    source = normal_primary_site(plan)
-    target = other_site(plan, source)
+    source = topology.normal_primary_site(plan)
+    target = topology.other_site(plan, source)
     return describe_runbook(plan, plan.recovery.failover or default_runbook(plan, target), source, target)
-
-
-def already_serving(plan: Plan, site: str) -> bool:
-    """The site's databases are primaries and the DNS record names it: the failover has happened."""
-    for database in plan.databases.values():
-        instance = database.instances.get(site)
-        if instance is not None and replication.instance_state(replicated_database(database), site).in_recovery is not False:
-            return False
-    if plan.dns is not None:
-        values, _ = aws_session(plan).record_value(plan.dns.zone, plan.dns.record)
-        if plan.dns.values[site] not in values:
-            return False
-    return True
 
 
 @step(retries=0, timeout_seconds=120)
@@ -87,19 +60,6 @@ def preflight(plan: Plan, target_site: str):
 def probe_site(plan: Plan, site: str):
     """Is the site we leave actually down? Its first failing probe is when the outage was detected."""
     return verify_site(plan, site)
-
-
-def go_or_refuse(readiness: Readiness, force: bool, journal: Journal) -> None:
-    """NOT READY refuses unless forced; a forced run records what it went past (in the preflight step)."""
-    if readiness.ready:
-        return
-    if not force:
-        refusal = NotReady(f"NOT READY to {readiness.action} to {readiness.target_site}: "
-                           + "; ".join(readiness.reasons) + " (--force overrides)")
-        refusal.user_error = readiness.bad_input  # e.g. an unknown host key: exit 2
-        raise refusal
-    journal.milestone("forced")
-    journal.record.steps[-1].detail["forced_past"] = readiness.reasons
 
 
 def _restore_subflow(loaded: LoadedPlan, journal: Journal, definition: RestoreStep) -> str:
@@ -161,7 +121,8 @@ def failover_flow(
         plan_path: The plan file (YAML) on the machine that runs Lifeline.
         reason: Why: the incident or ticket; shown in the approval form and kept in the record.
         dry_run: Only describe every step with its resolved command; change nothing.
-        force: Go on even when preflight says NOT READY (the override is recorded).
+        force: Go on even when preflight says NOT READY, or when a site that fenced itself still seems to take
+            writes (the override is recorded).
         approval: How a person approves: ui (a form on this run's page), terminal, or yes (already approved).
         incident_at: When the incident began; default the monitoring's fault record, else the run's start.
         trigger: Who started the run: schedule, ui or cli.
@@ -170,14 +131,15 @@ def failover_flow(
     loaded = load_plan(Path(plan_path))
     settings = load_settings()
     plan = loaded.plan
-    source = normal_primary_site(plan)
-    target = other_site(plan, source)
+    source = topology.normal_primary_site(plan)
+    target = topology.other_site(plan, source)
     groups = plan.recovery.failover or default_runbook(plan, target)
     if dry_run:
         description = describe_failover(plan)
         get_run_logger().info("%s", description)
         return description
-    with exclusive_run("failover", loaded, settings, trigger=trigger, record_id=record_id) as journal:
+    sweep = partial(sweep_drill_leftovers, loaded, settings, kept_too=False)
+    with exclusive_run("failover", loaded, settings, sweep=sweep, trigger=trigger, record_id=record_id) as journal:
         fail_over(loaded, journal, source, target, groups, reason=reason, force=force, approval=approval,
                   incident_at=incident_at)
     return flow_result(journal)
@@ -191,9 +153,9 @@ def fail_over(
     record.incident_at = incident_at or plan_incident_time(plan) or record.started_at
     journal.milestone("incident", record.incident_at)
     journal.milestone("declared", record.started_at)
-    if already_serving(plan, target):
+    if topology.has_taken_over(plan, target):
         journal.record_skipped("fail over", f"{target} already serves: databases promoted and DNS names it")
-        fence_site(plan, source, journal=journal, step_name=f"fence {source}")
+        fence(plan, journal, source, force)
         recovered = wait_until_recovered(plan, target, journal=journal, step_name=f"verify {target}")
         journal.milestone("recovered", recovered.recovered_at)
         return
@@ -209,7 +171,7 @@ def fail_over(
         record.error = f"not approved: {decision.reason or 'no reason given'}; nothing was changed"
         return
     before = write_positions(plan, source)
-    fenced = fence_site(plan, source, incident_at, journal=journal, step_name=f"fence {source}")
+    fenced = fence(plan, journal, source, force)
     record.milestones.setdefault("fenced", fenced.at)
     if not run_runbook(loaded, groups, journal, source, target, approval=approval, reason=reason):
         record.status = "cancelled"
@@ -218,6 +180,14 @@ def fail_over(
     recovered = wait_until_recovered(plan, target, journal=journal, step_name=f"verify {target}")
     journal.milestone("recovered", recovered.recovered_at)
     measure_outage(plan, record, source, target, positions_before=before)
+
+
+def fence(plan: Plan, journal: Journal, site: str, force: bool) -> StepOutcome:
+    """Self-fencing is waited out from the recorded incident; a forced pass over its missing proof is recorded."""
+    fenced = fence_site(plan, site, journal.record.incident_at, force, journal=journal, step_name=f"fence {site}")
+    if fenced.detail.get("forced_past"):
+        journal.milestone("forced")
+    return fenced
 
 
 def plan_incident_time(plan: Plan) -> datetime | None:

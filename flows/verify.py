@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from lifeline.configs.loading import load_plan
-from lifeline.configs.plan import Plan
 from lifeline.configs.settings import load_settings
 from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.run import topology
 from lifeline.tasks.run.record import Step, Trigger
-from lifeline.tasks.steps.failover import aws_session
 from lifeline.tasks.steps.recorded_run import recorded_run
 from lifeline.tasks.steps.verification import verify_site
 from prefect import flow
@@ -17,14 +16,6 @@ from prefect import flow
 
 class Unhealthy(LifelineError):
     pass
-
-
-def serving_site(plan: Plan) -> str | None:
-    """The site the call centre's DNS record names now: the one whose services must be healthy."""
-    if plan.dns is None or plan.aws is None:
-        return None
-    values, _ = aws_session(plan).record_value(plan.dns.zone, plan.dns.record)
-    return next((site for site, value in plan.dns.values.items() if value in values), None)
 
 
 @flow(name="verify", log_prints=False)
@@ -39,7 +30,7 @@ def verify_flow(plan_path: str, site: str | None = None, trigger: Trigger = "cli
     """
     loaded = load_plan(Path(plan_path))
     with recorded_run("verify", loaded, load_settings(), trigger=trigger, record_id=record_id) as journal:
-        site = site or serving_site(loaded.plan)
+        site = site or topology.serving_site(loaded.plan)
         checked = verify_site(loaded.plan, site)
         for result in checked.results:
             journal.record.steps.append(

@@ -2,8 +2,9 @@
 
 Each built-in scenario (but data-leak, tested in test_leak.py) runs end to end and leaves the lab
 normal; a drill whose recovery is broken fails naming its step and still cleans up; a drill killed
-mid-way is swept by the next run of any flow; a drill refuses while another run holds the plan;
-`--keep` leaves the recovered state until the operator fails back.
+mid-way is left alone by a verify run (which warns) and swept by the next failback; a drill refuses
+while another run holds the plan, and a verify beside a failover awaiting its approval changes
+nothing; `--keep` leaves the recovered state, through verify runs, until the operator fails back.
 
 The lab is the session's (other modules share it): every test starts from the normal state and
 leaves it normal, repaired by `normal_lab` when a test breaks midway.
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -27,10 +30,10 @@ from lifeline.configs.loading import load_plan
 from lifeline.configs.settings import load_settings
 from lifeline.flows.drill import drill_flow
 from lifeline.flows.failback import failback_flow
-from lifeline.flows.verify import verify_flow
 from lifeline.infra.lab import heal, load_faults
 from lifeline.tasks.adapters import ssh
 from lifeline.tasks.adapters.locks import plan_lock
+from lifeline.tasks.run.record import RunRecord
 from lifeline.tasks.steps import drills
 
 from tests.helpers import ledger, run_cli, step_named, tree
@@ -65,15 +68,15 @@ def assert_back_to_normal(lab: Lab) -> None:
 
 def repair(lab: Lab, backups: FreshBackups) -> None:
     """After a test that broke midway: let Lifeline sweep what its drills left (the product's own
-    clean-up), then the failover tests' way (heal, fail back), then start the lab over."""
+    clean-up, done by a failback), then the failover tests' way (heal, fail back), then start the lab over."""
     ssh.close_all()
     for marker in markers(lab):  # ours, or a killed process's: hand them to the sweep
         marker.kept = True
         marker.save(load_settings().drills_dir)
     try:
-        verify_flow(str(lab.plan), site="main")
-    except Exception as error:  # noqa: BLE001 - the sweep ran before verify judged anything
-        print(f"repair: verify after the sweep: {error}", file=sys.stderr)
+        failback_flow(str(lab.plan), approval="yes")
+    except Exception as error:  # noqa: BLE001 - the sweep ran before the failback judged anything
+        print(f"repair: failback after the sweep: {error}", file=sys.stderr)
     if lab.status().normal:
         return
     try:
@@ -219,14 +222,24 @@ def test_a_drill_killed_mid_way_leaves_nothing_behind_after_the_next_run(normal_
     assert killed.status == "running"  # what the killed process left
     assert "main-db-down" in load_faults(lab.context.paths)
 
-    verify = run_cli("verify", "--plan", plan, "--site", "main", "--json")  # any flow of the plan
+    # A verify run (the deployment's, every 5 minutes) holds no lock: it only says a sweep is due.
+    verify = run_cli("verify", "--plan", plan, "--site", "main", "--json")
 
-    assert verify.returncode == 0, verify.stderr
-    assert json.loads(verify.stdout)["status"] == "completed"
-    assert "sweeping the leftovers of drill " + marker.record_id in verify.stderr
+    assert f"drill {marker.record_id} (system-crash) was killed" in verify.stderr
+    assert "the next failover, failback or drill of this plan sweeps it" in verify.stderr
+    assert "sweeping" not in verify.stderr
+    assert markers(lab) == [marker] and ledger().run(marker.record_id).status == "running"
+    assert in_recovery(lab, "dr") is False and "main-db-down" in load_faults(lab.context.paths)
+
+    swept = run_cli("failback", "--plan", plan, "--yes", "--json")  # the next exclusive run of the plan
+
+    assert swept.returncode == 0, swept.stderr
+    assert json.loads(swept.stdout)["status"] == "completed"
+    assert "sweeping the leftovers of drill " + marker.record_id in swept.stderr
     killed = ledger().run(marker.record_id)
     assert killed.status == "failed" and "killed" in killed.error and killed.ended_at is not None
-    [failback] = [r for r in ledger().runs(kind="failback", plan=plan_name(lab), last=3) if r.started_at > killed.started_at]
+    [failback] = [r for r in ledger().runs(kind="failback", plan=plan_name(lab), last=3)
+                  if r.started_at > killed.started_at and r.scenario is not None]
     assert (failback.status, failback.scenario) == ("completed", "system-crash")
     assert_back_to_normal(lab)
 
@@ -251,6 +264,88 @@ def test_a_drill_refuses_while_another_run_holds_the_plan_and_changes_nothing(no
     assert lab.status().databases == {"main": "primary", "dr": "standby", "calllog": "primary"}
 
 
+def wait_for_text(log: Path, text: str, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        assert process.poll() is None, f"the process ended before writing {text!r}: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} within {timeout} s: {log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+def read_to_end(terminal: int, process: subprocess.Popen, timeout: float) -> None:
+    """Read what the process writes on its terminal (so that it never blocks writing) until it ends."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        assert time.monotonic() < deadline, f"the process did not end within {timeout} s"
+        if select.select([terminal], [], [], 0.2)[0]:
+            try:
+                os.read(terminal, 4096)
+            except OSError:  # it closed its end of the terminal
+                process.wait(timeout=max(deadline - time.monotonic(), 1))
+
+
+def plant_killed_drill(lab: Lab) -> drills.DrillMarker:
+    """What a drill killed before it failed over leaves: its marker (naming a dead process) and its record."""
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    record = RunRecord(kind="drill", plan=plan_name(lab), plan_sha256=load_plan(lab.plan).sha256, scenario="system-crash")
+    ledger().save_run(record)
+    marker = drills.DrillMarker(record_id=record.id, plan=plan_name(lab), plan_path=str(lab.plan),
+                                scenario="system-crash", pid=gone.pid, fault_undone=True)
+    marker.save(load_settings().drills_dir)
+    return marker
+
+
+def test_a_verify_beside_a_failover_awaiting_approval_changes_nothing(normal_lab: Lab, tmp_path: Path) -> None:
+    lab, plan = normal_lab, str(normal_lab.plan)
+    terminal, operator_side = pty.openpty()  # the failover asks on a terminal, as for a person
+    log = tmp_path / "failover.log"  # its logs and its question
+    with log.open("wb") as stderr:
+        failover = subprocess.Popen(
+            [sys.executable, "-m", "lifeline.flows.cli", "failover", "--plan", plan, "--json"],
+            stdin=operator_side, stdout=operator_side, stderr=stderr, env=os.environ.copy(),
+        )
+    os.close(operator_side)
+    try:
+        wait_for_text(log, "[y/N]", failover, 120)  # holding the plan lock, it awaits its approval
+        killed = plant_killed_drill(lab)  # left after the failover began: the failover did not sweep it
+        status = lab.status()
+        before = (markers(lab), status.dns.points_at, status.databases,
+                  [r.model_dump() for r in ledger().runs(plan=plan_name(lab), last=1000)])
+
+        verify = run_cli("verify", "--plan", plan, "--json")
+
+        assert verify.returncode == 0, verify.stderr
+        checked = json.loads(verify.stdout)
+        assert checked["status"] == "completed"
+        assert f"drill {killed.record_id} (system-crash) was killed" in verify.stderr
+        assert "the next failover, failback or drill of this plan sweeps it" in verify.stderr
+        status = lab.status()
+        after = (markers(lab), status.dns.points_at, status.databases,
+                 [r.model_dump() for r in ledger().runs(plan=plan_name(lab), last=1000) if r.id != checked["id"]])
+        assert after == before
+
+        os.write(terminal, b"n\n")  # the person declines
+        read_to_end(terminal, failover, 60)
+        assert failover.returncode != 0
+    finally:
+        if failover.poll() is None:
+            failover.kill()
+            failover.wait()
+        os.close(terminal)
+    [declined] = ledger().runs(kind="failover", plan=plan_name(lab), last=1)
+    assert declined.status == "cancelled" and "nothing was changed" in declined.error
+    assert lab.status().databases == {"main": "primary", "dr": "standby", "calllog": "primary"}
+
+    # The next exclusive run sweeps what the killed drill left, under the plan lock.
+    swept = run_cli("failback", "--plan", plan, "--yes", "--json")
+
+    assert swept.returncode == 0, swept.stderr
+    assert "sweeping the leftovers of drill " + killed.record_id in swept.stderr
+    assert ledger().run(killed.record_id).status == "failed"
+    assert_back_to_normal(lab)
+
+
 # --- --keep ----------------------------------------------------------------------------------------
 
 def test_keep_leaves_dr_serving_until_the_operator_fails_back(normal_lab: Lab) -> None:
@@ -267,6 +362,18 @@ def test_keep_leaves_dr_serving_until_the_operator_fails_back(normal_lab: Lab) -
     assert sentinel_rows(lab, "dr") == 1
     [marker] = markers(lab)
     assert marker.kept and marker.record_id == record.id
+    kept = (status.databases, status.dns.points_at, sentinel_rows(lab, "dr"), markers(lab))
+
+    # Scheduled verify runs look at dr (DNS names it) and leave the kept state alone, saying how to end it.
+    for _ in range(2):
+        verify = run_cli("verify", "--plan", str(lab.plan), "--json")
+
+        assert verify.returncode == 0, verify.stderr
+        assert json.loads(verify.stdout)["status"] == "completed"
+        assert f"drill {record.id} (system-crash) was kept for inspection" in verify.stderr
+        assert "lifeline failback --yes" in verify.stderr and "sweeping" not in verify.stderr
+        status = lab.status()
+        assert (status.databases, status.dns.points_at, sentinel_rows(lab, "dr"), markers(lab)) == kept
 
     # The operator is done looking: `lifeline failback` returns everything to normal, fault and sentinel included.
     failback = run_cli("failback", "--plan", str(lab.plan), "--yes", "--json")

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lifeline.configs.plan import Host
+from lifeline.configs.plan import Host, Plan
+from lifeline.tasks.adapters import replication
+from lifeline.tasks.adapters.aws import AwsSession
+from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.ssh import DEFAULT_CONNECT_TIMEOUT_SECONDS, SshTarget
+from lifeline.tasks.run.adapter_inputs import replicated_database
 
 
 def ssh_target(name: str, host: Host, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS) -> SshTarget:
@@ -16,3 +20,69 @@ def ssh_target(name: str, host: Host, connect_timeout: float = DEFAULT_CONNECT_T
 
 def ssh_targets(hosts: Mapping[str, Host], connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS) -> dict[str, SshTarget]:
     return {name: ssh_target(name, host, connect_timeout) for name, host in hosts.items()}
+
+
+def normal_primary_site(plan: Plan) -> str:
+    """Where every database's primary is in the normal state (the plan's first site when they differ)."""
+    primaries = {database.primary for database in plan.databases.values()}
+    if len(primaries) == 1:
+        return primaries.pop()
+    return next(iter(plan.sites))
+
+
+def other_site(plan: Plan, site: str) -> str:
+    others = [name for name in plan.sites if name != site]
+    if not others:
+        raise LifelineError(f"the plan has no site other than {site} to fail over to")
+    return others[0]
+
+
+def is_primary(plan: Plan, database: str, site: str) -> bool:
+    """The database's instance at `site` answers and is not in recovery."""
+    return replication.instance_state(replicated_database(plan.databases[database]), site).in_recovery is False
+
+
+def primary_site(plan: Plan, database: str) -> str | None:
+    """Where the database's primary is now (None when no instance is one)."""
+    return next((site for site in plan.databases[database].instances if is_primary(plan, database, site)), None)
+
+
+def _dns_values(plan: Plan) -> tuple[str, ...] | None:
+    """What the call centre's DNS record holds now; None when the plan has no record or no AWS account to read it."""
+    if plan.dns is None or plan.aws is None:
+        return None
+    aws = AwsSession.from_credentials_file(
+        region=plan.aws.region, endpoint_url=plan.aws.endpoint_url, credentials_file=plan.aws.credentials_file
+    )
+    values, _ = aws.record_value(plan.dns.zone, plan.dns.record)
+    return tuple(values)
+
+
+def dns_names(plan: Plan, site: str) -> bool | None:
+    """The DNS record names `site`; None when the plan has no record to read."""
+    values = _dns_values(plan)
+    return None if values is None else plan.dns.values[site] in values
+
+
+def serving_site(plan: Plan) -> str | None:
+    """The site the DNS record names now: the one callers reach (None without a record, or naming no site)."""
+    values = _dns_values(plan)
+    if values is None:
+        return None
+    return next((site for site, value in plan.dns.values.items() if value in values), None)
+
+
+def has_taken_over(plan: Plan, site: str) -> bool:
+    """Every database of `site` is a primary and the DNS record names it: a failover to it has happened."""
+    if any(site in database.instances and not is_primary(plan, name, site) for name, database in plan.databases.items()):
+        return False
+    if plan.dns is not None and plan.aws is None:
+        raise LifelineError("the plan has no `aws` section: DNS switches and SMS need it")
+    return dns_names(plan, site) is not False
+
+
+def has_begun_serving(plan: Plan, site: str) -> bool:
+    """Some database of `site` is a primary or the DNS record names it: a failover to it got at least that far."""
+    if any(site in database.instances and is_primary(plan, name, site) for name, database in plan.databases.items()):
+        return True
+    return dns_names(plan, site) is True

@@ -2,7 +2,7 @@
 
 A drill leaves a marker file under LIFELINE_HOME/drills while it runs; it names the process,
 the sentinels and whether a failover happened. A marker whose process is dead is a drill that
-was killed: the next Lifeline run of that plan sweeps what it left.
+was killed: the next failover, failback or drill of that plan sweeps what it left.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 from lifeline.configs.drills import Scenario
 from lifeline.configs.plan import Plan
 from lifeline.tasks.adapters import replication
-from lifeline.tasks.adapters.aws import AwsSession
 from lifeline.tasks.adapters.commands import run_command
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.postgres.connection import connection_info, database_session
+from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import replicated_database
 from lifeline.tasks.run.record import utc_now
 from lifeline.tasks.steps.step import step
@@ -50,16 +50,19 @@ class DrillMarker(BaseModel):
     sentinel_file: str | None = None
     failed_over: bool = False
     fault_undone: bool = False
-    kept: bool = Field(False, description="Left for inspection by --keep: the next run of the plan cleans it up.")
+    kept: bool = Field(False, description="Left for inspection by --keep: the next failback of the plan cleans it up.")
+
+    def path(self, drills_dir: Path) -> Path:
+        return drills_dir / f"{self.record_id}.json"
 
     def save(self, drills_dir: Path) -> None:
         drills_dir.mkdir(parents=True, exist_ok=True)
         temporary = drills_dir / f".{self.record_id}.json.tmp"
         temporary.write_text(self.model_dump_json(indent=2))
-        temporary.replace(drills_dir / f"{self.record_id}.json")
+        temporary.replace(self.path(drills_dir))
 
     def remove(self, drills_dir: Path) -> None:
-        (drills_dir / f"{self.record_id}.json").unlink(missing_ok=True)
+        self.path(drills_dir).unlink(missing_ok=True)
 
     @property
     def process_alive(self) -> bool:
@@ -102,13 +105,6 @@ def new_token(record_id: str) -> str:
     return f"drill-{record_id}-{secrets.token_hex(4)}"
 
 
-def primary_site(plan: Plan, database: str) -> str | None:
-    for site in plan.databases[database].instances:
-        if replication.instance_state(replicated_database(plan.databases[database]), site).in_recovery is False:
-            return site
-    return None
-
-
 def _sentinel_session(plan: Plan, database: str, site: str):
     instance = plan.databases[database].instances[site]
     return database_session(connection_info(instance.dsn, instance.passfile), "write a drill sentinel at")
@@ -120,7 +116,7 @@ def write_sentinel(plan: Plan, scenario: Scenario, token: str) -> Sentinel:
     settings, written_at = scenario.sentinel, utc_now()
     row_id = file = None
     if settings.database:
-        site = primary_site(plan, settings.database)
+        site = topology.primary_site(plan, settings.database)
         with _sentinel_session(plan, settings.database, site) as session:
             row_id = session.execute(
                 sql.SQL("INSERT INTO {} (drill, payload) VALUES (%s, %s) RETURNING id").format(sql.Identifier(settings.table)),
@@ -138,7 +134,7 @@ def sentinel_row_present(plan: Plan, scenario: Scenario, token: str) -> bool | N
     database = scenario.sentinel.database
     if not database:
         return None
-    site = primary_site(plan, database)
+    site = topology.primary_site(plan, database)
     if site is None:
         return None
     with _sentinel_session(plan, database, site) as session:
@@ -149,7 +145,7 @@ def sentinel_row_present(plan: Plan, scenario: Scenario, token: str) -> bool | N
 def remove_sentinels(plan: Plan, scenario: Scenario, token: str, file: str | None) -> dict:
     removed: dict = {}
     database = scenario.sentinel.database
-    site = primary_site(plan, database) if database else None
+    site = topology.primary_site(plan, database) if database else None
     if database and site:
         with _sentinel_session(plan, database, site) as session:
             query = sql.SQL("DELETE FROM {} WHERE drill LIKE %s").format(sql.Identifier(scenario.sentinel.table))
@@ -172,23 +168,6 @@ def missing_data(plan: Plan, scenario: Scenario, sentinel: Sentinel | None) -> l
     return missing
 
 
-def site_serves(plan: Plan, site: str) -> bool:
-    """Some database of `site` is a primary or the DNS record names it: a failover got at least that far."""
-    for database in plan.databases.values():
-        if site in database.instances and replication.instance_state(replicated_database(database), site).in_recovery is False:
-            return True
-    if plan.dns is not None and plan.aws is not None:
-        values, _ = _aws(plan).record_value(plan.dns.zone, plan.dns.record)
-        return plan.dns.values[site] in values
-    return False
-
-
-def _aws(plan: Plan) -> AwsSession:
-    return AwsSession.from_credentials_file(
-        region=plan.aws.region, endpoint_url=plan.aws.endpoint_url, credentials_file=plan.aws.credentials_file
-    )
-
-
 def run_fault_command(argv: list[str], what: str) -> str:
     result = run_command(argv, timeout=120)
     if result.returncode != 0:
@@ -199,7 +178,7 @@ def run_fault_command(argv: list[str], what: str) -> str:
 def leftover_sentinel_rows(plan: Plan, scenarios: list[Scenario]) -> int:
     count = 0
     for database, table in {(s.sentinel.database, s.sentinel.table) for s in scenarios if s.sentinel.database}:
-        site = primary_site(plan, database)
+        site = topology.primary_site(plan, database)
         if site is None:
             continue
         with _sentinel_session(plan, database, site) as session:
@@ -224,10 +203,8 @@ def normal_state_problems(plan: Plan, home: str, away: str) -> list[str]:
             lag = replication.replication_lag(main, standby)
             if lag.seconds is None or lag.seconds >= 1.0:
                 problems.append(f"database {name}: {away} lags {lag.seconds} s")
-    if plan.dns is not None and plan.aws is not None:
-        values, _ = _aws(plan).record_value(plan.dns.zone, plan.dns.record)
-        if plan.dns.values[home] not in values:
-            problems.append(f"DNS {plan.dns.record} does not name {home}")
+    if topology.dns_names(plan, home) is False:
+        problems.append(f"DNS {plan.dns.record} does not name {home}")
     checked = verify_site(plan, home)
     problems += [f"service {r.service} at {home}: {r.detail}" for r in checked.results if r.critical and not r.healthy]
     if plan.incident_record and plan.incident_record.exists():

@@ -18,7 +18,7 @@ from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import replicated_database
 from lifeline.tasks.run.ledger import Ledger
-from lifeline.tasks.run.record import utc_now
+from lifeline.tasks.run.record import Journal, utc_now
 from lifeline.tasks.steps.repositories import dataset_tags, open_repository, snapshot_file_present
 from pydantic import BaseModel
 
@@ -62,6 +62,19 @@ class Readiness(BaseModel):
 
 class NotReady(LifelineError):
     """Preflight found reasons not to fail over (or back); --force overrides (and the record says so)."""
+
+
+def go_or_refuse(readiness: Readiness, force: bool, journal: Journal) -> None:
+    """NOT READY refuses unless forced; a forced run records what it went past (in the preflight step)."""
+    if readiness.ready:
+        return
+    if not force:
+        refusal = NotReady(f"NOT READY to {readiness.action} to {readiness.target_site}: "
+                           + "; ".join(readiness.reasons) + " (--force overrides)")
+        refusal.user_error = readiness.bad_input  # e.g. an unknown host key: exit 2
+        raise refusal
+    journal.milestone("forced")
+    journal.record.steps[-1].detail["forced_past"] = readiness.reasons
 
 
 def _guarded(name: str, probe: Callable[[], tuple[bool, str]]) -> ReadinessItem:

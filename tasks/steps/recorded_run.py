@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from lifeline.configs.loading import LoadedPlan
@@ -12,6 +12,7 @@ from lifeline.tasks.adapters.locks import plan_lock
 from lifeline.tasks.report.artifacts import record_markdown, record_table
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.record import Journal, RunKind, RunRecord, Trigger, utc_now
+from lifeline.tasks.steps import drills
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 from prefect.states import Cancelled
@@ -40,12 +41,16 @@ EXCLUSIVE_KINDS: tuple[RunKind, ...] = ("failover", "failback", "drill")
 
 
 @contextmanager
-def exclusive_run(kind: RunKind, loaded: LoadedPlan, settings: Settings, **options) -> Iterator[Journal]:
-    """A failover, failback or drill: one at a time per plan (a second one refuses at once), recorded."""
-    with plan_lock(settings.locks_dir, loaded.plan.name, kind), recorded_run(
-        kind, loaded, settings, exclusive=True, **options
-    ) as journal:
-        yield journal
+def exclusive_run(
+    kind: RunKind, loaded: LoadedPlan, settings: Settings, sweep: Callable[[], object] | None = None, **options
+) -> Iterator[Journal]:
+    """A failover, failback or drill: one at a time per plan (a second one refuses at once), recorded.
+    `sweep` cleans up what drills left: it runs first, holding the plan lock, before the run's record opens."""
+    with plan_lock(settings.locks_dir, loaded.plan.name, kind):
+        if sweep is not None:
+            sweep()
+        with recorded_run(kind, loaded, settings, exclusive=True, **options) as journal:
+            yield journal
 
 
 def flow_result(journal: Journal):
@@ -87,10 +92,7 @@ def recorded_run(
         record.id = record_id
     journal = Journal(record)
     ledger = Ledger(settings.ledger)
-    if settings.drills_dir.is_dir() and any(settings.drills_dir.glob("*.json")):
-        from lifeline.flows.drill import sweep_dead_drills  # drills build on this module
-
-        sweep_dead_drills(loaded, settings)
+    warn_of_drill_leftovers(loaded, settings)
     if exclusive:
         for closed in close_interrupted_runs(ledger, loaded.plan.name, record.id):
             get_run_logger().warning("run %s was interrupted (its process is gone): recorded as failed", closed)
@@ -113,6 +115,20 @@ def recorded_run(
         ledger.save_run(record)
         publish(record, loaded)
         export_metrics(ledger, loaded, settings)
+
+
+def warn_of_drill_leftovers(loaded: LoadedPlan, settings: Settings) -> None:
+    """Say what drills left that this run does not touch: only a failover, failback or drill, holding the
+    plan lock, sweeps a dead drill, and only a failback a kept one."""
+    for marker in drills.markers(settings.drills_dir, loaded.plan.name):
+        if marker.kept:
+            get_run_logger().warning("drill %s (%s) was kept for inspection (marker %s): `lifeline failback --yes` "
+                                     "returns the plan to normal", marker.record_id, marker.scenario,
+                                     marker.path(settings.drills_dir))
+        elif not marker.process_alive and marker.scenario in loaded.plan.scenarios:
+            get_run_logger().warning("drill %s (%s) was killed (marker %s): a sweep of what it left is due; the next "
+                                     "failover, failback or drill of this plan sweeps it", marker.record_id,
+                                     marker.scenario, marker.path(settings.drills_dir))
 
 
 def export_metrics(ledger: Ledger, loaded: LoadedPlan, settings: Settings) -> None:
