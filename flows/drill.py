@@ -7,7 +7,6 @@ was killed leaves a marker, and the next failover, failback or drill of the plan
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.settings import Settings, load_settings
 from lifeline.flows.failback import clean_up_drill, sweep_drill_leftovers
 from lifeline.flows.failover import default_runbook, fail_over
+from lifeline.tasks.adapters.deadline import wait_until
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run import topology
 from lifeline.tasks.run.ledger import Ledger
@@ -165,28 +165,24 @@ def detect(plan, journal: Journal, scenario: Scenario, site: str, sentinel: dril
     took is the time to detect. A fault with no `probe_site` that destroys no data the drill can look
     at (a compromised host) is detected when it is reported: at once."""
     with journal.step(f"detect at {site}") as entry:
-        deadline = time.monotonic() + DETECTION_TIMEOUT_SECONDS
-        while True:
-            missing = drills.missing_data(plan, scenario, sentinel)
-            if missing:
+        def detected() -> bool:
+            if missing := drills.missing_data(plan, scenario, sentinel):
                 journal.milestone("detected")
                 entry.detail["missing"] = missing
-                return
+                return True
             if scenario.fault.probe_site is None:
                 journal.milestone("detected")
                 entry.detail["reported"] = "no probe sees this fault: detected when it was reported"
-                return
+                return True
             checked = verify_site(plan, site)
             if not checked.critical_healthy:
                 journal.milestone("detected", checked.at)
                 entry.detail["unhealthy"] = checked.detail["unhealthy"]
-                return
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-        entry.status = "warning"
-        entry.detail["unhealthy"] = f"nothing at {site} failed within {DETECTION_TIMEOUT_SECONDS} s"
+            return not checked.critical_healthy
 
+        if not wait_until(detected, timeout=DETECTION_TIMEOUT_SECONDS, interval=0.2):
+            entry.status = "warning"
+            entry.detail["unhealthy"] = f"nothing at {site} failed within {DETECTION_TIMEOUT_SECONDS} s"
 
 def recover(loaded, settings, journal: Journal, scenario: Scenario, marker, home: str, away: str) -> None:
     recovery, plan = scenario.recovery, loaded.plan

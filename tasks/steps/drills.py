@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from lifeline.configs.drills import Scenario
 from lifeline.configs.plan import Plan
 from lifeline.tasks.adapters import replication
 from lifeline.tasks.adapters.commands import run_command
+from lifeline.tasks.adapters.deadline import wait_until
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.postgres.connection import connection_info, database_session
 from lifeline.tasks.run import topology
@@ -217,7 +217,12 @@ def normal_state_problems(plan: Plan, home: str, away: str) -> list[str]:
 def wait_until_normal(plan: Plan, home: str, away: str, timeout: float = 30.0) -> list[str]:
     """The normal state's problems once they are gone (empty), or as they stand after `timeout`:
     a restarted primary's standby takes a few seconds to stream again."""
-    deadline = time.monotonic() + timeout
-    while (problems := normal_state_problems(plan, home, away)) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    problems: list[str] = []
+
+    def normal() -> bool:
+        nonlocal problems
+        problems = normal_state_problems(plan, home, away)
+        return not problems
+
+    wait_until(normal, timeout=timeout, interval=0.5)
     return problems

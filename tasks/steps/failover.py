@@ -16,6 +16,7 @@ from lifeline.configs.recovery import DatabaseInstance, HttpStep, SshStep
 from lifeline.tasks.adapters import replication, ssh
 from lifeline.tasks.adapters.aws import AwsSession
 from lifeline.tasks.adapters.commands import run_command
+from lifeline.tasks.adapters.deadline import within_step
 from lifeline.tasks.adapters.environment_file import read_environment_file
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.postgres.connection import (
@@ -117,6 +118,10 @@ def _self_fenced(plan: Plan, site: str, self_fence_seconds: float, incident_at: 
     logger = get_run_logger()
     remaining = self_fence_remaining(self_fence_seconds, incident_at, utc_now())
     if remaining > 0:
+        left = within_step(remaining) or remaining
+        if left < remaining:  # a shortened wait would prove nothing: the site may not have fenced itself yet
+            raise FenceFailed(f"site {site} needs {remaining:.0f} s more to fence itself, but its fence step has "
+                              f"{left:.0f} s left: raise the step's timeout_seconds above fencing.{site}.self_fence_seconds")
         logger.info("site %s does not answer: waiting %.0f s for it to fence itself", site, remaining)
         time.sleep(remaining)
     detail: dict = {"site": site, "method": "self_fencing", "waited_seconds": round(remaining, 3)}
