@@ -47,7 +47,7 @@ class Settings(BaseSettings):
 
     @property
     def drills_dir(self) -> Path:
-        """Markers of drills in progress: what a killed drill left, for the next run to sweep."""
+        """Markers of drills in progress: what a killed or kept drill left, for the next failover, failback or drill to sweep."""
         return self.home_dir / "drills"
 
 

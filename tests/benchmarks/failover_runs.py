@@ -97,7 +97,7 @@ INJECTED = "fault injected (lab fault() call)"
 DECLARED = "flow run start -> run declared"
 # What runs between two steps, outside any step (flows/failover.py), by the next step's first word
 BETWEEN = {
-    "probe": "already_serving(): dr's role, Route 53 read",
+    "probe": "has_taken_over(): dr's role, Route 53 read",
     "fence": "write_positions(): main's WAL position",
 }
 
