@@ -47,7 +47,8 @@ class Settings(BaseSettings):
 
     @property
     def drills_dir(self) -> Path:
-        """Markers of drills in progress: what a killed or kept drill left, for the next failover, failback or drill to sweep."""
+        """Markers of drills in progress or kept: a killed drill's is swept by the next failover, failback or
+        drill, a kept drill's by a failback."""
         return self.home_dir / "drills"
 
 
