@@ -159,7 +159,8 @@ def clean_up_drill(loaded: LoadedPlan, settings: Settings, scenario: Scenario, m
     if marker.failed_over and not topology.has_begun_serving(plan, topology.other_site(plan, home)):
         done["failback"] = "not needed: the failover stopped before anything at the other site took over"
     elif marker.failed_over:
-        with recorded_run("failback", loaded, settings, trigger="cli", scenario=marker.scenario) as failback:
+        with recorded_run("failback", loaded, settings, trigger="cli", scenario=marker.scenario,
+                          parent_id=marker.record_id) as failback:
             fail_back(loaded, failback, reason=f"end of drill {marker.scenario}", approval="yes")
             done["failback_run"] = failback.record.id
         if scenario.fault.undo:

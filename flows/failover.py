@@ -64,7 +64,7 @@ def probe_site(plan: Plan, site: str):
 
 def _restore_subflow(loaded: LoadedPlan, journal: Journal, definition: RestoreStep) -> str:
     return restore_flow(str(loaded.path), definition.dataset, definition.target, replace=definition.replace,
-                        trigger=journal.record.trigger)
+                        trigger=journal.record.trigger, parent_id=journal.record.id)
 
 
 def run_runbook(

@@ -24,6 +24,7 @@ def restore_flow(
     incident_at: datetime | None = None,
     trigger: Trigger = "cli",
     record_id: str | None = None,
+    parent_id: str | None = None,
 ) -> str:
     """Restore a dataset's snapshot to a folder or database, verified before it is put in place.
 
@@ -37,10 +38,12 @@ def restore_flow(
         incident_at: When the data was lost, for the RPO; default the run's start.
         trigger: Who started the run: schedule, ui or cli.
         record_id: Id for the run record (the CLI sets it); empty for a new one.
+        parent_id: The run that started this restore (a failover's runbook, a drill); empty for a restore of its own.
     """
     loaded = load_plan(Path(plan_path))
     settings = load_settings()
-    with recorded_run("restore", loaded, settings, trigger=trigger, record_id=record_id) as journal:
+    with recorded_run("restore", loaded, settings, trigger=trigger, record_id=record_id,
+                      parent_id=parent_id) as journal:
         restore_dataset(loaded, settings, journal, dataset, target, snapshot=snapshot, as_of=as_of, replace=replace,
                         incident_at=incident_at)
         return journal.record.id

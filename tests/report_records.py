@@ -135,3 +135,14 @@ def fake_plan(**overrides) -> SimpleNamespace:
     )
     values.update(overrides)
     return SimpleNamespace(**values)
+
+
+def drill_with_failback(start: datetime = START) -> tuple[RunRecord, RunRecord]:
+    """A site-loss drill and the failback it ran to return to normal: a run it started, so it ends later."""
+    drill = site_loss_drill(start)
+    failback = RunRecord(id="f4b1c2d3e4f5", kind="failback", plan=PLAN, plan_sha256=SHA, scenario="site-loss",
+                         parent_id=drill.id, status="completed", started_at=at(1012, start), ended_at=at(1025, start),
+                         incident_at=at(1012, start), recovered_at=at(1024, start), rto_seconds=12.0,
+                         steps=[Step(name="promote crm-db at main", started_at=at(1012, start),
+                                     ended_at=at(1020, start), status="completed")])
+    return drill, failback

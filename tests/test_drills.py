@@ -135,6 +135,7 @@ def test_failover_scenario_runs_end_to_end_and_the_lab_is_normal_afterwards(norm
     assert back.status == "completed" and back.detail["problems"] == []
     failback = ledger().run(back.detail["failback_run"])
     assert (failback.kind, failback.status, failback.scenario) == ("failback", "completed", scenario)
+    assert failback.parent_id == record.id  # the drill's own run: `lifeline report` reports the drill, not it
     assert back.detail["sentinels_removed"] == {"rows": 1}
     assert_back_to_normal(lab)
     assert in_recovery(lab, "main") is False and in_recovery(lab, "dr") is True

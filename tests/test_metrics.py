@@ -3,7 +3,7 @@ a Pushgateway receives the same text."""
 
 from __future__ import annotations
 
-import re
+import base64
 import stat
 import threading
 from collections.abc import Iterator
@@ -11,18 +11,24 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
-from lifeline.tasks.report.metrics import collect_metrics, export, exposition, push, write_textfile
+from lifeline.tasks.report.metrics import (
+    Metric,
+    Sample,
+    collect_metrics,
+    export,
+    exposition,
+    push,
+    registry_of,
+    write_textfile,
+)
 from lifeline.tasks.run.ledger import Ledger, SnapshotFacts
 from lifeline.tasks.run.record import RunRecord, Step
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.report_records import PLAN, SHA, START, at, backup_record, simple_drill, site_loss_drill
 
 NOW = START + timedelta(hours=6)
-METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)')
-VALUE = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|[-+]?Inf|NaN")
 
 
 @dataclass
@@ -33,38 +39,16 @@ class Family:
 
 
 def parse_exposition(text: str) -> dict[str, Family]:
-    """A strict reader of the text format 0.0.4: HELP and TYPE before a family's samples, each family in one
-    block, label values escaped, no duplicate series, a newline at the end."""
-    if not text:
-        return {}
-    assert text.endswith("\n"), "the text must end with a newline"
+    """The text as Prometheus reads it (prometheus_client's parser); a series twice is an error."""
     families: dict[str, Family] = {}
-    current: str | None = None
-    for number, line in enumerate(text.splitlines(), start=1):
-        where = f"line {number}: {line!r}"
-        if line.startswith("# HELP "):
-            name, _, help_text = line.removeprefix("# HELP ").partition(" ")
-            assert METRIC_NAME.fullmatch(name) and name not in families, where
-            families[name], current = Family(help_text, ""), name
-        elif line.startswith("# TYPE "):
-            name, _, kind = line.removeprefix("# TYPE ").partition(" ")
-            assert name == current and kind in ("gauge", "counter", "untyped") and not families[name].samples, where
-            families[name].type = kind
-        else:
-            match = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)", line)
-            assert match and match.group(1) == current and families[current].type, where
-            labels, rest = [], match.group(3) or ""
-            while rest:
-                label = LABEL.match(rest)
-                assert label, where
-                value = label.group(2).replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
-                labels.append((label.group(1), value))
-                rest = rest[label.end():]
-            assert len({name for name, _ in labels}) == len(labels), where
-            assert VALUE.fullmatch(match.group(4)), where
-            key = frozenset(labels)
-            assert key not in families[current].samples, f"duplicate series at {where}"
-            families[current].samples[key] = float(match.group(4))
+    for parsed in text_string_to_metric_families(text):
+        assert parsed.name not in families, f"{parsed.name} in two blocks"
+        family = families[parsed.name] = Family(parsed.documentation, parsed.type)
+        for sample in parsed.samples:
+            assert sample.name == parsed.name, sample
+            key = frozenset(sample.labels.items())
+            assert key not in family.samples, f"duplicate series {sample}"
+            family.samples[key] = sample.value
     return families
 
 
@@ -128,13 +112,12 @@ def test_metrics_from_the_ledger_have_the_right_values(ledger):
     assert all(labels["plan"] == PLAN for labels in every_label_set)
 
 
-def test_prometheus_client_reads_the_same_text(ledger):
-    parser = pytest.importorskip("prometheus_client.parser")
-    text = exposition(collect_metrics(ledger, PLAN, NOW))
-    theirs = {(s.name, frozenset(s.labels.items())): s.value
-              for family in parser.text_string_to_metric_families(text) for s in family.samples}
-    ours = {(name, key): sample for name, family in parse_exposition(text).items()
-            for key, sample in family.samples.items()}
+def test_prometheus_reads_back_exactly_what_was_collected(ledger):
+    metrics = collect_metrics(ledger, PLAN, NOW)
+    theirs = {(name, key): sample for name, family in parse_exposition(exposition(metrics)).items()
+              for key, sample in family.samples.items()}
+    ours = {(metric.name, frozenset(sample.labels.items())): sample.value
+            for metric in metrics for sample in metric.samples}
     assert theirs == ours
 
 
@@ -160,9 +143,10 @@ def test_label_values_are_escaped(tmp_path):
 def test_textfile_is_written_atomically(tmp_path, ledger):
     path = tmp_path / "textfile" / "lifeline.prom"
     text = exposition(collect_metrics(ledger, PLAN, NOW))
-    write_textfile(path, "stale\n")
+    write_textfile(path, registry_of([Metric("stale", "Left by an earlier export.", [Sample({}, 1.0)])]))
+    assert "stale 1.0" in path.read_text()
     inode_before = path.stat().st_ino
-    write_textfile(path, text)
+    write_textfile(path, registry_of(collect_metrics(ledger, PLAN, NOW)))
     assert path.read_text() == text
     assert path.stat().st_ino != inode_before  # replaced by a rename, never rewritten in place
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
@@ -210,7 +194,9 @@ def test_push_sends_the_same_text_to_the_pushgateway(ledger, pushgateway, tmp_pa
     assert path.read_text() == text
     assert received == [Received("PUT", f"/metrics/job/lifeline/plan/{PLAN}", "text/plain; version=0.0.4; charset=utf-8",
                                  text)]
-    push(url, "plan with/slash", "x 1\n")
-    assert received[-1].path == "/metrics/job/lifeline/plan/plan%20with%2Fslash"
-    with pytest.raises(httpx.HTTPStatusError):
-        push(url + "/fail", PLAN, text)
+    odd_plan = "plan with/slash"
+    push(url, odd_plan, registry_of([]))
+    # the Pushgateway's own encoding of a label value with a slash: base64, URL-safe
+    assert received[-1].path == "/metrics/job/lifeline/plan@base64/" + base64.urlsafe_b64encode(odd_plan.encode()).decode()
+    with pytest.raises(OSError, match="500"):
+        push(url + "/fail", PLAN, registry_of(collect_metrics(ledger, PLAN, NOW)))

@@ -291,7 +291,8 @@ def drill(
 @app.command()
 def report(
     plan: PlanOption = None,
-    run: Annotated[str | None, typer.Option("--run", help="Run id (or its start); default the newest run.")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Run id (or its start); default the newest run that no "
+                                                   "other run started (a drill, not its failback).")] = None,
     output_format: Annotated[str, typer.Option("--format", help="html, md or json.")] = "html",
     out: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
     trend: Annotated[bool, typer.Option("--trend", help="RTO and RPO per scenario over time, and overdue drills.")] = False,
@@ -317,7 +318,7 @@ def report(
             if record is None:
                 fail(f"--run: no single run starts with {run!r}")
         else:
-            newest = ledger.runs(plan=loaded.plan.name, last=1)
+            newest = ledger.runs(plan=loaded.plan.name, last=1, own_only=True)
             if not newest:
                 fail(f"no runs of plan {loaded.plan.name} in the ledger yet")
             record = newest[0]
@@ -325,7 +326,7 @@ def report(
             text = record.model_dump_json(indent=2)
         else:
             render = after_action.render_html if output_format == "html" else after_action.render_markdown
-            text = render(record, loaded.plan, after_action.load_history(ledger, record))
+            text = render(record, loaded.plan, after_action.load_history(ledger, record), ledger.children(record.id))
     if out is None:
         typer.echo(text)
     else:

@@ -32,14 +32,14 @@ def _seconds(value: float | None) -> str:
 
 def print_records(records: list[RunRecord]) -> None:
     table = Table(title="Runs")
-    for column in ("id", "kind", "status", "started", "seconds", "RTO s", "RPO s", "targets", "bytes"):
+    for column in ("id", "kind", "status", "started", "seconds", "RTO s", "RPO s", "targets", "bytes", "started by"):
         table.add_column(column)
     for record in records:
         took = (record.ended_at - record.started_at).total_seconds() if record.ended_at else None
         table.add_row(
             record.id, record.kind, record.status, record.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             _seconds(took), _seconds(record.rto_seconds), _seconds(record.rpo_seconds),
-            {True: "met", False: "missed", None: ""}[record.met_targets], str(record.bytes),
+            {True: "met", False: "missed", None: ""}[record.met_targets], str(record.bytes), record.parent_id or "",
         )
     stdout.print(table)
 

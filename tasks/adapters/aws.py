@@ -7,6 +7,7 @@ appear in a message: errors name the service, the call, the endpoint and AWS's e
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -256,17 +257,27 @@ class AwsSession:
         return str(answer["ChangeInfo"]["Id"])
 
     def wait_in_sync(self, change_id: str, timeout: float = 120.0, poll: float = 1.0) -> float:
-        """Poll GetChange until INSYNC; returns the seconds waited."""
+        """boto3's own waiter (GetChange until INSYNC), asking every `poll` s for at most `timeout` s;
+        returns the seconds waited."""
+        import botocore.exceptions
+
         started = time.monotonic()
-        while True:
-            status = self.call("route53", "get_change", Id=change_id)["ChangeInfo"]["Status"]
-            if status == "INSYNC":
-                return time.monotonic() - started
-            remaining = started + timeout - time.monotonic()
-            if remaining <= 0:
-                raise DnsChangeNotInSync(f"AWS route53 at {self.where}: change {change_id} still {status} "
-                                         f"after {timeout:g} s")
-            time.sleep(min(poll, remaining))
+        delay = max(poll, 0.05)
+        attempts = max(0, math.floor(timeout / delay + 1e-9)) + 1  # the first at once, then one every `delay`
+        try:
+            waiter = self.client("route53").get_waiter("resource_record_sets_changed")
+            waiter.wait(Id=change_id, WaiterConfig={"Delay": delay, "MaxAttempts": attempts})
+        except botocore.exceptions.WaiterError as error:
+            answer = error.last_response or {}
+            if "Error" in answer:  # AWS refused the GetChange itself
+                refused = botocore.exceptions.ClientError(answer, "GetChange")  # type: ignore[arg-type]
+                raise self._translate(refused, "route53", "get_change") from None
+            status = answer.get("ChangeInfo", {}).get("Status") or "not INSYNC"
+            raise DnsChangeNotInSync(f"AWS route53 at {self.where}: change {change_id} still {status} "
+                                     f"after {timeout:g} s") from None
+        except Exception as error:  # noqa: BLE001 - unreachable endpoint, no credentials...: translated
+            raise self._translate(error, "route53", "get_change") from None
+        return time.monotonic() - started
 
     def switch_record(self, zone: str, record: str, value: str, ttl: int, *, timeout: float = 120.0,
                       poll: float = 1.0, record_type: str = "A", comment: str = "lifeline") -> RecordSwitch:

@@ -265,14 +265,25 @@ def _history(record: RunRecord, history: Sequence[RunRecord], zone: tzinfo) -> S
     return Section("history", "Earlier runs", [Table(("started", "run", "status", "RTO", "RPO", "targets"), rows)])
 
 
-def after_action(record: RunRecord, plan: Any = None, history: Sequence[RunRecord] = ()) -> Document:
+def _child_runs(children: Sequence[RunRecord], zone: tzinfo) -> Section:
+    rows = [(r.kind, f"`{r.id}`", r.status, when(r.started_at, zone), seconds_text(r.rto_seconds)) for r in children]
+    return Section("child-runs", "Runs this run started", [
+        Paragraph("Each has its own record and after-action report (`lifeline report --run <id>`)."),
+        Table(("kind", "run", "status", "started", "RTO"), rows,
+              ["failed" if r.status in ("failed", "cancelled") else "" for r in children])])
+
+
+def after_action(record: RunRecord, plan: Any = None, history: Sequence[RunRecord] = (),
+                 children: Sequence[RunRecord] = ()) -> Document:
+    """`children`: the runs this one started (a drill's failback), listed in a section of their own."""
     zone, origin, targets = plan_zone(plan), _origin(record), run_targets(record, plan)
     found = findings(record, targets, history)
     actions = list(dict.fromkeys(f.action for f in found if f.action))
     title, subtitle, verdict, verdict_text = _header(record, zone)
     sections = [
         *_introduction(record, plan, targets), _plan_version(record, history, zone), _trigger(record, plan, zone),
-        _step_log(record, zone, origin), _waterfall(record, origin), _targets(record, targets, zone),
+        _step_log(record, zone, origin), *([_child_runs(children, zone)] if children else []),
+        _waterfall(record, origin), _targets(record, targets, zone),
         _evidence(record), _impact(record, zone),
         Section("deviations", "Deviations", [Bullets([f.deviation for f in found] or ["None recorded."], "deviations")]),
         Section("corrective-actions", "Corrective actions", [Bullets(actions or ["None needed."], "actions")]),
@@ -282,9 +293,11 @@ def after_action(record: RunRecord, plan: Any = None, history: Sequence[RunRecor
                     f"Lifeline after-action report of run {record.id}, from its ledger record. Times in {zone}.")
 
 
-def render_html(record: RunRecord, plan: Any = None, history: Sequence[RunRecord] = ()) -> str:
-    return to_html(after_action(record, plan, history))
+def render_html(record: RunRecord, plan: Any = None, history: Sequence[RunRecord] = (),
+                children: Sequence[RunRecord] = ()) -> str:
+    return to_html(after_action(record, plan, history, children))
 
 
-def render_markdown(record: RunRecord, plan: Any = None, history: Sequence[RunRecord] = ()) -> str:
-    return to_markdown(after_action(record, plan, history))
+def render_markdown(record: RunRecord, plan: Any = None, history: Sequence[RunRecord] = (),
+                    children: Sequence[RunRecord] = ()) -> str:
+    return to_markdown(after_action(record, plan, history, children))

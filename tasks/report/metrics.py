@@ -1,27 +1,24 @@
-"""Monitoring: Lifeline's state as Prometheus metrics, built from the ledger.
+"""Monitoring: Lifeline's state as Prometheus metrics (gauges), built from the ledger.
 
-The text exposition format (version 0.0.4) is written to a file for node_exporter's textfile
-collector (atomically: a temp file in the same folder, then a rename, so a scrape never sees half
-a file) and, when a Pushgateway URL is configured, pushed to `<url>/metrics/job/lifeline/plan/<plan>`.
+prometheus_client writes them in the text format to a file for node_exporter's textfile collector
+(atomically: a temp file in the same folder, then a rename, so a scrape never sees half a file) and,
+when a Pushgateway URL is configured, pushes them to the group `job=lifeline, plan=<plan>`.
 Every sample carries the `plan` label. A metric with nothing to report yet (no drill of any scenario,
 no failover) is left out rather than reported as zero.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import quote
 
-import httpx
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.record import RunRecord, utc_now
+from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway, write_to_textfile
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+JOB = "lifeline"
 HISTORY = 400  # runs of each kind looked at: a year of nightly backups
 BACKUP_STEP_PREFIX = "backup "
 
@@ -37,7 +34,6 @@ class Metric:
     name: str
     help: str
     samples: list[Sample] = field(default_factory=list)
-    type: str = "gauge"
 
 
 def _timestamp(moment: datetime) -> float:
@@ -125,66 +121,44 @@ def collect_metrics(ledger: Ledger, plan_name: str, now: datetime | None = None,
     return [metric for metric in metrics if metric.samples]
 
 
-# --- the text format ----------------------------------------------------------------------------
+# --- the text format, the textfile and the Pushgateway: prometheus_client's own ------------------
 
 
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+def registry_of(metrics: list[Metric]) -> CollectorRegistry:
+    """A registry of its own (never the process-wide one): each export holds exactly what the ledger says now."""
+    registry = CollectorRegistry()
+    for metric in metrics:
+        labelnames = tuple(metric.samples[0].labels) if metric.samples else ()
+        gauge = Gauge(metric.name, metric.help, labelnames=labelnames, registry=registry)
+        for sample in metric.samples:
+            (gauge.labels(**sample.labels) if labelnames else gauge).set(sample.value)
+    return registry
 
 
 def exposition(metrics: list[Metric]) -> str:
-    lines: list[str] = []
-    for metric in metrics:
-        lines += [f"# HELP {metric.name} {_escape_help(metric.help)}", f"# TYPE {metric.name} {metric.type}"]
-        for sample in metric.samples:
-            labels = ",".join(f'{name}="{_escape_label(value)}"' for name, value in sample.labels.items())
-            lines.append(f"{metric.name}{{{labels}}} {_number(sample.value)}" if labels else
-                         f"{metric.name} {_number(sample.value)}")
-    return "\n".join(lines) + "\n" if lines else ""
+    return generate_latest(registry_of(metrics)).decode("utf-8")
 
 
-def write_textfile(path: Path, text: str) -> None:
-    """Atomically: node_exporter reads only `*.prom`, so the temp file beside it is never collected."""
+def write_textfile(path: Path, registry: CollectorRegistry) -> None:
+    """Atomically (a temp file beside it, then a rename): node_exporter reads only `*.prom`, so the temp file
+    is never collected. The rename keeps the temp file's mode, which the umask decides: made readable after."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_to_textfile(str(path), registry)
+    os.chmod(path, 0o644)
 
 
-def push(url: str, plan: str, text: str, timeout: float = 10.0) -> None:
+def push(url: str, plan: str, registry: CollectorRegistry, timeout: float = 10.0) -> None:
     """PUT replaces the group's metrics at the Pushgateway: a metric gone from the ledger goes from there too."""
-    target = f"{url.rstrip('/')}/metrics/job/lifeline/plan/{quote(plan, safe='')}"
-    response = httpx.put(target, content=text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE}, timeout=timeout)
-    response.raise_for_status()
+    push_to_gateway(url, job=JOB, registry=registry, grouping_key={"plan": plan}, timeout=timeout)
 
 
 def export(ledger: Ledger, plan_name: str, *, textfile: Path | None = None, pushgateway_url: str | None = None,
            now: datetime | None = None, datasets: list[str] | None = None) -> str:
     """Collect, then write and push wherever configured; returns the text."""
-    text = exposition(collect_metrics(ledger, plan_name, now, datasets))
+    registry = registry_of(collect_metrics(ledger, plan_name, now, datasets))
     if textfile is not None:
-        write_textfile(textfile, text)
+        write_textfile(textfile, registry)
     if pushgateway_url:
-        push(pushgateway_url, plan_name, text)
-    return text
+        push(pushgateway_url, plan_name, registry)
+    return generate_latest(registry).decode("utf-8")

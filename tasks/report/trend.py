@@ -11,11 +11,19 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from html import escape
 from typing import Any
 
 from lifeline.tasks.report.charts import Point, trend_panel
-from lifeline.tasks.report.document import Chart, Document, Paragraph, Section, Table, to_html, to_markdown
+from lifeline.tasks.report.document import (
+    Chart,
+    Document,
+    Paragraph,
+    Section,
+    Table,
+    render_template,
+    to_html,
+    to_markdown,
+)
 from lifeline.tasks.report.findings import RECOVERY_KINDS, plan_zone, scenario_of, seconds_text, when
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.record import RunRecord
@@ -35,8 +43,9 @@ class DrillDue:
 
 
 def load_trend_records(ledger: Ledger, plan_name: str, last: int = 500) -> list[RunRecord]:
-    """The plan's recent recovery runs, `last` of each kind (frequent verify runs would crowd them out otherwise)."""
-    return [run for kind in RECOVERY_KINDS for run in ledger.runs(kind=kind, plan=plan_name, last=last)]
+    """The plan's recent recovery runs, `last` of each kind (frequent verify runs would crowd them out otherwise);
+    not the runs another run started (a drill's failback): the drill stands for them."""
+    return [run for kind in RECOVERY_KINDS for run in ledger.runs(kind=kind, plan=plan_name, last=last, own_only=True)]
 
 
 def series_name(record: RunRecord) -> str:
@@ -98,7 +107,7 @@ def _figures(groups: dict[str, list[RunRecord]], plan: Any, zone: Any) -> Sectio
         text = Table(("started", "run", "status", "RTO", "RPO", "targets"),
                      [(when(r.started_at, zone), f"`{r.id}`", r.status, seconds_text(r.rto_seconds),
                        seconds_text(r.rpo_seconds), VERDICTS[r.met_targets]) for r in recent])
-        svg = f'<div class="figures" data-scenario="{escape(name)}">{"".join(panels)}</div>'
+        svg = render_template("figures.html", name=name, panels=panels)
         blocks.append(Chart(svg, f"`{name}`: {len(runs)} run(s); dashed line: target; red: missed or failed "
                                  f"(× when nothing was measured).", text))
     return Section("trend", "RTO and RPO per scenario", blocks)

@@ -42,6 +42,7 @@ def _sql() -> _Sql:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("started_at", sa.String(40), nullable=False, index=True),  # ISO 8601, UTC: sorts as time
         sa.Column("record", sa.Text, nullable=False),
+        sa.Column("parent_id", sa.String(32), nullable=True, index=True),
     )
     snapshots = sa.Table(
         "snapshots",
@@ -84,7 +85,30 @@ def _engine(url: str) -> sqlalchemy.Engine:
 
     engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
     _sql().metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: sqlalchemy.Engine) -> None:
+    """A ledger made before runs had a parent gets the column (and its index); its runs have no parent."""
+    import sqlalchemy
+
+    runs_table = _sql().runs
+
+    def has_column() -> bool:
+        return "parent_id" in {column["name"] for column in sqlalchemy.inspect(engine).get_columns(runs_table.name)}
+
+    if has_column():
+        return
+    try:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f"ALTER TABLE {runs_table.name} ADD COLUMN parent_id VARCHAR(32)"))
+    except sqlalchemy.exc.DBAPIError:
+        if not has_column():  # not another process adding it at the same moment
+            raise
+    for index in runs_table.indexes:
+        if "parent_id" in index.columns:
+            index.create(engine, checkfirst=True)
 
 
 class Ledger:
@@ -103,6 +127,7 @@ class Ledger:
             "status": record.status,
             "started_at": _iso(record.started_at),
             "record": record.model_dump_json(),
+            "parent_id": record.parent_id,
         }
         runs_table = _sql().runs
         with self.engine.begin() as connection:
@@ -113,7 +138,8 @@ class Ledger:
                 connection.execute(runs_table.insert().values(**row))
 
     def runs(self, *, kind: str | None = None, plan: str | None = None, status: str | None = None,
-             last: int | None = None) -> list[RunRecord]:
+             last: int | None = None, own_only: bool = False) -> list[RunRecord]:
+        """Newest first. `own_only`: leave out runs another run started (a drill's failback)."""
         runs_table = _sql().runs
         query = runs_table.select().with_only_columns(runs_table.c.record).order_by(runs_table.c.started_at.desc())
         if kind:
@@ -122,6 +148,8 @@ class Ledger:
             query = query.where(runs_table.c.plan == plan)
         if status:
             query = query.where(runs_table.c.status == status)
+        if own_only:
+            query = query.where(runs_table.c.parent_id.is_(None))
         if last:
             query = query.limit(last)
         with self.engine.connect() as connection:
@@ -133,6 +161,14 @@ class Ledger:
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
         return RunRecord.model_validate_json(rows[0][0]) if len(rows) == 1 else None
+
+    def children(self, parent_id: str) -> list[RunRecord]:
+        """The runs `parent_id` started, in the order they started."""
+        runs_table = _sql().runs
+        query = (runs_table.select().with_only_columns(runs_table.c.record)
+                 .where(runs_table.c.parent_id == parent_id).order_by(runs_table.c.started_at))
+        with self.engine.connect() as connection:
+            return [RunRecord.model_validate_json(text) for (text,) in connection.execute(query)]
 
     def record_snapshots(self, facts: Iterable[SnapshotFacts]) -> None:
         snapshots_table = _sql().snapshots

@@ -44,6 +44,7 @@ class RunRecord(BaseModel):
     plan: str
     plan_sha256: str
     scenario: str | None = None
+    parent_id: str | None = None  # the run that started this one (a drill's failback); None for a run of its own
     trigger: Trigger = "cli"
     status: RunStatus = "running"
     started_at: datetime = Field(default_factory=utc_now)

@@ -83,10 +83,12 @@ def recorded_run(
     record_id: str | None = None,
     scenario: str | None = None,
     exclusive: bool = False,
+    parent_id: str | None = None,
 ) -> Iterator[Journal]:
     """`exclusive`: the caller holds the plan lock (see exclusive_run)."""
     record = RunRecord(
-        kind=kind, plan=loaded.plan.name, plan_sha256=loaded.sha256, trigger=actual_trigger(trigger), scenario=scenario
+        kind=kind, plan=loaded.plan.name, plan_sha256=loaded.sha256, trigger=actual_trigger(trigger), scenario=scenario,
+        parent_id=parent_id,
     )
     if record_id:
         record.id = record_id
@@ -158,8 +160,9 @@ def publish(record: RunRecord, loaded: LoadedPlan) -> None:
         if record.kind in ("drill", "failover", "failback", "restore"):
             from lifeline.tasks.report.after_action import load_history, render_markdown
 
+            ledger = Ledger(load_settings().ledger)
             create_markdown_artifact(
-                markdown=render_markdown(record, loaded.plan, load_history(Ledger(load_settings().ledger), record)),
+                markdown=render_markdown(record, loaded.plan, load_history(ledger, record), ledger.children(record.id)),
                 key=artifact_key(record.plan, record.kind, "after-action"),
                 description=f"After-action report of {record.kind} run {record.id}",
             )
