@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lifeline.tasks.adapters.deadline import within_step
 from lifeline.tasks.adapters.environment_file import read_environment_file
 from lifeline.tasks.adapters.errors import LifelineError
 
@@ -257,11 +258,12 @@ class AwsSession:
         return str(answer["ChangeInfo"]["Id"])
 
     def wait_in_sync(self, change_id: str, timeout: float = 120.0, poll: float = 1.0) -> float:
-        """boto3's own waiter (GetChange until INSYNC), asking every `poll` s for at most `timeout` s;
-        returns the seconds waited."""
+        """boto3's own waiter (GetChange until INSYNC), asking every `poll` s for at most `timeout` s and
+        never beyond the step's time limit; returns the seconds waited."""
         import botocore.exceptions
 
         started = time.monotonic()
+        timeout = within_step(timeout) or timeout
         delay = max(poll, 0.05)
         attempts = max(0, math.floor(timeout / delay + 1e-9)) + 1  # the first at once, then one every `delay`
         try:
