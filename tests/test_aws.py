@@ -124,25 +124,5 @@ def test_a_bad_phone_number_is_rejected_before_any_call(session):
         session.publish_sms("13800000042", "x")
 
 
-def test_a_topic_message_reaches_its_subscribers(session):
-    sns, sqs = session.client("sns"), session.client("sqs")
-    topic_arn = sns.create_topic(Name=f"lifeline-test-{secrets.token_hex(4)}")["TopicArn"]
-    queue_url = sqs.create_queue(QueueName=f"lifeline-test-{secrets.token_hex(4)}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
-    message_id = session.publish_topic(topic_arn, "Failover of callcenter-east\nstarted", "dr is taking calls")
-    received = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"]
-    notification = json.loads(received[0]["Body"])
-    assert notification["MessageId"] == message_id
-    assert notification["Subject"] == "Failover of callcenter-east started"
-    assert notification["Message"] == "dr is taking calls"
-
-
-def test_a_missing_topic_is_rejected_not_retried(session):
-    with pytest.raises(aws.AwsRequestRejected) as raised:
-        session.publish_topic("arn:aws:sns:us-east-1:123456789012:absent", "s", "m")
-    assert not raised.value.transient
-
-
 def test_the_session_repr_hides_credentials(session):
     assert session.credentials["AWS_SECRET_ACCESS_KEY"] not in repr(session)

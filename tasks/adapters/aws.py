@@ -31,7 +31,6 @@ UNAVAILABLE_ERROR_CODES = frozenset({
     "RequestTimeoutException", "Unavailable",
 })
 PHONE_NUMBER = re.compile(r"^\+[1-9]\d{6,14}$")  # E.164
-SNS_SUBJECT_MAX = 100
 
 
 class AwsError(LifelineError):
@@ -305,10 +304,4 @@ class AwsSession:
         if sender_id:
             attributes["AWS.SNS.SMS.SenderID"] = {"DataType": "String", "StringValue": sender_id}
         answer = self.call("sns", "publish", PhoneNumber=phone_number, Message=message, MessageAttributes=attributes)
-        return str(answer["MessageId"])
-
-    def publish_topic(self, topic_arn: str, subject: str, message: str) -> str:
-        """Publish to an SNS topic; the subject is cut to what SNS accepts (one line, 100 characters)."""
-        clean_subject = " ".join(subject.split())[:SNS_SUBJECT_MAX] or "Lifeline"
-        answer = self.call("sns", "publish", TopicArn=topic_arn, Subject=clean_subject, Message=message)
         return str(answer["MessageId"])
