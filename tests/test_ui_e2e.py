@@ -81,6 +81,7 @@ def test_one_click_failover_from_the_ui_approved_in_its_form(
     api.wait_for_state(run_id, {"RUNNING", "PAUSED"}, 30)
     click_to_running = api.first_state_at(run_id, "RUNNING") - clicked
     api.wait_for_state(run_id, {"PAUSED"}, 60)  # probe and preflight, then the form
+    api.wait_for_input_form(run_id, 10)
 
     # Approve in the form on the paused run's page.
     for _ in range(3):  # as with Quick run: after a 503 a person closes the dialog and tries again
