@@ -12,7 +12,7 @@ import pytest
 from lifeline.configs.checks import Check, HttpCheck, SqlCheck, SshCheck, TcpCheck
 from lifeline.configs.loading import load_plan
 from lifeline.tasks.adapters import ssh
-from lifeline.tasks.adapters.probes import CheckRunner, redact_url, run_check
+from lifeline.tasks.adapters.probes import CheckRunner, redact_url
 from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import probe, probes
 from pydantic import TypeAdapter, ValidationError
@@ -120,8 +120,9 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def one(document: dict, **keywords):
-    return run_check(probe(CHECKS.validate_python([document])[0]), **keywords)
+def one(document: dict, hosts: dict[str, ssh.SshTarget] | None = None):
+    with CheckRunner(hosts) as runner:
+        return runner.run([probe(CHECKS.validate_python([document])[0])])[0]
 
 
 @pytest.mark.lab
@@ -242,12 +243,12 @@ def test_a_round_runs_its_checks_concurrently_and_keeps_order(ports, crm, hosts,
 def test_a_runner_reuses_its_http_connections_between_rounds(ports):
     checks = probes(CHECKS.validate_python([{"type": "http", "url": f"http://127.0.0.1:{ports.service_main}/health"}] * 4))
     seen: set[int] = set()
-    with CheckRunner(max_workers=4) as runner:
+    with CheckRunner() as runner:
         pool = runner.http_client._transport._pool  # httpx internals: the connections it keeps alive
         for _ in range(3):
             assert all(result.healthy for result in runner.run(checks))
             seen |= {id(connection) for connection in pool.connections}
-    assert 1 <= len(seen) <= 4  # 12 requests, at most one connection per worker
+    assert 1 <= len(seen) <= 4  # 12 requests, 4 at a time: at most one connection each
 
 
 def test_no_checks_is_no_results():

@@ -111,7 +111,7 @@ def test_unknown_host_key_is_refused_with_a_clear_message_and_nothing_changes(
     [reason] = [line for line in readiness.splitlines() if line.strip().startswith("- host dr")]
     assert "known_hosts" in reason and "refusing" in reason
 
-    assert failover.returncode == 2, refusal  # a host key is bad input (DESIGN.md section 3)
+    assert failover.returncode == 2, refusal  # a host key is bad input: exit 2 (README, exit codes)
     message = one_line_error(refusal)
     assert "NOT READY" in message and "host dr" in message and "known_hosts" in message
     assert_nothing_changed(lab)

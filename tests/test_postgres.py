@@ -101,7 +101,6 @@ def dumped(postgres_server, source, tmp_path_factory) -> Dumped:
             writer.join()
     assert snapshot.row_counts == SOURCE_ROWS
     assert re.fullmatch(r"[0-9A-F]+-[0-9A-F]+-[0-9]+", snapshot.snapshot_name)
-    assert snapshot.taken_at.tzinfo is not None
     return Dumped(path=path, row_counts=snapshot.row_counts)
 
 
@@ -120,10 +119,8 @@ def test_restore_into_a_new_database_verifies_then_renames(postgres_server, dump
         dumped.path, postgres_server.dsn("crm_new"), dumped.row_counts, False, postgres_server.passfile,
         bin_dir=postgres_server.bin_dir,
     )
-    assert result.database == "crm_new" and result.moved_aside is None and result.row_counts_verified
-    assert result.target == f"127.0.0.1:{postgres_server.port}/crm_new"
-    assert result.staging_database.startswith("crm_new" + postgres.STAGING_MARKER)
-    assert result.row_counts == dumped.row_counts and result.duration_seconds > 0
+    assert result.moved_aside is None and result.row_counts == dumped.row_counts
+    assert postgres.database_exists(postgres_server.dsn(), "crm_new", postgres_server.passfile)
     assert postgres.count_rows(postgres_server.dsn("crm_new"), postgres_server.passfile) == dumped.row_counts
     _no_leftovers(postgres_server)
 
@@ -247,7 +244,7 @@ def test_without_recorded_counts_only_loading_is_verified(postgres_server, dumpe
         dumped.path, postgres_server.dsn("crm_uncounted"), None, False, postgres_server.passfile,
         bin_dir=postgres_server.bin_dir,
     )
-    assert not result.row_counts_verified and result.row_counts == dumped.row_counts
+    assert result.row_counts == dumped.row_counts
 
 
 @pytest.fixture()
@@ -352,7 +349,7 @@ def test_redact_dsn(dsn, redacted):
 def test_connection_info_from_dsn():
     info = ConnectionInfo.from_dsn("postgresql://lifeline:pw@127.0.0.1:5433/crm?connect_timeout=3&sslmode=require")
     assert (info.host, info.port, info.user, info.database, info.connect_timeout_seconds) == ("127.0.0.1", 5433, "lifeline", "crm", 3)
-    assert info.address == "127.0.0.1:5433/crm" and "pw" not in repr(info) and info.dsn() == "postgresql://lifeline@127.0.0.1:5433/crm"
+    assert info.address == "127.0.0.1:5433/crm" and "pw" not in repr(info)
     assert postgres.libpq_environment(connection=info)["PGSSLMODE"] == "require"
     with pytest.raises(postgres.InvalidDsn) as raised:
         ConnectionInfo.from_dsn("postgresql://u:topsecret@h/db?sslpassword=x")

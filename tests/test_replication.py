@@ -52,7 +52,7 @@ def test_lsn_parses_prints_and_subtracts() -> None:
 
 
 def test_lag_is_measured_in_bytes_and_timed_only_when_behind() -> None:
-    primary = InstanceState("main", True, in_recovery=False, current_lsn=Lsn.parse("0/3000100"), accepts_writes=True)
+    primary = InstanceState("main", True, in_recovery=False, current_lsn=Lsn.parse("0/3000100"))
     behind = InstanceState("dr", True, in_recovery=True, current_lsn=Lsn.parse("0/3000000"), replay_age_seconds=4.5)
     level = InstanceState("dr", True, in_recovery=True, current_lsn=Lsn.parse("0/3000100"), replay_age_seconds=900.0)
     assert replication_lag(primary, behind) == Lag(bytes=0x100, seconds=4.5)
@@ -119,10 +119,10 @@ def test_observations_show_main_primary_and_dr_streaming_caught_up(lab, kept_lab
     database = kept_lab.database
     lab.query("main", f"INSERT INTO {PROBE} VALUES (1, 'observed')")
     main, dr = instance_state(database, "main"), instance_state(database, "dr")
-    assert (main.role, main.accepts_writes, dr.role, dr.accepts_writes) == ("primary", True, "standby", False)
-    assert dr.receiver_status == "streaming" and dr.timeline == main.timeline and dr.receive_lsn is not None
-    caught_up = wait_caught_up(database, "main", "dr", timeout=5)
-    assert caught_up.replay_lsn >= caught_up.target_lsn
+    assert (main.role, main.in_recovery, dr.role, dr.in_recovery) == ("primary", False, "standby", True)
+    assert dr.receiver_status == "streaming" and dr.timeline == main.timeline and dr.current_lsn is not None
+    wait_caught_up(database, "main", "dr", timeout=5)
+    assert instance_state(database, "dr").current_lsn >= main.current_lsn
     assert probe_rows(lab, "dr") == {1: "observed"}
     # The call generator writes at main all the time: zero lag shows between two of its writes.
     lags = [replication_lag(instance_state(database, "main"), instance_state(database, "dr")) for _ in range(40)]

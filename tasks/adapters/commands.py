@@ -1,9 +1,9 @@
 """The one place where Lifeline runs external programs.
 
 Every child gets its own session (process group) so a timeout can stop it and
-everything it started, stdin is /dev/null unless input is given, and stdout and
-stderr are always drained to the end: a child blocked on a full pipe never
-exits, and restic killed on a closed pipe leaves a stale lock behind.
+everything it started, stdin is /dev/null, and stdout and stderr are always
+drained to the end: a child blocked on a full pipe never exits, and restic
+killed on a closed pipe leaves a stale lock behind (docs/facts.md, restic).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from lifeline.tasks.adapters.errors import LifelineError
 Environment = Mapping[str, str | None]
 LineCallback = Callable[[str], None]
 
-# SIGINT first: restic removes its lock on SIGINT, but not on SIGTERM (0.14).
+# SIGINT first: restic removes its lock on SIGINT, but not on SIGTERM (docs/facts.md, restic).
 INTERRUPT_GRACE_SECONDS = 10.0
 
 
@@ -35,7 +35,6 @@ class CommandResult:
     returncode: int
     stdout: bytes
     stderr: bytes
-    duration_seconds: float
 
     @property
     def succeeded(self) -> bool:
@@ -58,7 +57,6 @@ class CommandResult:
 class PipelineResult:
     producer: CommandResult
     consumer: CommandResult
-    duration_seconds: float
 
 
 class CommandError(LifelineError):
@@ -77,7 +75,6 @@ class CommandTimeout(CommandError):
     def __init__(self, argv: Sequence[str], timeout_seconds: float) -> None:
         program = Path(argv[0]).name if argv else "command"
         super().__init__(argv, f"{program} did not finish within {timeout_seconds:g} s and was stopped")
-        self.timeout_seconds = timeout_seconds
 
 
 def build_environment(overrides: Environment | None) -> dict[str, str]:
@@ -123,13 +120,7 @@ class _StreamDrain(threading.Thread):
         return b"".join(self.chunks)
 
 
-def _start(
-    argv: Sequence[str],
-    *,
-    env: Environment | None,
-    cwd: str | os.PathLike[str] | None,
-    stdin: int | IO[bytes],
-) -> subprocess.Popen[bytes]:
+def _start(argv: Sequence[str], *, env: Environment | None, stdin: int | IO[bytes]) -> subprocess.Popen[bytes]:
     if not argv:
         raise CommandError(argv, "empty command")
     try:
@@ -139,7 +130,6 @@ def _start(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=build_environment(env),
-            cwd=cwd,
             start_new_session=True,
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as error:
@@ -177,24 +167,6 @@ def _wait_all(processes: Sequence[subprocess.Popen[bytes]], deadline: float | No
     return True
 
 
-def _feed(process: subprocess.Popen[bytes], input_bytes: bytes) -> threading.Thread:
-    def write() -> None:
-        assert process.stdin is not None
-        try:
-            process.stdin.write(input_bytes)
-        except BrokenPipeError:
-            pass
-        finally:
-            try:
-                process.stdin.close()
-            except BrokenPipeError:
-                pass
-
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    return writer
-
-
 def _raise_callback_error(*drains: _StreamDrain) -> None:
     for drain in drains:
         if drain.callback_error is not None:
@@ -205,11 +177,8 @@ def run_command(
     argv: Sequence[str],
     *,
     env: Environment | None = None,
-    cwd: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
-    input_bytes: bytes | None = None,
     on_line: LineCallback | None = None,
-    interrupt_grace_seconds: float = INTERRUPT_GRACE_SECONDS,
 ) -> CommandResult:
     """Runs argv (never through a shell). env is merged over a copy of os.environ.
 
@@ -217,25 +186,21 @@ def run_command(
     period, and CommandTimeout is raised. on_line receives each stdout line.
     """
     timeout = within_step(timeout)
-    started = time.monotonic()
-    deadline = None if timeout is None else started + timeout
-    process = _start(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL if input_bytes is None else subprocess.PIPE)
-    writer = None if input_bytes is None else _feed(process, input_bytes)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    process = _start(argv, env=env, stdin=subprocess.DEVNULL)
     assert process.stdout is not None and process.stderr is not None
     stdout_drain = _StreamDrain(process.stdout, on_line)
     stderr_drain = _StreamDrain(process.stderr)
     if not _wait_all([process], deadline):
-        _stop([process], interrupt_grace_seconds)
+        _stop([process], INTERRUPT_GRACE_SECONDS)
         raise CommandTimeout(argv, timeout or 0.0)
     stdout = stdout_drain.collected(deadline)
     stderr = stderr_drain.collected(deadline)
     if stdout_drain.is_alive() or stderr_drain.is_alive():  # a grandchild keeps a pipe open
         _stop([process], 0.0)
         raise CommandTimeout(argv, timeout or 0.0)
-    if writer is not None:
-        writer.join()
     _raise_callback_error(stdout_drain)
-    return CommandResult(tuple(argv), process.returncode, stdout, stderr, time.monotonic() - started)
+    return CommandResult(tuple(argv), process.returncode, stdout, stderr)
 
 
 def run_pipeline(
@@ -244,22 +209,19 @@ def run_pipeline(
     *,
     producer_env: Environment | None = None,
     consumer_env: Environment | None = None,
-    cwd: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
     on_line: LineCallback | None = None,
-    interrupt_grace_seconds: float = INTERRUPT_GRACE_SECONDS,
 ) -> PipelineResult:
     """producer stdout → consumer stdin, like `producer | consumer`, without a shell.
 
     Both exit codes and both stderr streams are kept; on_line sees consumer stdout lines.
     """
     timeout = within_step(timeout)
-    started = time.monotonic()
-    deadline = None if timeout is None else started + timeout
-    producer = _start(producer_argv, env=producer_env, cwd=cwd, stdin=subprocess.DEVNULL)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    producer = _start(producer_argv, env=producer_env, stdin=subprocess.DEVNULL)
     assert producer.stdout is not None and producer.stderr is not None
     try:
-        consumer = _start(consumer_argv, env=consumer_env, cwd=cwd, stdin=producer.stdout)
+        consumer = _start(consumer_argv, env=consumer_env, stdin=producer.stdout)
     except CommandError:
         _stop([producer], 0.0)
         producer.stdout.close()
@@ -271,7 +233,7 @@ def run_pipeline(
     consumer_stdout = _StreamDrain(consumer.stdout, on_line)
     consumer_stderr = _StreamDrain(consumer.stderr)
     if not _wait_all([consumer, producer], deadline):
-        _stop([producer, consumer], interrupt_grace_seconds)
+        _stop([producer, consumer], INTERRUPT_GRACE_SECONDS)
         raise CommandTimeout(consumer_argv, timeout or 0.0)
     drains = (producer_stderr, consumer_stdout, consumer_stderr)
     outputs = [drain.collected(deadline) for drain in drains]
@@ -279,9 +241,7 @@ def run_pipeline(
         _stop([producer, consumer], 0.0)
         raise CommandTimeout(consumer_argv, timeout or 0.0)
     _raise_callback_error(consumer_stdout)
-    finished = time.monotonic()
     return PipelineResult(
-        producer=CommandResult(tuple(producer_argv), producer.returncode, b"", outputs[0], finished - started),
-        consumer=CommandResult(tuple(consumer_argv), consumer.returncode, outputs[1], outputs[2], finished - started),
-        duration_seconds=finished - started,
+        producer=CommandResult(tuple(producer_argv), producer.returncode, b"", outputs[0]),
+        consumer=CommandResult(tuple(consumer_argv), consumer.returncode, outputs[1], outputs[2]),
     )

@@ -34,16 +34,18 @@ def _try_lock(handle: IO[str], mode: int) -> bool:
     return True
 
 
+REPOSITORY_WAIT_SECONDS = 600
+
+
 @contextmanager
-def repository_lock(locks_dir: Path, repository: str, url: str, *, exclusive: bool,
-                    timeout: float = 600) -> Iterator[None]:
-    """Waits for its turn at most `timeout` seconds, and never beyond the step's own time limit."""
+def repository_lock(locks_dir: Path, repository: str, url: str, *, exclusive: bool) -> Iterator[None]:
+    """Waits for its turn at most REPOSITORY_WAIT_SECONDS, and never beyond the step's own time limit."""
     locks_dir.mkdir(parents=True, exist_ok=True)
     path = locks_dir / f"repository-{hashlib.sha256(url.encode()).hexdigest()[:16]}.lock"
     mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
     started = time.monotonic()
     with open(path, "a+") as handle:
-        if not wait_until(lambda: _try_lock(handle, mode), timeout=timeout, interval=0.1):
+        if not wait_until(lambda: _try_lock(handle, mode), timeout=REPOSITORY_WAIT_SECONDS, interval=0.1):
             raise RepositoryBusy(repository, time.monotonic() - started)
         try:
             yield

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shlex
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import replace as replaced_copy
@@ -31,7 +31,7 @@ from lifeline.tasks.adapters.postgres import ConnectionInfo, PostgresError, reda
 if TYPE_CHECKING:
     from lifeline.tasks.adapters.ssh.pool import SshPool
 
-DEFAULT_MAX_WORKERS = 32
+MAX_WORKERS = 32  # checks of one round run at once
 BODY_LIMIT_BYTES = 1 << 20  # expect_text is looked for in the first MiB of the body
 SECRET_PARAMETER_WORDS = ("pass", "token", "secret", "key", "signature", "auth", "credential")
 TRUE_WORDS = ("true", "t", "yes", "on", "1")
@@ -244,35 +244,26 @@ def _ssh(check: SshProbe, hosts: Mapping[str, ssh.SshTarget], pool: SshPool) -> 
     return True, f"exit {result.exit_status}"
 
 
-def run_check(
-    check: Probe,
-    *,
-    hosts: Mapping[str, ssh.SshTarget] | None = None,
-    http_client: httpx.Client | None = None,
-    ssh_pool: SshPool | None = None,
+def _run_check(
+    check: Probe, hosts: Mapping[str, ssh.SshTarget], http_client: httpx.Client, ssh_pool: SshPool
 ) -> CheckResult:
-    """Run one check. Without http_client a client is made for this one call."""
     started = time.perf_counter()
     try:
         if isinstance(check, HttpProbe):
-            if http_client is None:
-                with new_http_client(1) as own_client:
-                    healthy, detail = _http(check, own_client)
-            else:
-                healthy, detail = _http(check, http_client)
+            healthy, detail = _http(check, http_client)
         elif isinstance(check, TcpProbe):
             healthy, detail = _tcp(check)
         elif isinstance(check, SqlProbe):
             healthy, detail = _sql(check)
         else:
-            healthy, detail = _ssh(check, hosts or {}, ssh_pool or ssh.default_pool())
+            healthy, detail = _ssh(check, hosts, ssh_pool)
     except Exception as error:  # noqa: BLE001 - a check reports, never crashes its round; detail shows the bug
         healthy, detail = False, f"check failed unexpectedly: {type(error).__name__}: {_one_line(error)}"
     latency_ms = (time.perf_counter() - started) * 1000
     return CheckResult(check_name(check), check.type, check_target(check, hosts), healthy, round(latency_ms, 2), detail)
 
 
-def new_http_client(max_connections: int) -> httpx.Client:
+def _new_http_client(max_connections: int) -> httpx.Client:
     """The client checks share: keep-alive connections, no redirects followed, no proxies from the environment
     (a health check must reach the service itself)."""
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
@@ -283,22 +274,16 @@ def new_http_client(max_connections: int) -> httpx.Client:
 class CheckRunner:
     """Runs rounds of checks concurrently, reusing threads and connections between rounds."""
 
-    def __init__(self, hosts: Mapping[str, ssh.SshTarget] | None = None, *, max_workers: int = DEFAULT_MAX_WORKERS,
-                 http_client: httpx.Client | None = None, ssh_pool: SshPool | None = None) -> None:
+    def __init__(self, hosts: Mapping[str, ssh.SshTarget] | None = None) -> None:
         self.hosts = dict(hosts or {})
-        self.max_workers = max_workers
-        self.ssh_pool = ssh_pool or ssh.default_pool()
-        self._own_http_client = http_client is None
-        self.http_client = http_client or new_http_client(max_workers)
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lifeline-check")
+        self.ssh_pool = ssh.default_pool()
+        self.http_client = _new_http_client(MAX_WORKERS)
+        self._executor = ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="lifeline-check")
 
-    def run(self, checks: Sequence[Probe], on_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
-        """Every check at once (up to max_workers); results in the order of checks."""
+    def run(self, checks: Sequence[Probe]) -> list[CheckResult]:
+        """Every check at once (up to MAX_WORKERS); results in the order of checks."""
         def one(check: Probe) -> CheckResult:
-            result = run_check(check, hosts=self.hosts, http_client=self.http_client, ssh_pool=self.ssh_pool)
-            if on_result is not None:
-                on_result(result)
-            return result
+            return _run_check(check, self.hosts, self.http_client, self.ssh_pool)
 
         if len(checks) == 1:
             return [one(checks[0])]
@@ -306,8 +291,7 @@ class CheckRunner:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
-        if self._own_http_client:
-            self.http_client.close()
+        self.http_client.close()
 
     def __enter__(self) -> Self:
         return self

@@ -1,4 +1,4 @@
-"""The figures of a recovery run: RTO, RPO from data, affected customers and cost (DESIGN.md §4)."""
+"""The figures of a recovery run: RTO, RPO from data, affected customers and cost (README.md, "The run record")."""
 
 from __future__ import annotations
 

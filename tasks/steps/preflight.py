@@ -45,7 +45,7 @@ class Readiness(BaseModel):
 
     @property
     def bad_input(self) -> bool:
-        """Every reason is the plan's own fault: a refusal is then exit 2 (DESIGN.md section 3), not 1."""
+        """Every reason is the plan's own fault: a refusal is then exit 2 (README, exit codes), not 1."""
         not_ready = [item for item in self.items if not item.ready]
         return bool(not_ready) and all(item.bad_input for item in not_ready)
 

@@ -187,6 +187,7 @@ def restore_database(
     replace: bool,
     staging: Path,
     locks_dir: Path,
+    postgres_bin_dir: Path | None = None,
 ) -> PlacedRestore:
     """Load the dump into a fresh database, compare row counts with the backup's, then rename it into place."""
     staging.mkdir(parents=True, exist_ok=True)
@@ -197,7 +198,8 @@ def restore_database(
         if len(dumps) != 1:
             raise VerificationFailed(f"snapshot {snapshot.id[:8]} holds {len(dumps)} files, expected one dump")
         passfile = dataset.postgres.passfile if dataset.postgres else None
-        result = postgres.restore_database(dumps[0], target_dsn, expected_row_counts, replace=replace, passfile=passfile)
+        result = postgres.restore_database(dumps[0], target_dsn, expected_row_counts, replace=replace, passfile=passfile,
+                                           bin_dir=postgres_bin_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     detail = {
@@ -217,7 +219,8 @@ def restore_dataset(
     incident_at: datetime | None = None, snapshot_ids: list[str] | None = None,
     repository: ResticRepository | None = None,
 ) -> ChosenSnapshot:
-    """The restore runbook, for this flow and for drills; `snapshot_ids` limits the choice (a data leak).
+    """The restore runbook, for the restore flow, drills and the data-leak recovery; `snapshot_ids` limits
+    the choice (a data leak).
 
     `repository` replaces the dataset's own repository (a data leak restores from the new, clean one).
     """
@@ -238,7 +241,7 @@ def restore_dataset(
         restore_database(
             repository, chosen, entry, target,
             facts.row_counts if facts else None, replace,
-            settings.home_dir / "staging" / record.id, settings.locks_dir,
+            settings.home_dir / "staging" / record.id, settings.locks_dir, settings.postgres_bin_dir,
             journal=journal, step_name=f"restore {dataset} and verify row counts",
         )
     else:

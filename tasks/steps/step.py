@@ -46,7 +46,6 @@ def step(
     retries: int = 0,
     retry_delay_seconds: float | list[float] = 2.0,
     timeout_seconds: float | None = None,
-    name: str | None = None,
 ) -> Callable[[Callable[P, R]], Task[..., R]]:
     """Make a function a journaled Prefect task.
 
@@ -58,7 +57,7 @@ def step(
     """
 
     def decorate(function: Callable[P, R]) -> Task[..., R]:
-        task_name = name or function.__name__.replace("_", "-")
+        task_name = function.__name__.replace("_", "-")
 
         def run(
             *args: Any, journal: Journal, step_name: str | None = None, time_limit_seconds: float | None = None, **kwargs: Any

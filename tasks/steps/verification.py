@@ -52,10 +52,7 @@ class VerificationRound(BaseModel):
 
 
 class Recovered(BaseModel):
-    site: str
-    recovered_at: datetime
-    rounds: int
-    last_round: VerificationRound
+    recovered_at: datetime  # the first round of the healthy streak
     detail: dict = Field(default_factory=dict)
 
 
@@ -110,10 +107,7 @@ def wait_until_recovered(plan: Plan, site: str) -> Recovered:
             unhealthy = "; ".join(rounds[-1].detail["unhealthy"]) or "not enough healthy rounds"
             raise NotRecovered(f"site {site} not recovered within {settings.timeout_seconds:g} s: {unhealthy}")
         return Recovered(
-            site=site,
             recovered_at=streak[0].at,
-            rounds=len(rounds),
-            last_round=rounds[-1],
             detail={"site": site, "rounds": len(rounds), "healthy_in_a_row": len(streak),
                     "recovered_at": streak[0].at.isoformat()},
         )

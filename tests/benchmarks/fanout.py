@@ -25,7 +25,7 @@ import paramiko
 from lifeline.configs.checks import Check
 from lifeline.configs.loading import load_plan
 from lifeline.tasks.adapters import ssh
-from lifeline.tasks.adapters.probes import CheckRunner
+from lifeline.tasks.adapters.probes import MAX_WORKERS, CheckRunner
 from lifeline.tasks.adapters.ssh import pool as ssh_pool
 from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import probes
@@ -36,7 +36,7 @@ from tests.benchmarks.lab import running_lab
 
 HTTP_CHECKS = 100
 SSH_CONNECTIONS = 50
-WORKERS = 32
+WORKERS = MAX_WORKERS  # the plain variants get the same pool size as CheckRunner
 COMMAND = ["uname", "-n"]
 EXPECT_TEXT = '"healthy": true'
 
@@ -136,14 +136,14 @@ def run(home: Path, rounds: int) -> list[tuple[str, str, float, str, float]]:
 
     rows = []
     def one_round() -> list[bool]:
-        with CheckRunner(max_workers=WORKERS) as runner:
+        with CheckRunner() as runner:
             return [r.healthy for r in runner.run(checks)]
 
     one_shot = measure({"lifeline": one_round,
                         "bare": bare_statuses}, rounds)
     rows.append(("100 HTTP checks, one round (new pool + client)", "CheckRunner", statistics.median(one_shot["lifeline"]),
                  "ThreadPoolExecutor + httpx.Client", statistics.median(one_shot["bare"])))
-    with CheckRunner(max_workers=WORKERS) as runner, \
+    with CheckRunner() as runner, \
             httpx.Client(limits=httpx.Limits(max_connections=WORKERS, max_keepalive_connections=WORKERS)) as client:
         warm = measure({"lifeline": lambda: [r.healthy for r in runner.run(checks)],
                         "bare": lambda: bare_statuses(client)}, rounds)

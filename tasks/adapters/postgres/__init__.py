@@ -38,36 +38,32 @@ from lifeline.tasks.adapters.postgres.connection import (
     redact_dsn,
     translated_error,
 )
+from psycopg import errors as sql_errors
+from psycopg import sql
 
 __all__ = [
     "ConnectionFailed", "ConnectionInfo", "DatabaseMissing", "DumpLoadFailed", "InvalidDsn", "LoginRefused",
     "PostgresError", "RowCountsDiffer", "TargetExists", "classify_failure", "libpq_environment", "redact_dsn",
 ]
-from psycopg import errors as sql_errors
-from psycopg import sql
 
 STAGING_MARKER = "_lifeline_staging_"
 REPLACED_MARKER = "_replaced_"
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names
 DUMP_COMPLETE_LINE = "-- PostgreSQL database dump complete"  # pg_dump's plain format ends with it
+MAINTENANCE_DATABASE = "postgres"  # where CREATE, ALTER and DROP DATABASE are run from
+RENAME_ATTEMPTS = 5  # a session may reconnect between terminating it and the rename
 
 
 @dataclass(frozen=True)
 class DumpSnapshot:
     snapshot_name: str
     row_counts: dict[str, int]
-    taken_at: datetime
 
 
 @dataclass(frozen=True)
 class DatabaseRestoreResult:
-    target: str  # host:port/database
-    database: str
-    staging_database: str  # loaded and verified there, then renamed to `database`
     moved_aside: str | None  # where the database it replaced now lives (never dropped)
-    row_counts: dict[str, int]
-    row_counts_verified: bool  # False only when the caller had no counts to compare against
-    duration_seconds: float
+    row_counts: dict[str, int]  # as loaded; compared with the backup's when the caller had them
 
 
 def pg_dump_arguments(
@@ -90,12 +86,12 @@ def exported_snapshot(dsn: str | ConnectionInfo, passfile: str | Path | None = N
             session.execute("SET idle_in_transaction_session_timeout = 0")
             session.execute("SET statement_timeout = 0")
             session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            row = session.execute("SELECT pg_catalog.pg_export_snapshot(), statement_timestamp()").fetchone()
+            row = session.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
             assert row is not None
             counts = _count_rows_in(session)
         except psycopg.Error as error:
             raise translated_error(error, connection, "export a snapshot of") from error
-        yield DumpSnapshot(snapshot_name=row[0], row_counts=counts, taken_at=row[1].astimezone(UTC))
+        yield DumpSnapshot(snapshot_name=row[0], row_counts=counts)
     finally:
         session.close()  # ends the transaction; the snapshot can no longer be imported
 
@@ -125,7 +121,7 @@ def create_database(admin_dsn: str | ConnectionInfo, name: str, passfile: str | 
 
 def load_dump(
     dsn: str | ConnectionInfo, dump_path: str | Path, passfile: str | Path | None = None, *,
-    bin_dir: str | Path | None = None, timeout_seconds: float | None = None,
+    bin_dir: str | Path | None = None,
 ) -> None:
     """Load a plain SQL dump with psql in one transaction, stopping at the first error."""
     connection = connection_info(dsn, passfile)
@@ -133,12 +129,10 @@ def load_dump(
         _program("psql", bin_dir), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "--no-password",
         "--output=/dev/null", f"--file={dump_path}", *_connection_flags(connection),
     )
-    _run_tool(argv, connection, f"load {Path(dump_path).name} into", timeout_seconds)
+    _run_tool(argv, connection, f"load {Path(dump_path).name} into")
 
 
-def rename_database(
-    admin_dsn: str | ConnectionInfo, old: str, new: str, passfile: str | Path | None = None, *, attempts: int = 5
-) -> None:
+def rename_database(admin_dsn: str | ConnectionInfo, old: str, new: str, passfile: str | Path | None = None) -> None:
     """Rename a database, first ending every other session connected to it (and only to it)."""
     connection = connection_info(admin_dsn, passfile)
     statement = sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
@@ -148,13 +142,13 @@ def rename_database(
             f"SELECT pg_catalog.pg_terminate_backend(pid{wait}) FROM pg_catalog.pg_stat_activity"
             " WHERE datname = %s AND pid <> pg_catalog.pg_backend_pid()"
         )
-        for attempt in range(1, attempts + 1):
+        for attempt in range(1, RENAME_ATTEMPTS + 1):
             session.execute(terminate, [old])  # type: ignore[arg-type]
             try:
                 session.execute(statement)
                 return
             except sql_errors.ObjectInUse:
-                if attempt == attempts:
+                if attempt == RENAME_ATTEMPTS:
                     raise
                 time.sleep(0.05 * attempt)
 
@@ -201,17 +195,14 @@ def restore_database(
     passfile: str | Path | None = None,
     *,
     bin_dir: str | Path | None = None,
-    maintenance_database: str = "postgres",
-    load_timeout_seconds: float | None = None,
 ) -> DatabaseRestoreResult:
     """Load into a fresh staging database, verify row counts, then rename into place (moving an old one aside).
 
     expected_row_counts=None (a snapshot from before counts were recorded) verifies only that the dump loads.
     """
-    started = time.monotonic()
     target = connection_info(target_dsn, passfile)
     name = target.database
-    admin = target.with_database(maintenance_database if maintenance_database != name else "template1")
+    admin = target.with_database(MAINTENANCE_DATABASE if MAINTENANCE_DATABASE != name else "template1")
     if not dump_is_complete(dump_path):  # psql would load a truncated COPY's rows and commit them
         raise DumpLoadFailed(f"restore into {target.address}: {Path(dump_path).name} is truncated (no pg_dump end line)")
     if not replace and database_exists(admin, name):
@@ -220,7 +211,7 @@ def restore_database(
     create_database(admin, staging)
     replaced_name: str | None = None
     try:
-        load_dump(target.with_database(staging), dump_path, bin_dir=bin_dir, timeout_seconds=load_timeout_seconds)
+        load_dump(target.with_database(staging), dump_path, bin_dir=bin_dir)
         counts = count_rows(target.with_database(staging))
         problem = None if expected_row_counts is None else row_count_mismatch(expected_row_counts, counts)
         if problem:
@@ -241,8 +232,7 @@ def restore_database(
     except BaseException as error:
         _drop_quietly(admin, staging, error)
         raise
-    verified = expected_row_counts is not None
-    return DatabaseRestoreResult(target.address, name, staging, replaced_name, counts, verified, time.monotonic() - started)
+    return DatabaseRestoreResult(replaced_name, counts)
 
 
 # --- internals ---------------------------------------------------------------------------------------
@@ -278,13 +268,12 @@ def _program(name: str, bin_dir: str | Path | None) -> str:
     return str(Path(bin_dir) / name) if bin_dir else name
 
 
-def _run_tool(
-    argv: Sequence[str], connection: ConnectionInfo, action: str, timeout_seconds: float | None
-) -> None:
-    """Run pg_dump or psql with the secret in its environment; a failure becomes a classified PostgresError."""
+def _run_tool(argv: Sequence[str], connection: ConnectionInfo, action: str) -> None:
+    """Run psql with the secret in its environment, within the step's time limit; a failure becomes a
+    classified PostgresError."""
     program = Path(argv[0]).name
     try:
-        result = run_command(argv, env=libpq_environment(connection=connection), timeout=timeout_seconds)
+        result = run_command(argv, env=libpq_environment(connection=connection))
     except CommandTimeout:
         raise PostgresError(f"{action} {connection.address}: {program} timed out", transient=True) from None
     except CommandNotFound:

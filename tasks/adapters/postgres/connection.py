@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from dataclasses import replace as replaced_copy
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 from lifeline.tasks.adapters.errors import LifelineError
@@ -39,6 +38,7 @@ _TRANSIENT_SIGNS = (
 
 _AUTHENTICATION_SIGNS = ("authentication failed", "no password supplied", "pg_hba.conf")
 
+
 class PostgresError(LifelineError):
     """Every failure of this module: a one-line message naming host:port/database, never a password."""
 
@@ -47,36 +47,44 @@ class PostgresError(LifelineError):
         if transient is not None:
             self.transient = transient
 
+
 class InvalidDsn(PostgresError):
     """The DSN cannot be parsed or carries an option Lifeline cannot pass on safely."""
 
     user_error = True
+
 
 class ConnectionFailed(PostgresError):
     """The server could not be reached (refused, timed out, starting up): worth retrying."""
 
     transient = True
 
+
 class LoginRefused(PostgresError):
     """Wrong or missing password, unknown role, or pg_hba.conf refuses us: retrying will not help."""
 
     user_error = True
+
 
 class DatabaseMissing(PostgresError):
     """The named database does not exist."""
 
     user_error = True
 
+
 class TargetExists(PostgresError):
     """The restore target (or a database of the requested name) already exists."""
 
     user_error = True
 
+
 class DumpLoadFailed(PostgresError):
     """psql could not load the dump (corrupt, truncated, or incompatible)."""
 
+
 class RowCountsDiffer(PostgresError):
     """The loaded dump's row counts differ from the counts taken at backup time."""
+
 
 @dataclass(frozen=True)
 class ConnectionInfo:
@@ -124,12 +132,6 @@ class ConnectionInfo:
         """host:port/database, for messages."""
         return f"{self.host or '[local]'}:{self.port}/{self.database}"
 
-    def dsn(self) -> str:
-        """A URI without any password, safe to log."""
-        host = self.host or ""
-        host = f"[{host}]" if ":" in host else quote(host, safe="")
-        return f"postgresql://{quote(self.user, safe='')}@{host}:{self.port}/{quote(self.database, safe='')}"
-
     def with_database(self, database: str) -> ConnectionInfo:
         return replaced_copy(self, database=database)
 
@@ -144,6 +146,7 @@ class ConnectionInfo:
             arguments["options"] = f"-c statement_timeout={self.statement_timeout}"
         return {key: value for key, value in arguments.items() if value is not None} | dict(self.options)
 
+
 def redact_dsn(dsn: str) -> str:
     """The DSN with any embedded password replaced by ***, in URI or key=value form."""
     redacted = re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1***", dsn)
@@ -154,6 +157,7 @@ def redact_dsn(dsn: str) -> str:
     if ":" in userinfo:
         userinfo = userinfo.split(":", 1)[0] + ":***"
     return f"{match.group(1)}{userinfo}@{hosts}{match.group(3)}"
+
 
 def libpq_environment(
     passfile: str | Path | None = None, *, connection: ConnectionInfo | None = None
@@ -172,6 +176,7 @@ def libpq_environment(
             environment["PGPASSWORD"] = connection.password
     return environment
 
+
 def classify_failure(connection: ConnectionInfo, action: str, detail: str) -> PostgresError:
     """Turn libpq/psql/pg_dump error text into the right PostgresError, one line, password scrubbed."""
     reason = one_line(detail, connection)
@@ -185,6 +190,7 @@ def classify_failure(connection: ConnectionInfo, action: str, detail: str) -> Po
         return ConnectionFailed(message)
     return PostgresError(message)
 
+
 def connection_info(dsn: str | ConnectionInfo, passfile: str | Path | None) -> ConnectionInfo:
     """Parsed, with the passfile checked: libpq silently ignores a missing or group-readable one."""
     if isinstance(dsn, ConnectionInfo):
@@ -197,11 +203,13 @@ def connection_info(dsn: str | ConnectionInfo, passfile: str | Path | None) -> C
         raise LoginRefused(f"connect to {connection.address}: passfile {connection.passfile} must be mode 0600")
     return connection
 
+
 def open_connection(connection: ConnectionInfo, action: str) -> psycopg.Connection:
     try:
         return psycopg.connect(**connection.connect_arguments(), autocommit=True)  # type: ignore[arg-type]
     except psycopg.Error as error:
         raise translated_error(error, connection, action) from error
+
 
 @contextmanager
 def database_session(connection: ConnectionInfo, action: str) -> Iterator[psycopg.Connection]:
@@ -214,6 +222,7 @@ def database_session(connection: ConnectionInfo, action: str) -> Iterator[psycop
     finally:
         session.close()
 
+
 def translated_error(error: psycopg.Error, connection: ConnectionInfo, action: str) -> PostgresError:
     if isinstance(error, sql_errors.DuplicateDatabase):
         return TargetExists(f"{action} {connection.address}: {one_line(str(error), connection)}")
@@ -222,6 +231,7 @@ def translated_error(error: psycopg.Error, connection: ConnectionInfo, action: s
     if isinstance(error, sql_errors.ObjectInUse | sql_errors.LockNotAvailable | sql_errors.QueryCanceled):
         return PostgresError(f"{action} {connection.address}: {one_line(str(error), connection)}", transient=True)
     return classify_failure(connection, action, str(error))
+
 
 def one_line(detail: str, connection: ConnectionInfo) -> str:
     lines = [line.strip() for line in detail.strip().splitlines() if line.strip()]

@@ -4,7 +4,7 @@ Knows nothing of Prefect. Observations are SQL with short timeouts and report an
 be reached as `reachable=False` instead of raising. Actions run `pg_ctl` and friends over SSH on the
 instance's host, as the host's login user; each first looks whether its effect is already there and
 then does nothing, and returns what it did. Lag is measured in LSNs; time only when the standby is
-behind. Passwords stay in passfiles: remote tools get `PGPASSFILE=<path>`.
+behind (docs/facts.md, PostgreSQL). Passwords stay in passfiles: remote tools get `PGPASSFILE=<path>`.
 """
 
 from __future__ import annotations
@@ -73,9 +73,7 @@ class InstanceState:
     reachable: bool
     in_recovery: bool | None = None
     current_lsn: Lsn | None = None  # primary: pg_current_wal_lsn(); standby: pg_last_wal_replay_lsn()
-    receive_lsn: Lsn | None = None  # standby: pg_last_wal_receive_lsn()
     timeline: int | None = None
-    accepts_writes: bool = False
     replay_age_seconds: float | None = None  # standby: now() - pg_last_xact_replay_timestamp()
     receiver_status: str | None = None  # standby: pg_stat_wal_receiver.status (streaming, waiting...)
     detail: str | None = None  # why it is unreachable
@@ -102,19 +100,12 @@ class StandbyConnection:
     """One row of the primary's pg_stat_replication."""
 
     application_name: str
-    client_address: str | None
     state: str
-    sent_lsn: Lsn | None
-    replay_lsn: Lsn | None
-    sync_state: str
     slot_name: str | None
-    lag_bytes: int | None
 
 
 @dataclass(frozen=True)
 class CatchUp:
-    target_lsn: Lsn
-    replay_lsn: Lsn
     seconds: float
 
 
@@ -196,9 +187,7 @@ def remote(target: SshTarget, argv: Sequence[str], timeout: float = REMOTE_COMMA
 _STATE_SQL = """
 SELECT pg_is_in_recovery(),
        (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text,
-       pg_last_wal_receive_lsn()::text,
        CASE WHEN NOT pg_is_in_recovery() THEN pg_walfile_name(pg_current_wal_lsn()) END,
-       current_setting('transaction_read_only') = 'on',
        CASE WHEN pg_is_in_recovery() THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END,
        (SELECT received_tli FROM pg_stat_wal_receiver),
        (SELECT status FROM pg_stat_wal_receiver),
@@ -220,14 +209,11 @@ def instance_state(database: ReplicatedDatabase, site: str) -> InstanceState:
             raise
         return InstanceState(site=site, reachable=False, detail=str(error))
     assert row is not None
-    (in_recovery, current, received, wal_file, read_only, replay_age, received_timeline, receiver_status,
-     checkpoint_timeline) = row
+    in_recovery, current, wal_file, replay_age, received_timeline, receiver_status, checkpoint_timeline = row
     timeline = int(wal_file[:8], 16) if wal_file else (received_timeline or checkpoint_timeline)
     return InstanceState(
-        site=site, reachable=True, in_recovery=in_recovery, current_lsn=Lsn.parse(current),
-        receive_lsn=Lsn.parse(received) if in_recovery else None, timeline=timeline,
-        accepts_writes=not in_recovery and not read_only, replay_age_seconds=replay_age,
-        receiver_status=receiver_status,
+        site=site, reachable=True, in_recovery=in_recovery, current_lsn=Lsn.parse(current), timeline=timeline,
+        replay_age_seconds=replay_age, receiver_status=receiver_status,
     )
 
 
@@ -241,9 +227,7 @@ def replication_lag(primary: InstanceState, standby: InstanceState) -> Lag:
 
 
 _STANDBYS_SQL = """
-SELECT r.application_name, host(r.client_addr), r.state, r.sent_lsn::text, r.replay_lsn::text, r.sync_state,
-       s.slot_name,
-       CASE WHEN NOT pg_is_in_recovery() THEN pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)::bigint END
+SELECT r.application_name, r.state, s.slot_name
 FROM pg_stat_replication r LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid
 ORDER BY r.application_name
 """
@@ -259,9 +243,7 @@ def streaming_standbys(database: ReplicatedDatabase, primary_site: str) -> list[
         if error.user_error:
             raise
         return None
-    return [StandbyConnection(application_name=name, client_address=address, state=state, sent_lsn=Lsn.parse(sent),
-                              replay_lsn=Lsn.parse(replayed), sync_state=sync_state, slot_name=slot, lag_bytes=lag)
-            for name, address, state, sent, replayed, sync_state, slot, lag in rows]
+    return [StandbyConnection(application_name=name, state=state, slot_name=slot) for name, state, slot in rows]
 
 
 def streams_from(database: ReplicatedDatabase, primary_site: str, standby_site: str, slot: str | None = None) -> bool:
@@ -300,7 +282,7 @@ def wait_caught_up(database: ReplicatedDatabase, primary_site: str, standby_site
         return replayed is not None and replayed >= target
 
     if wait_until(caught_up, timeout=timeout, interval=poll_seconds):
-        return CatchUp(target_lsn=target, replay_lsn=replayed, seconds=time.monotonic() - started)
+        return CatchUp(seconds=time.monotonic() - started)
     raise NotCaughtUp(f"{standby_site} did not replay up to {primary_site}'s {target} within "
                       f"{time.monotonic() - started:.0f} s ({last_problem})")
 

@@ -74,10 +74,6 @@ class SplitReport:
     rows_only_at_old_primary: dict[str, int] = field(default_factory=dict)  # table -> rows
     rows_differing: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def total_only_at_old_primary(self) -> int:
-        return sum(self.rows_only_at_old_primary.values())
-
 
 @dataclass(frozen=True)
 class _Table:

@@ -69,18 +69,16 @@ def restic_version(binary: str = "restic") -> tuple[int, int, int]:
         raise ResticFailed.during("version", "", str(error)) from None
     match = re.search(r"restic (\d+)\.(\d+)\.(\d+)", result.stdout_text)
     if result.returncode != 0 or match is None:
-        raise ResticFailed.during("version", "", f"cannot read the version of {binary}", returncode=result.returncode)
+        raise ResticFailed.during("version", "", f"cannot read the version of {binary}")
     major, minor, patch = (int(part) for part in match.groups())
     return major, minor, patch
 
 
 @dataclass(frozen=True)
 class Features:
-    version: tuple[int, int, int]
+    """What the installed restic can do (docs/facts.md, restic)."""
 
-    @property
-    def retry_lock(self) -> bool:
-        return self.version >= (0, 16, 0)
+    version: tuple[int, int, int]
 
     @property
     def json_restore(self) -> bool:  # 0.16 had --json progress, but errors in JSON mode only from 0.17.1
@@ -94,18 +92,11 @@ class Features:
 class BackupSummary:
     snapshot_id: str
     short_id: str
-    files_new: int
-    files_changed: int
-    files_unmodified: int
     data_added: int
     total_files_processed: int
     total_bytes_processed: int
     total_duration: float
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def partial(self) -> bool:
-        return bool(self.warnings)
+    warnings: tuple[str, ...] = ()  # files restic could not read (exit 3): the snapshot lacks them
 
 
 @dataclass(frozen=True)
@@ -115,7 +106,6 @@ class Snapshot:
     time: datetime
     paths: tuple[str, ...]
     tags: tuple[str, ...]
-    hostname: str
     original: str | None = None  # a `restic copy` names the source snapshot's id here
 
 
@@ -124,7 +114,6 @@ class Node:
     path: str
     type: str  # file, dir, symlink, ...
     size: int
-    mode: int  # Unix permission bits
 
 
 @dataclass(frozen=True)
@@ -133,20 +122,7 @@ class ForgetResult:
     removed: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class RestoreResult:
-    snapshot_id: str
-    target: Path
-    files_verified: int | None
-    bytes_restored: int | None
-    duration_seconds: float
-
-
 # --- parsing ------------------------------------------------------------------------------------
-
-
-
-
 
 
 def parse_restic_time(text: str) -> datetime:
@@ -162,17 +138,8 @@ def parse_restic_time(text: str) -> datetime:
 def parse_snapshot(data: Mapping[str, Any]) -> Snapshot:
     return Snapshot(
         id=data["id"], short_id=data.get("short_id") or data["id"][:8], time=parse_restic_time(data["time"]),
-        paths=tuple(data.get("paths") or ()), tags=tuple(data.get("tags") or ()), hostname=data.get("hostname", ""),
-        original=data.get("original"),
+        paths=tuple(data.get("paths") or ()), tags=tuple(data.get("tags") or ()), original=data.get("original"),
     )
-
-
-def unix_permissions(go_file_mode: int) -> int:
-    """restic's JSON mode is Go's os.FileMode: setuid, setgid and sticky live in high bits."""
-    special = {1 << 23: 0o4000, 1 << 22: 0o2000, 1 << 20: 0o1000}
-    return (go_file_mode & 0o777) | sum(unix for go, unix in special.items() if go_file_mode & go)
-
-
 
 
 def _progress_reader(on_progress: ProgressCallback | None) -> LineCallback | None:
@@ -199,7 +166,6 @@ class ResticRepository:
     cache_dir: Path
     environment: Mapping[str, str] = field(default_factory=dict)  # e.g. AWS_* for s3: repositories
     binary: str = "restic"
-    retry_lock_seconds: int = 0  # --retry-lock where restic >= 0.16 has it; older: the caller retries
     timeout_seconds: float | None = None
 
     def __post_init__(self) -> None:
@@ -232,10 +198,7 @@ class ResticRepository:
                 "RESTIC_FROM_PASSWORD_FILE": os.fspath(source.password_file)}
 
     def argv(self, arguments: Sequence[str]) -> tuple[str, ...]:
-        global_options: tuple[str, ...] = ()
-        if self.retry_lock_seconds and self.features.retry_lock:
-            global_options = ("--retry-lock", f"{self.retry_lock_seconds}s")
-        return (self.binary, *global_options, *arguments)
+        return (self.binary, *arguments)
 
     def _command_error(self, operation: str, error: CommandError) -> ResticError:
         return ResticFailed.during(operation, self.name, str(error), transient=isinstance(error, CommandTimeout))
@@ -305,9 +268,8 @@ class ResticRepository:
             self.forget_snapshots([summary.short_id])
         except ResticError as error:
             raise ProducerFailed.during("backup", self.name, f"{cause}; its truncated snapshot {summary.short_id} "
-                                        f"could not be forgotten: {error}", returncode=producer.returncode) from error
-        raise ProducerFailed.during("backup", self.name, f"{cause}; snapshot {summary.short_id} forgotten",
-                                    returncode=producer.returncode)
+                                        f"could not be forgotten: {error}") from error
+        raise ProducerFailed.during("backup", self.name, f"{cause}; snapshot {summary.short_id} forgotten")
 
     def _backup_summary(self, result: CommandResult, resolve_full_id: bool = True) -> BackupSummary:
         summaries = [line for line in _json_lines(result.stdout_text) if line.get("message_type") == "summary"]
@@ -320,8 +282,7 @@ class ResticRepository:
         return BackupSummary(
             snapshot_id=snapshot_id, short_id=snapshot_id[:8],  # short when not resolved
             **{name: data.get(name, 0) for name in (
-                "files_new", "files_changed", "files_unmodified", "data_added",
-                "total_files_processed", "total_bytes_processed", "total_duration")},
+                "data_added", "total_files_processed", "total_bytes_processed", "total_duration")},
             warnings=tuple(backup_warnings(result.stderr_text)) if result.returncode == EXIT_PARTIAL_BACKUP else (),
         )
 
@@ -337,9 +298,9 @@ class ResticRepository:
             raise ResticFailed.during("snapshots", self.name, f"no snapshot {snapshot_id!r}")
         return found[-1]
 
-    def forget(self, tags: Sequence[str], retention: Mapping[str, int], group_by: str = "host,tags") -> ForgetResult:
+    def forget(self, tags: Sequence[str], retention: Mapping[str, int]) -> ForgetResult:
         """Applies the policy to the snapshots carrying all `tags` only."""
-        result = self._run("forget", forget_arguments(tags, retention, group_by))
+        result = self._run("forget", forget_arguments(tags, retention))
         groups = json.loads(result.stdout_text or "[]") or []
         return ForgetResult(
             kept=tuple(snapshot["id"] for group in groups for snapshot in group.get("keep") or ()),
@@ -355,36 +316,26 @@ class ResticRepository:
     def check(self, read_data_subset: str | None = None) -> None:
         self._run("check", check_arguments(read_data_subset))
 
-    def copy_from(
-        self, source: ResticRepository, snapshot_ids: Sequence[str] = (), tags: Sequence[str] = ()
-    ) -> None:
-        self._run("copy", copy_arguments(snapshot_ids, tags), extra_environment=self.copy_source_environment(source))
+    def copy_from(self, source: ResticRepository, snapshot_ids: Sequence[str]) -> None:
+        self._run("copy", copy_arguments(snapshot_ids), extra_environment=self.copy_source_environment(source))
 
     def restore(
-        self, snapshot_id: str, target_dir: str | os.PathLike[str], *, include: Sequence[str] = (),
-        verify: bool = True, on_progress: ProgressCallback | None = None,
-    ) -> RestoreResult:
+        self, snapshot_id: str, target_dir: str | os.PathLike[str], *, verify: bool = True,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
         """Progress is reported only by restic >= 0.17.1 (JSON restore output)."""
         json_output = self.features.json_restore
-        arguments = restore_arguments(snapshot_id, target_dir, include=include, verify=verify, json_output=json_output)
-        result = self._run("restore", arguments, on_line=_progress_reader(on_progress) if json_output else None)
-        verified = re.search(r"finished verifying (\d+) files", result.stdout_text)
-        summary = next((line for line in _json_lines(result.stdout_text) if line.get("message_type") == "summary"), {})
-        return RestoreResult(
-            snapshot_id=snapshot_id, target=Path(target_dir),
-            files_verified=int(verified.group(1)) if verified else None,
-            bytes_restored=summary.get("bytes_restored"), duration_seconds=result.duration_seconds,
-        )
+        arguments = restore_arguments(snapshot_id, target_dir, verify=verify, json_output=json_output)
+        self._run("restore", arguments, on_line=_progress_reader(on_progress) if json_output else None)
 
     def ls(self, snapshot_id: str) -> list[Node]:
         result = self._run("ls", ls_arguments(snapshot_id))
         return [
-            Node(path=item["path"], type=item.get("type", ""), size=int(item.get("size") or 0),
-                 mode=unix_permissions(int(item.get("mode") or 0)))
+            Node(path=item["path"], type=item.get("type", ""), size=int(item.get("size") or 0))
             for item in _json_lines(result.stdout_text)
             if item.get("struct_type", item.get("message_type")) == "node"
         ]
 
     def remove_stale_locks(self) -> None:
-        """restic's own rule: locks older than 30 minutes, or of a dead process on this host."""
+        """restic's own rule: locks older than 30 minutes, or of a dead process on this host (docs/facts.md)."""
         self._run("unlock", unlock_arguments())

@@ -44,9 +44,8 @@ def backup_arguments(
     return tuple(arguments)
 
 
-def forget_arguments(
-    tags: Sequence[str], retention: Mapping[str, int], group_by: str = "host,tags"
-) -> tuple[str, ...]:
+def forget_arguments(tags: Sequence[str], retention: Mapping[str, int]) -> tuple[str, ...]:
+    """Per dataset: without --tag, forget would apply the policy to every snapshot (docs/facts.md, restic)."""
     if not tags:
         raise ValueError("forget without --tag would apply the policy to every snapshot in the repository")
     unknown = set(retention) - set(RETENTION_FLAGS)
@@ -55,7 +54,7 @@ def forget_arguments(
     policy = [part for key, count in retention.items() if count for part in (RETENTION_FLAGS[key], str(count))]
     if not policy:
         raise ValueError("retention keeps nothing: give at least one of " + ", ".join(RETENTION_FLAGS))
-    return ("forget", "--json", *_tag_list(tags), "--group-by", group_by, *policy)
+    return ("forget", "--json", *_tag_list(tags), "--group-by", "host,tags", *policy)
 
 
 def forget_snapshots_arguments(snapshot_ids: Sequence[str]) -> tuple[str, ...]:
@@ -72,18 +71,15 @@ def check_arguments(read_data_subset: str | None = None) -> tuple[str, ...]:
     return ("check", "--read-data-subset", read_data_subset) if read_data_subset else ("check",)
 
 
-def copy_arguments(snapshot_ids: Sequence[str] = (), tags: Sequence[str] = ()) -> tuple[str, ...]:
+def copy_arguments(snapshot_ids: Sequence[str]) -> tuple[str, ...]:
     """The source repository is passed in RESTIC_FROM_* variables (see copy_source_environment)."""
-    return ("copy", *_tag_list(tags), *(("--", *snapshot_ids) if snapshot_ids else ()))
+    return ("copy", *(("--", *snapshot_ids) if snapshot_ids else ()))
 
 
 def restore_arguments(
-    snapshot_id: str, target: str | os.PathLike[str], *, include: Sequence[str] = (), verify: bool = True,
-    json_output: bool = False,
+    snapshot_id: str, target: str | os.PathLike[str], *, verify: bool = True, json_output: bool = False
 ) -> tuple[str, ...]:
     arguments = ["restore", snapshot_id, "--target", os.fspath(target)]
-    for pattern in include:
-        arguments += ["--include", pattern]
     return tuple(arguments + ["--verify"] * verify + ["--json"] * json_output)
 
 

@@ -35,19 +35,15 @@ _HINT_LINES = re.compile(r"^(is there a repository|lock was created at|storage i
 class ResticError(LifelineError):
     """One line naming the repository (plan name) and the cause; never a password."""
 
-    def __init__(
-        self, message: str, *, repository: str = "", operation: str = "", returncode: int | None = None,
-        transient: bool | None = None,
-    ) -> None:
+    def __init__(self, message: str, *, transient: bool | None = None) -> None:
         super().__init__(message)
-        self.repository, self.operation, self.returncode = repository, operation, returncode
         if transient is not None:
             self.transient = transient
 
     @classmethod
-    def during(cls, operation: str, repository: str, detail: str, **details: Any) -> ResticError:
+    def during(cls, operation: str, repository: str, detail: str, *, transient: bool | None = None) -> ResticError:
         where = f" on repository {repository!r}" if repository else ""
-        return cls(f"restic {operation}{where} failed: {detail}", repository=repository, operation=operation, **details)
+        return cls(f"restic {operation}{where} failed: {detail}", transient=transient)
 
 
 class WrongPassword(ResticError):
@@ -64,8 +60,6 @@ class RepositoryLocked(ResticError):
 
 class PartialBackup(ResticError):
     """Exit 3: the snapshot exists but some files could not be read. backup() returns instead of raising."""
-
-    warnings: tuple[str, ...] = ()
 
 
 class ResticFailed(ResticError):
@@ -99,21 +93,19 @@ def classify_failure(result: CommandResult, *, operation: str, repository: str) 
     stderr, code = result.stderr_text, result.returncode
     detail = meaningful_stderr_line(stderr) if stderr.strip() else f"exit code {code}"
     if code == EXIT_WRONG_PASSWORD or _WRONG_PASSWORD.search(stderr):
-        return WrongPassword.during(operation, repository, detail, returncode=code)
+        return WrongPassword.during(operation, repository, detail)
     if code == EXIT_LOCKED or _LOCKED.search(stderr):
-        return RepositoryLocked.during(operation, repository, detail, returncode=code)
+        return RepositoryLocked.during(operation, repository, detail)
     if code == EXIT_PARTIAL_BACKUP:
         warnings = backup_warnings(stderr)
-        error = PartialBackup.during(operation, repository, f"{len(warnings)} unreadable: {'; '.join(warnings[:3])}",
-                                     returncode=code)
-        error.warnings = tuple(warnings)
-        return error
+        return PartialBackup.during(operation, repository, f"{len(warnings)} unreadable: {'; '.join(warnings[:3])}")
     # restic 0.14 reports an unreachable S3 endpoint as "unable to open config file": network first.
     if code != EXIT_REPOSITORY_MISSING and _NETWORK.search(stderr):
-        return ResticFailed.during(operation, repository, detail, returncode=code, transient=True)
+        return ResticFailed.during(operation, repository, detail, transient=True)
     if code == EXIT_REPOSITORY_MISSING or _MISSING.search(stderr):
-        return RepositoryMissing.during(operation, repository, detail, returncode=code)
-    return ResticFailed.during(operation, repository, detail, returncode=code)
+        return RepositoryMissing.during(operation, repository, detail)
+    return ResticFailed.during(operation, repository, detail)
+
 
 def _json_object(line: str) -> dict[str, Any]:
     try:

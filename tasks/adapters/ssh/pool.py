@@ -1,9 +1,10 @@
 """The paramiko side of the SSH adapter (this package): connecting with verified host keys, and a pool.
 
 The TCP socket is opened here with TCP_NODELAY: connect+auth takes about 22 ms instead of 65 ms, a
-command 2 ms instead of 45 ms. `SshPool.run` reuses connections: a pool per target multiplexes up to
-`sessions_per_connection` commands on one transport (OpenSSH allows 10 by default, `MaxSessions`) and
-opens another when all are busy, so many concurrent checks cost a handful of handshakes, not one each.
+command 2 ms instead of 45 ms (docs/facts.md, SSH). `SshPool.run` reuses connections: a pool per target
+multiplexes up to SESSIONS_PER_CONNECTION commands on one transport (OpenSSH allows 10 by default,
+`MaxSessions`) and opens another when all are busy, so many concurrent checks cost a handful of
+handshakes, not one each.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def connect(target: SshTarget) -> paramiko.SSHClient:
 
 
 def _exchange(
-    channel: paramiko.Channel, target: SshTarget, line: str, started: float, deadline: float, timeout: float
+    channel: paramiko.Channel, target: SshTarget, line: str, deadline: float, timeout: float
 ) -> SshResult:
     stdout: list[bytes] = []
     stderr: list[bytes] = []
@@ -148,7 +149,6 @@ def _exchange(
         exit_status=channel.exit_status,
         stdout=b"".join(stdout).decode("utf-8", errors="replace"),
         stderr=b"".join(stderr).decode("utf-8", errors="replace"),
-        seconds=time.monotonic() - started,
     )
 
 
@@ -188,16 +188,15 @@ class SshPool:
     """Connections per target, shared by threads: a command takes a session slot on a live
     connection, or reserves one on a connection being opened, or opens a new one."""
 
-    def __init__(self, sessions_per_connection: int = SESSIONS_PER_CONNECTION) -> None:
-        self.sessions_per_connection = sessions_per_connection
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._connections: dict[SshTarget, list[_Connection]] = {}
 
     def run(self, target: SshTarget, command: Sequence[str] | str, timeout: float, *, check: bool = False) -> SshResult:
         """Run command on target. With check, a non-zero exit status raises SshCommandFailed.
 
-        A connection found dead before the command started is replaced once; after the command
-        started nothing is retried (it may have had its effect).
+        A connection found dead (or full) before the command started is replaced, up to four attempts
+        in all; after the command started nothing is retried (it may have had its effect).
         """
         line = command_line(command)
         deadline = time.monotonic() + timeout
@@ -218,7 +217,7 @@ class SshPool:
                 self._release(connection)
                 raise
             try:
-                result = _exchange(channel, target, line, time.monotonic(), deadline, timeout)
+                result = _exchange(channel, target, line, deadline, timeout)
             except (paramiko.SSHException, EOFError, OSError) as error:
                 self._release(connection, broken=True)
                 raise HostUnreachable(target, f"the connection dropped while running {program_name(line)}: {error}") from None
@@ -232,11 +231,6 @@ class SshPool:
                 raise SshCommandFailed(target, result)
             return result
         raise HostUnreachable(target, "no session could be opened (the server refuses more sessions)")
-
-    def connection_count(self, target: SshTarget | None = None) -> int:
-        with self._lock:
-            groups = [self._connections.get(target, [])] if target else list(self._connections.values())
-            return sum(1 for group in groups for connection in group if connection.alive())
 
     def close_all(self) -> None:
         with self._lock:
@@ -266,7 +260,7 @@ class SshPool:
             chosen = next((c for c in group if c.sessions < c.capacity), None)
             builder = chosen is None
             if chosen is None:
-                chosen = _Connection(capacity=self.sessions_per_connection)
+                chosen = _Connection()
                 group.append(chosen)
             chosen.sessions += 1
         for connection in dead:

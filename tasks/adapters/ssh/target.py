@@ -27,15 +27,12 @@ class SshTarget:
         return f"host {self.name} {self.address}:{self.port}"
 
 
-
-
 @dataclass(frozen=True)
 class SshResult:
     command: str  # as the remote shell received it
     exit_status: int
     stdout: str
     stderr: str
-    seconds: float
 
     @property
     def succeeded(self) -> bool:
@@ -50,8 +47,6 @@ class SshError(LifelineError):
 
     def __init__(self, target: SshTarget, detail: str) -> None:
         super().__init__(f"{target.label}: {detail}")
-        self.target = target
-        self.detail = detail
 
     def again(self) -> SshError:
         """A fresh copy, for each thread that waited on the same failed connection."""
@@ -90,7 +85,6 @@ class SshCommandFailed(SshError):
         ended = (f"exited with status {result.exit_status}" if result.exit_status >= 0
                  else "ended without an exit status (killed by a signal, or the connection dropped)")
         super().__init__(target, f"{program} {ended}" + (f": {tail}" if tail else ""))
-        self.result = result
 
 
 def _tail(text: str, lines: int) -> str:
