@@ -47,6 +47,7 @@ class SshError(LifelineError):
 
     def __init__(self, target: SshTarget, detail: str) -> None:
         super().__init__(f"{target.label}: {detail}")
+        self.detail = detail  # without the host: for a message that names the host its own way
 
     def again(self) -> SshError:
         """A fresh copy, for each thread that waited on the same failed connection."""
