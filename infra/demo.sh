@@ -21,6 +21,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 step "Bringing the lab up"
 plan=$(lifeline lab up)
 export LIFELINE_PLAN=$plan
+lifeline lab heal >/dev/null   # a demo stopped half-way may have left a fault behind
 lifeline validate
 
 step "Backing up every dataset (with the off-site copy to S3)"
