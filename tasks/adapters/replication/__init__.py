@@ -195,21 +195,27 @@ SELECT pg_is_in_recovery(),
 """
 
 
+def _ask(database: ReplicatedDatabase, site: str, action: str, sql: str) -> list[tuple] | str:
+    """The rows `sql` returns at `site`, or why the instance did not answer. Bad credentials or a
+    missing database are plan errors and raise."""
+    try:
+        with database_session(observation_connection(instance_of(database, site)), f"{action} {site}") as session:
+            return session.execute(sql).fetchall()
+    except PostgresError as error:
+        if error.user_error:
+            raise
+        return str(error)
+
+
 def instance_state(database: ReplicatedDatabase, site: str) -> InstanceState:
     """What the instance at `site` is doing; an instance that does not answer is `reachable=False`.
 
     Bad credentials or a missing database are plan errors and raise.
     """
-    connection = observation_connection(instance_of(database, site))
-    try:
-        with database_session(connection, f"observe {site}") as session:
-            row = session.execute(_STATE_SQL).fetchone()
-    except PostgresError as error:
-        if error.user_error:
-            raise
-        return InstanceState(site=site, reachable=False, detail=str(error))
-    assert row is not None
-    in_recovery, current, wal_file, replay_age, received_timeline, receiver_status, checkpoint_timeline = row
+    answer = _ask(database, site, "observe", _STATE_SQL)
+    if isinstance(answer, str):
+        return InstanceState(site=site, reachable=False, detail=answer)
+    in_recovery, current, wal_file, replay_age, received_timeline, receiver_status, checkpoint_timeline = answer[0]
     timeline = int(wal_file[:8], 16) if wal_file else (received_timeline or checkpoint_timeline)
     return InstanceState(
         site=site, reachable=True, in_recovery=in_recovery, current_lsn=Lsn.parse(current), timeline=timeline,
@@ -235,15 +241,10 @@ ORDER BY r.application_name
 
 def streaming_standbys(database: ReplicatedDatabase, primary_site: str) -> list[StandbyConnection] | None:
     """The standbys connected to the instance at `primary_site`; None when it cannot be asked."""
-    connection = observation_connection(instance_of(database, primary_site))
-    try:
-        with database_session(connection, f"list the standbys of {primary_site}") as session:
-            rows = session.execute(_STANDBYS_SQL).fetchall()
-    except PostgresError as error:
-        if error.user_error:
-            raise
+    answer = _ask(database, primary_site, "list the standbys of", _STANDBYS_SQL)
+    if isinstance(answer, str):
         return None
-    return [StandbyConnection(application_name=name, state=state, slot_name=slot) for name, state, slot in rows]
+    return [StandbyConnection(application_name=name, state=state, slot_name=slot) for name, state, slot in answer]
 
 
 def streams_from(database: ReplicatedDatabase, primary_site: str, standby_site: str, slot: str | None = None) -> bool:
@@ -263,21 +264,16 @@ def wait_caught_up(database: ReplicatedDatabase, primary_site: str, standby_site
     if primary.role != "primary" or primary.current_lsn is None:
         raise NotCaughtUp(f"{primary_site} is not a primary ({primary.detail or primary.role}): nothing to catch up with")
     target = primary.current_lsn
-    connection = observation_connection(instance_of(database, standby_site))
     replayed: Lsn | None = None
     last_problem = "no answer yet"
 
     def caught_up() -> bool:
         nonlocal replayed, last_problem
-        try:
-            with database_session(connection, f"follow {standby_site}'s replay") as session:
-                text = session.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0]  # type: ignore[index]
-        except PostgresError as error:
-            if error.user_error:
-                raise
-            last_problem = str(error)
+        answer = _ask(database, standby_site, "follow the replay at", "SELECT pg_last_wal_replay_lsn()::text")
+        if isinstance(answer, str):
+            last_problem = answer
             return False
-        replayed = Lsn.parse(text)
+        replayed = Lsn.parse(answer[0][0])
         last_problem = f"replayed {replayed or 'nothing'}"
         return replayed is not None and replayed >= target
 
