@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from lifeline.configs.loading import LoadedPlan
-from lifeline.configs.settings import Settings, load_settings
+from lifeline.configs.settings import Settings
 from lifeline.tasks.adapters.locks import plan_lock
 from lifeline.tasks.report.artifacts import record_markdown, record_table
 from lifeline.tasks.run.ledger import Ledger
@@ -115,7 +115,7 @@ def recorded_run(
         elif record.met_targets is None:
             record.judge_targets()
         ledger.save_run(record)
-        publish(record, loaded)
+        publish(record, loaded, ledger)
         export_metrics(ledger, loaded, settings)
 
 
@@ -145,7 +145,7 @@ def export_metrics(ledger: Ledger, loaded: LoadedPlan, settings: Settings) -> No
         get_run_logger().warning("could not export metrics: %s", error)
 
 
-def publish(record: RunRecord, loaded: LoadedPlan) -> None:
+def publish(record: RunRecord, loaded: LoadedPlan, ledger: Ledger) -> None:
     try:
         create_table_artifact(
             table=record_table(record),
@@ -160,7 +160,6 @@ def publish(record: RunRecord, loaded: LoadedPlan) -> None:
         if record.kind in ("drill", "failover", "failback", "restore"):
             from lifeline.tasks.report.after_action import load_history, render_markdown
 
-            ledger = Ledger(load_settings().ledger)
             create_markdown_artifact(
                 markdown=render_markdown(record, loaded.plan, load_history(ledger, record), ledger.children(record.id)),
                 key=artifact_key(record.plan, record.kind, "after-action"),
