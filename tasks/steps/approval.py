@@ -86,18 +86,24 @@ def ask_in_ui(description: str, timeout_seconds: float, reason: str, asked_at: d
 
     run_id = flow_run.id  # read here: the timer's thread has no flow run context
     no_answer = f"no answer within {timeout_seconds:g} s"
-    firing, answered_by_deadline = threading.Event(), threading.Event()
+    firing, answered_by_deadline, pause_over = threading.Event(), threading.Event(), threading.Event()
 
     def answer_no() -> None:
+        # Prefect refuses a resume until the run is Paused and its form's schema saved, which under load
+        # can come after the deadline: so keep asking until it takes, or until the pause has ended
+        # (a person answered first).
         firing.set()
         refusal = Approval(operator="", reason=no_answer, approve=False).model_dump()
-        try:
-            with get_client(sync_client=True) as client:
-                result = client.resume_flow_run(run_id, run_input=refusal)
-        except Exception:  # noqa: BLE001 - the pause's own timeout still ends the wait
-            return
-        if result.status.value == "ACCEPT":  # else a person answered first
-            answered_by_deadline.set()
+        while not pause_over.is_set():
+            try:
+                with get_client(sync_client=True) as client:
+                    result = client.resume_flow_run(run_id, run_input=refusal)
+            except Exception:  # noqa: BLE001 - the pause's own timeout still ends the wait
+                result = None
+            if result is not None and result.status.value == "ACCEPT":
+                answered_by_deadline.set()
+                return
+            pause_over.wait(0.5)
 
     deadline = threading.Timer(timeout_seconds, answer_no)
     deadline.daemon = True
@@ -113,6 +119,7 @@ def ask_in_ui(description: str, timeout_seconds: float, reason: str, asked_at: d
     except (FlowPauseTimeout, TimeoutError):  # Prefect raises FlowPauseTimeout, which is no TimeoutError
         return Decision(approved=False, operator="", reason=no_answer, asked_at=asked_at, answered_at=utc_now())
     finally:
+        pause_over.set()
         deadline.cancel()
     if firing.is_set():
         deadline.join(30)  # it may have resumed the run but not yet said so
