@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,17 @@ RESTIC_REMOTE_SCHEMES = ("s3:", "sftp:", "rest:", "b2:", "azure:", "gs:", "swift
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One reason a plan cannot be used, named by its field path."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
 class PlanModel(BaseModel):
     """Unknown keys are errors: a typo in a recovery plan must not pass silently."""
 
@@ -31,3 +43,6 @@ class PlanModel(BaseModel):
 class Targets(PlanModel):
     rto_minutes: float = Field(15, gt=0, description="Recovery time objective.")
     rpo_minutes: float = Field(5, ge=0, description="Recovery point objective: data loss allowed, as time.")
+    notify_minutes: float = Field(
+        2, gt=0, description="Time to notify: from the incident's declaration to the first message the liaison gets."
+    )

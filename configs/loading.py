@@ -8,17 +8,10 @@ from pathlib import Path
 from typing import get_args
 
 import yaml
+from lifeline.configs.base import Problem
+from lifeline.configs.communications import communication_problems
 from lifeline.configs.plan import Plan
 from pydantic import TypeAdapter, ValidationError
-
-
-@dataclass(frozen=True)
-class Problem:
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}" if self.field else self.message
 
 
 class PlanInvalid(Exception):
@@ -93,8 +86,9 @@ def network_namespace_problems(plan: Plan) -> list[Problem]:
     return []
 
 
-NAMED_SECTIONS = ("repositories", "datasets", "sites", "hosts", "services", "databases", "fencing", "scenarios")
-WHOLE_SECTIONS = ("dns", "recovery")
+NAMED_SECTIONS = ("repositories", "datasets", "sites", "hosts", "services", "databases", "fencing", "scenarios",
+                  "contacts", "oncall", "channels", "audiences")
+WHOLE_SECTIONS = ("dns", "recovery", "escalation", "templates", "notifications", "hotline")
 
 
 def _what_validates(document: dict, context: dict) -> Plan:
@@ -128,6 +122,10 @@ class Names:
     sites: frozenset[str]
     hosts: frozenset[str]
     databases: frozenset[str]
+    contacts: frozenset[str]
+    oncall: frozenset[str]
+    channels: frozenset[str]
+    audiences: frozenset[str]
 
     @classmethod
     def defined_in(cls, document: dict) -> Names:
@@ -185,7 +183,8 @@ def consistency_problems(plan: Plan, names: Names) -> list[Problem]:
     if plan.dns is not None and names.sites:
         for site in plan.dns.values:
             problems += names.dangling(f"dns.values.{site}", site, "sites")
-    return problems + recovery_reference_problems(plan, names)
+    return problems + recovery_reference_problems(plan, names) + communication_problems(
+        plan, {section: getattr(names, section) for section in ("contacts", "oncall", "channels", "audiences")})
 
 
 def recovery_reference_problems(plan: Plan, names: Names) -> list[Problem]:

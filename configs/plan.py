@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from lifeline.configs.base import RESTIC_REMOTE_SCHEMES, Name, PlanModel, PlanPath, Targets, relative_to_plan
+from lifeline.configs.communications import Communications
 from lifeline.configs.drills import Scenario
 from lifeline.configs.recovery import Database, Fencing, Recovery, Service
 from pydantic import Field, ValidationInfo, field_validator
@@ -172,7 +173,9 @@ class Schedules(PlanModel):
             raise ValueError(f"not a cron expression: {expression!r}") from None
 
 
-class Plan(PlanModel):
+class Plan(Communications):
+    """The whole plan; the communication keys (contacts, channels, audiences...) come from Communications."""
+
     name: Name
     timezone: str = "UTC"
     targets: Targets = Targets()

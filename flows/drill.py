@@ -91,6 +91,8 @@ def rehearse(loaded: LoadedPlan, settings: Settings, journal: Journal, name: str
     plan, record = loaded.plan, journal.record
     home = topology.normal_primary_site(plan)
     away = topology.other_site(plan, home)
+    journal.message_fields.update(scenario=name, site=away)
+    journal.tell("drill_started")
     with journal.step("check normal state") as entry:
         problems = [f"drill {kept.record_id} ({kept.scenario}) was kept for inspection: `lifeline failback --yes` "
                     "returns to normal" for kept in drills.markers(settings.drills_dir, plan.name) if kept.kept]

@@ -106,6 +106,7 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
     home = topology.normal_primary_site(plan)
     away = topology.other_site(plan, home)
     journal.milestone("declared", record.started_at)
+    journal.message_fields.update(from_site=away, to_site=home, site=home, reason=reason or "")
     databases = plan.databases_at(home, away)
     # a failback killed after switching a database back resumes with the rest
     switched_back = {name for name in databases if replication.streams_from(replicated_database(plan.databases[name]), home, away)}

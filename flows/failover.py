@@ -153,6 +153,10 @@ def fail_over(
     record.incident_at = incident_at or plan_incident_time(plan) or record.started_at
     journal.milestone("incident", record.incident_at)
     journal.milestone("declared", record.started_at)
+    journal.message_fields.update(from_site=source, to_site=target, site=target, reason=reason or "")
+    real = record.kind == "failover"  # a drill says what it rehearses, never that an incident is real
+    if real:
+        journal.tell("incident_declared")
     if topology.has_taken_over(plan, target):
         journal.record_skipped("fail over", f"{target} already serves: databases promoted and DNS names it")
         fence(plan, journal, source, force)
@@ -170,6 +174,8 @@ def fail_over(
         record.status = "cancelled"
         record.error = f"not approved: {decision.reason or 'no reason given'}; nothing was changed"
         return
+    if real:
+        journal.tell("failover_started")
     before = write_positions(plan, source)
     fenced = fence(plan, journal, source, force)
     record.milestones.setdefault("fenced", fenced.at)

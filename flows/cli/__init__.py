@@ -10,64 +10,24 @@ import json
 import os
 import sys
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from lifeline.configs.loading import LoadedPlan, PlanInvalid, load_plan
+from lifeline.configs.loading import PlanInvalid
 from lifeline.configs.settings import load_settings
-from lifeline.tasks.run.record import RunKind
-
-app = typer.Typer(
-    name="lifeline",
-    help="Disaster recovery for call centres: backups, verified restores, failover and drills.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+from lifeline.flows.cli.common import (  # noqa: F401 - re-exported: tests and the lab use them from here
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    JsonOption,
+    PlanOption,
+    app,
+    fail,
+    loaded_plan,
+    parse_time,
+    plan_path,
 )
-
-PlanOption = Annotated[
-    Path | None,
-    typer.Option("--plan", "-p", help="Plan file (default: $LIFELINE_PLAN).", show_default=False),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
-
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    typer.echo(f"lifeline: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def plan_path(plan: Path | None) -> Path:
-    chosen = plan or load_settings().plan
-    if chosen is None:
-        fail("no plan: pass --plan FILE or set LIFELINE_PLAN")
-    return chosen
-
-
-def loaded_plan(plan: Path | None) -> LoadedPlan:
-    path = plan_path(plan)
-    try:
-        return load_plan(path)
-    except PlanInvalid as invalid:
-        for problem in invalid.problems:
-            typer.echo(f"{invalid.path}: {problem}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-
-
-def parse_time(text: str | None, option: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        fail(f"{option}: not an ISO 8601 time: {text!r}")
-    moment = moment if moment.tzinfo else moment.astimezone()
-    if moment > datetime.now(UTC):
-        fail(f"{option}: {text} is in the future")
-    return moment
+from lifeline.tasks.run.record import RunKind
 
 
 @app.command()
@@ -409,6 +369,7 @@ def _mount_lab() -> None:
 
 
 _mount_lab()
+from lifeline.flows.cli import communications  # noqa: E402, F401 - registers contacts, notify and ack
 
 
 def main() -> None:

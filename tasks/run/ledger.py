@@ -13,7 +13,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from lifeline.tasks.run.record import RunRecord
+from lifeline.tasks.run.deliveries import Acknowledgement, Delivery
+from lifeline.tasks.run.record import RunRecord, utc_now
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ class _Sql(NamedTuple):
     metadata: sqlalchemy.MetaData
     runs: sqlalchemy.Table
     snapshots: sqlalchemy.Table
+    deliveries: sqlalchemy.Table
+    acknowledgements: sqlalchemy.Table
 
 
 @cache
@@ -55,7 +58,22 @@ def _sql() -> _Sql:
         sa.Column("run_id", sa.String(32), nullable=False),
         sa.Column("facts", sa.Text, nullable=False),
     )
-    return _Sql(metadata, runs, snapshots)
+    deliveries = sa.Table(
+        "deliveries",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_id", sa.String(32), nullable=False, index=True),
+        sa.Column("message_id", sa.String(64), nullable=False, index=True),
+        sa.Column("at", sa.String(40), nullable=False),
+        sa.Column("delivery", sa.Text, nullable=False),
+    )
+    acknowledgements = sa.Table(
+        "acknowledgements",
+        metadata,
+        sa.Column("run_id", sa.String(32), primary_key=True),
+        sa.Column("acknowledgement", sa.Text, nullable=False),
+    )
+    return _Sql(metadata, runs, snapshots, deliveries, acknowledgements)
 
 
 class SnapshotFacts(BaseModel):
@@ -206,6 +224,65 @@ class Ledger:
             query = query.where(snapshots_table.c.recorded_at < _iso(before))
         with self.engine.connect() as connection:
             return [SnapshotFacts.model_validate_json(text) for (text,) in connection.execute(query)]
+
+
+class Deliveries:
+    """The deliveries and acknowledgements part of the ledger (same database)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.engine = ledger.engine
+
+    def record(self, delivery: Delivery) -> None:
+        table = _sql().deliveries
+        with self.engine.begin() as connection:
+            connection.execute(table.insert().values(run_id=delivery.run_id, message_id=delivery.message_id,
+                                                     at=_iso(delivery.at), delivery=delivery.model_dump_json()))
+
+    def confirm(self, message_id: str, by: str) -> Delivery | None:
+        """A person says they delivered a manual message: its latest attempt becomes `confirmed`."""
+        table = _sql().deliveries
+        with self.engine.begin() as connection:
+            row = connection.execute(table.select().where(table.c.message_id.startswith(message_id))
+                                     .order_by(table.c.id.desc())).first()
+            if row is None:
+                return None
+            delivery = Delivery.model_validate_json(row.delivery)
+            if delivery.status != "awaiting_confirmation":
+                return delivery
+            confirmed = delivery.model_copy(update={"status": "confirmed", "answer": f"confirmed by {by}",
+                                                    "at": utc_now()})
+            connection.execute(table.insert().values(run_id=confirmed.run_id, message_id=confirmed.message_id,
+                                                     at=_iso(confirmed.at), delivery=confirmed.model_dump_json()))
+            return confirmed
+
+    def of_run(self, run_id: str) -> list[Delivery]:
+        table = _sql().deliveries
+        query = table.select().with_only_columns(table.c.delivery).where(table.c.run_id == run_id).order_by(table.c.id)
+        with self.engine.connect() as connection:
+            return [Delivery.model_validate_json(text) for (text,) in connection.execute(query)]
+
+    def acknowledge(self, acknowledgement: Acknowledgement) -> Acknowledgement:
+        """The first acknowledgement of a run stands; a later one returns it unchanged."""
+        existing = self.acknowledgement(acknowledgement.run_id)
+        if existing is not None:
+            return existing
+        import sqlalchemy
+
+        table = _sql().acknowledgements
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(table.insert().values(run_id=acknowledgement.run_id,
+                                                         acknowledgement=acknowledgement.model_dump_json()))
+        except sqlalchemy.exc.IntegrityError:  # somebody acknowledged at the same moment
+            return self.acknowledgement(acknowledgement.run_id) or acknowledgement
+        return acknowledgement
+
+    def acknowledgement(self, run_id: str) -> Acknowledgement | None:
+        table = _sql().acknowledgements
+        query = table.select().with_only_columns(table.c.acknowledgement).where(table.c.run_id == run_id)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return Acknowledgement.model_validate_json(row[0]) if row else None
 
 
 def record_as_json(records: list[RunRecord]) -> str:

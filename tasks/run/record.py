@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -79,12 +79,22 @@ class RunRecord(BaseModel):
         self.met_targets = all(verdicts) if verdicts else None
 
 
+def _say_nothing(event: str, **fields: object) -> None:
+    return None
+
+
 class Journal:
     """Thread-safe step log of one run; tasks running concurrently append to it."""
 
     def __init__(self, record: RunRecord):
         self.record = record
         self._lock = threading.Lock()
+        self.message_fields: dict[str, object] = {}  # what the run's messages may say (sites, reason...)
+        self.announce: Callable[..., None] = _say_nothing  # set when the plan tells people of its runs
+
+    def tell(self, event: str, **fields: object) -> None:
+        """Announce an event of this run to the audiences the plan names for it."""
+        self.announce(event, **{**self.message_fields, **fields})
 
     def milestone(self, name: str, at: datetime | None = None) -> datetime:
         at = at or utc_now()

@@ -67,6 +67,8 @@ def ask_recorded(
     """Ask, and record the wait: the step spans it, between the `awaiting_approval` milestone and the
     `approved` (or `rejected`) one, since the time a person takes counts in the RTO."""
     journal.milestone("awaiting_approval")
+    if mode != "yes" and journal.record.kind != "drill":
+        journal.tell("approval_needed")
     with journal.step(step_name) as entry:
         decision = ask(prompt, description, mode, timeout_seconds, reason)
         entry.detail.update(decision.detail)

@@ -13,6 +13,7 @@ from lifeline.tasks.report.artifacts import record_markdown, record_table
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.record import Journal, RunKind, RunRecord, Trigger, utc_now
 from lifeline.tasks.steps import drills
+from lifeline.tasks.steps.communication import RunCommunications, communicates
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 from prefect.states import Cancelled
@@ -99,6 +100,9 @@ def recorded_run(
         for closed in close_interrupted_runs(ledger, loaded.plan.name, record.id):
             get_run_logger().warning("run %s was interrupted (its process is gone): recorded as failed", closed)
     ledger.save_run(record)
+    communications = RunCommunications(loaded.plan, journal, ledger) if communicates(loaded.plan) else None
+    if communications is not None:
+        journal.announce = communications.announce
     try:
         yield journal
         record.status = "completed" if record.status == "running" else record.status
@@ -115,8 +119,19 @@ def recorded_run(
         elif record.met_targets is None:
             record.judge_targets()
         ledger.save_run(record)
+        if communications is not None:  # the record says how the run ended while its escalation goes on
+            tell_the_end(communications)
+            ledger.save_run(record)
         publish(record, loaded, ledger)
         export_metrics(ledger, loaded, settings)
+
+
+def tell_the_end(communications: RunCommunications) -> None:
+    """Telling people must never fail the run it tells of; what went wrong is in its deliveries."""
+    try:
+        communications.finish()
+    except Exception as error:  # noqa: BLE001
+        get_run_logger().warning("could not finish telling people of the run: %s", error)
 
 
 def warn_of_drill_leftovers(loaded: LoadedPlan, settings: Settings) -> None:

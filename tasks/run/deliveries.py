@@ -1,0 +1,61 @@
+"""Who was told what: every delivery attempt of a run's messages, and who acknowledged the run.
+
+Recipients are kept masked: a phone number or an address never reaches the ledger, a log or a report whole.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from lifeline.tasks.run.record import utc_now
+from pydantic import BaseModel, Field
+
+DeliveryStatus = Literal["delivered", "failed", "awaiting_confirmation", "confirmed"]
+
+
+def mask_phone(number: str) -> str:
+    """+8613800000042 → +86138****0042: enough to tell people apart, not enough to call them."""
+    return f"{number[:6]}****{number[-4:]}" if len(number) > 10 else f"{number[:3]}****"
+
+
+def mask_email(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def mask_recipient(address: str) -> str:
+    if address.startswith("+"):
+        return mask_phone(address)
+    if "@" in address and "://" not in address:
+        return mask_email(address)
+    return address.split("://", 1)[0] + "://…" if "://" in address else "…"
+
+
+class Delivery(BaseModel):
+    """One attempt to give one person one message on one channel."""
+
+    message_id: str = Field(description="Lifeline's id of the message to this person (all attempts share it).")
+    run_id: str
+    event: str
+    audience: str
+    contact: str
+    channel: str
+    channel_type: str
+    recipient: str = Field(description="Masked.")
+    status: DeliveryStatus
+    attempt: int
+    at: datetime = Field(default_factory=utc_now)
+    latency_seconds: float = 0
+    answer: str = Field("", description="What the provider said (its message id, or why it refused).")
+    level: int | None = Field(None, description="Escalation level (1-based) that sent it; None for the event itself.")
+    fallback: bool = Field(False, description="Sent on a later channel because an earlier one failed.")
+    language: str = "en"
+
+
+class Acknowledgement(BaseModel):
+    run_id: str
+    contact: str
+    at: datetime = Field(default_factory=utc_now)
+    via: Literal["cli", "ui", "approval"] = "cli"
+    note: str = ""

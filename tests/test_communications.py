@@ -1,0 +1,239 @@
+"""The communication plan: roster and references validated by field path, both languages render, on-call
+from the rotation's recurrence, real deliveries with fallback, masking, acknowledgement."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import socket
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from lifeline.configs.loading import PlanInvalid, load_plan
+from lifeline.tasks.run.deliveries import mask_phone
+
+from tests.helpers import ledger, run_cli, write_password, write_plan
+
+pytestmark = pytest.mark.usefixtures("prefect_server", "lifeline_home")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Webhook:
+    """A JSON webhook receiver on loopback: what a chat room would show."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b'{"ok": true}')
+
+            def log_message(self, *args) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def webhook():
+    receiver = Webhook()
+    yield receiver
+    receiver.server.shutdown()
+
+
+@pytest.fixture
+def smtp_sink(tmp_path):
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Mailbox
+
+    folder = tmp_path / "mail"
+    mailbox.Maildir(str(folder), create=True)
+    port = free_port()
+    controller = Controller(Mailbox(folder), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, folder
+    controller.stop()
+
+
+def roster_document(smtp_port: int, chat_url: str) -> dict:
+    return {
+        "name": "cc",
+        "repositories": {"local": {"url": "./repo", "password_file": "./pw", "init": True}},
+        "datasets": {"recordings": {"repository": "local", "paths": ["/srv/recordings"]}},
+        "hotline": "+861012345678",
+        "contacts": {
+            "wang": {"name": "Wang Fang", "role": "emergency-liaison", "phones": ["+8613800000042"],
+                     "email": "wang@cc.example", "language": "zh", "deputy": "li"},
+            "li": {"name": "Li Wei", "role": "leader", "phones": ["+8613800000043"], "email": "li@cc.example",
+                   "language": "en"},
+            "chen": {"name": "Chen Jie", "role": "oncall-engineer", "email": "chen@cc.example", "language": "en"},
+            "zhao": {"name": "Zhao Min", "role": "oncall-engineer", "email": "zhao@cc.example", "language": "zh"},
+        },
+        "oncall": {"engineer": {"members": ["chen", "zhao"], "start": "2026-01-05T09:00:00", "every": "week"}},
+        "channels": {
+            "chat-down": {"type": "chat", "url": f"http://127.0.0.1:{free_port()}/nobody", "attempts": 2,
+                          "backoff_seconds": 0.05},
+            "chat": {"type": "chat", "url": chat_url},
+            "email": {"type": "email", "host": "127.0.0.1", "port": smtp_port, "security": "none",
+                      "sender": "lifeline@cc.example"},
+        },
+        "audiences": {
+            "liaison": {"members": ["wang"], "channels": ["chat-down", "email"]},
+            "leadership": {"members": ["role:leader"], "channels": ["chat"]},
+            "oncall": {"members": ["oncall:engineer"], "channels": ["email"]},
+        },
+    }
+
+
+def test_every_reference_and_template_problem_is_named_by_its_field(tmp_path):
+    write_password(tmp_path / "pw")
+    document = roster_document(25, "http://127.0.0.1:1/hook")
+    document["contacts"]["wang"]["deputy"] = "nobody"
+    document["contacts"]["li"]["phones"] = ["13800000043"]
+    document["audiences"]["leadership"]["members"] = ["role:leader", "ghost"]
+    document["audiences"]["oncall"]["channels"] = ["pager"]
+    document["templates"] = {"recovered": {"all": {"zh": {"body": "{{ plan }} 恢复 {{ sitee }}"},
+                                                   "en": {"body": "{{ plan }} recovered at {{ site }}"}}}}
+    with pytest.raises(PlanInvalid) as raised:
+        load_plan(write_plan(tmp_path, document))
+    found = {problem.field: problem.message for problem in raised.value.problems}
+    assert "no contact named 'nobody'" in found["contacts.wang.deputy"]
+    assert "contacts.li.phones.0" in found
+    assert "no contact named 'ghost'" in found["audiences.leadership.members.1"]
+    assert "no channel named 'pager'" in found["audiences.oncall.channels.0"]
+    assert "sitee" in found["templates.recovered.all.zh.body"]
+    assert "templates.recovered.all.en.body" not in found
+    validate = run_cli("validate", "--plan", str(tmp_path / "plan.yaml"))
+    assert validate.returncode == 2 and "templates.recovered.all.zh.body" in validate.stderr
+
+
+def test_on_call_follows_the_weekly_rotation_and_its_override(tmp_path, smtp_sink, webhook):
+    write_password(tmp_path / "pw")
+    document = roster_document(smtp_sink[0], webhook.url)
+    document["oncall"]["engineer"]["overrides"] = [{"contact": "chen", "start": "2026-01-27T00:00:00",
+                                                    "end": "2026-01-28T00:00:00"}]
+    rotation = load_plan(write_plan(tmp_path, document)).plan.oncall["engineer"]
+    shanghai = "Asia/Shanghai"
+    assert rotation.holder(datetime(2026, 1, 5, 9, 0), shanghai) == "chen"
+    assert rotation.holder(datetime(2026, 1, 12, 8, 59), shanghai) == "chen"
+    assert rotation.holder(datetime(2026, 1, 12, 9, 0), shanghai) == "zhao"
+    assert rotation.holder(datetime(2026, 1, 19, 9, 0), shanghai) == "chen"
+    assert rotation.holder(datetime(2026, 1, 26, 12, 0), shanghai) == "zhao"
+    assert rotation.holder(datetime(2026, 1, 27, 12, 0), shanghai) == "chen"  # the override, in zhao's week
+    assert rotation.holder(datetime(2026, 1, 28, 12, 0), shanghai) == "zhao"
+
+
+def test_notify_reaches_everyone_in_their_language_falls_back_and_masks_numbers(tmp_path, smtp_sink, webhook):
+    write_password(tmp_path / "pw")
+    port, maildir = smtp_sink
+    plan = write_plan(tmp_path, roster_document(port, webhook.url))
+    sent = run_cli("notify", "--plan", str(plan), "--audience", "liaison", "--audience", "leadership",
+                   "--audience", "oncall", "--template", "incident_declared", "--json")
+    assert sent.returncode == 0, sent.stderr
+    result = json.loads(sent.stdout)
+    assert result["messages"] == result["reached"] == 3
+    by_contact: dict[str, list[dict]] = {}
+    for delivery in result["deliveries"]:
+        by_contact.setdefault(delivery["contact"], []).append(delivery)
+    # the liaison's chat is down: two failed attempts there, then email carried it
+    assert [(d["channel"], d["status"], d["attempt"]) for d in by_contact["wang"]] == [
+        ("chat-down", "failed", 1), ("chat-down", "failed", 2), ("email", "delivered", 1)]
+    assert by_contact["wang"][-1]["fallback"] is True and "connection refused" in by_contact["wang"][0]["answer"]
+    assert [d["channel"] for d in by_contact["li"]] == ["chat"]
+    assert len(by_contact) == 3 and set(by_contact) & {"chen", "zhao"}  # who is on call now
+    # what arrived: Chinese for Wang, English for the leader
+    mails = [mailbox.MaildirMessage(m) for m in mailbox.Maildir(str(maildir))]
+    to_wang = [m for m in mails if m["To"] == "wang@cc.example"]
+    assert len(to_wang) == 1 and "宣布事件" in to_wang[0].get_payload(decode=True).decode()
+    [chat] = webhook.received
+    assert "declared an incident" in chat["message"] and "+861012345678" in chat["message"]
+    # masked: the ledger never holds an address whole
+    kept = json.dumps([d.model_dump(mode="json") for d in _deliveries(result["run_id"])])
+    assert "wang@cc.example" not in kept and "w***@cc.example" in kept
+    assert mask_phone("+8613800000042") == "+86138****0042"
+
+
+def _deliveries(run_id: str):
+    from lifeline.tasks.run.ledger import Deliveries
+
+    return Deliveries(ledger()).of_run(run_id)
+
+
+def test_one_message_reaches_200_recipients(tmp_path, smtp_sink, webhook):
+    write_password(tmp_path / "pw")
+    document = roster_document(smtp_sink[0], webhook.url)
+    for number in range(200):
+        document["contacts"][f"agent{number:03d}"] = {
+            "name": f"Agent {number}", "role": "agent", "email": f"agent{number:03d}@cc.example",
+            "phones": [f"+86138{number:08d}"], "language": "zh" if number % 2 else "en"}
+    document["audiences"]["staff"] = {"members": ["role:agent"], "channels": ["email", "chat"]}
+    plan = write_plan(tmp_path, document)
+    sent = run_cli("notify", "--plan", str(plan), "--audience", "staff", "--message", "Drill at 15:00", "--json")
+    assert sent.returncode == 0, sent.stderr
+    result = json.loads(sent.stdout)
+    assert result["messages"] == result["reached"] == 200
+    assert len(list(mailbox.Maildir(str(smtp_sink[1])))) == 200
+
+
+def test_ack_records_who_and_when_and_refuses_a_stranger(tmp_path, smtp_sink, webhook):
+    write_password(tmp_path / "pw")
+    plan = write_plan(tmp_path, roster_document(smtp_sink[0], webhook.url))
+    from lifeline.tasks.run.record import RunRecord
+
+    record = RunRecord(kind="failover", plan="cc", plan_sha256="0" * 64, status="failed")
+    ledger().save_run(record)
+    stranger = run_cli("ack", record.id, "--by", "mallory", "--plan", str(plan))
+    assert stranger.returncode == 2 and "mallory" in stranger.stderr
+    done = run_cli("ack", record.id, "--by", "li", "--plan", str(plan), "--json")
+    assert done.returncode == 0, done.stderr
+    acknowledged = json.loads(done.stdout)
+    assert acknowledged["contact"] == "li" and datetime.fromisoformat(acknowledged["at"]) <= datetime.now(UTC)
+    again = run_cli("ack", record.id, "--by", "wang", "--plan", str(plan))
+    assert "already acknowledged by li" in again.stdout
+
+
+def test_escalation_reaches_level_2_without_an_ack_and_stops_once_acknowledged(tmp_path, smtp_sink, webhook):
+    """A failed backup pages on-call; nobody answers, so leadership is told; an ack ends the foreground wait."""
+    import subprocess
+    import sys
+    import time
+
+    write_password(tmp_path / "pw")
+    document = roster_document(smtp_sink[0], webhook.url)
+    document["datasets"] = {"crm": {"repository": "local", "command": ["false"], "stdin_filename": "crm.sql"}}
+    document["escalation"] = {"levels": [{"notify": ["oncall"], "after_minutes": 0},
+                                         {"notify": ["leadership"], "after_minutes": 0.05},
+                                         {"notify": ["liaison"], "after_minutes": 10}]}
+    plan = write_plan(tmp_path, document)
+    backup = subprocess.Popen([sys.executable, "-m", "lifeline.flows.cli", "backup", "--plan", str(plan)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 150
+        while not any("[Escalation 2]" in posted["message"] for posted in webhook.received):
+            assert backup.poll() is None, backup.communicate()
+            assert time.monotonic() < deadline, "level 2 never reached leadership"
+            time.sleep(0.3)
+        [record] = ledger().runs(kind="backup")
+        assert record.status == "failed"
+        acknowledged = run_cli("ack", record.id, "--by", "li", "--plan", str(plan))
+        assert acknowledged.returncode == 0, acknowledged.stderr
+        _, stderr = backup.communicate(timeout=60)
+    finally:
+        if backup.poll() is None:
+            backup.kill()
+    assert backup.returncode == 1 and "lifeline ack" in stderr
+    levels = [d.level for d in _deliveries(record.id) if d.status == "delivered"]
+    assert 2 in levels and 3 not in levels  # the ack came before level 3's ten minutes
