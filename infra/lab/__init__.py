@@ -20,7 +20,7 @@ from pathlib import Path
 from .context import LabContext
 from .lab import down, fault, heal, open_lab, power, up
 from .processes import LabError, LabUsageError
-from .state import LabPaths, LabState, Ports, lifeline_home, load_faults
+from .state import LabPaths, LabState, Ports, lifeline_home, load_channel_faults, load_faults
 from .status import LabStatus
 from .status import status as _status
 
@@ -32,5 +32,5 @@ def status(home: Path | None = None) -> LabStatus:
 
 __all__ = [
     "LabContext", "LabError", "LabPaths", "LabState", "LabStatus", "LabUsageError", "Ports", "down", "fault",
-    "heal", "lifeline_home", "load_faults", "open_lab", "power", "status", "up",
+    "heal", "lifeline_home", "load_channel_faults", "load_faults", "open_lab", "power", "status", "up",
 ]

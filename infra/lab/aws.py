@@ -19,6 +19,12 @@ ZONE = "callcenter.lab"
 RECORD = "crm.callcenter.lab"
 RECORD_TTL = 5
 REGION = "us-east-1"
+IAM_USER = "lifeline-lab"
+# The `sms-down` fault: an explicit Deny beats the user's admin policy, as in a real account whose
+# key lost sns:Publish (moto answers 403 AccessDenied "... is not authorized to perform: sns:Publish").
+SMS_DENY_POLICY_NAME = "lab-fault-sms-down"
+SMS_DENY_POLICY = {"Version": "2012-10-17",
+                   "Statement": [{"Effect": "Deny", "Action": "sns:Publish", "Resource": "*"}]}
 
 
 def endpoint_url(state: LabState) -> str:
@@ -76,6 +82,21 @@ def set_record(route53: Any, zone_id: str, value: str, record: str = RECORD, ttl
             }],
         },
     )
+
+
+def deny_sms(paths: LabPaths, state: LabState) -> None:
+    """Take sns:Publish away from the lab's key (an inline Deny policy on its IAM user)."""
+    client(paths, state, "iam").put_user_policy(UserName=IAM_USER, PolicyName=SMS_DENY_POLICY_NAME,
+                                                PolicyDocument=json.dumps(SMS_DENY_POLICY))
+
+
+def allow_sms(paths: LabPaths, state: LabState) -> bool:
+    """Give sns:Publish back; returns whether it had been taken away."""
+    iam = client(paths, state, "iam")
+    if SMS_DENY_POLICY_NAME not in iam.list_user_policies(UserName=IAM_USER)["PolicyNames"]:
+        return False
+    iam.delete_user_policy(UserName=IAM_USER, PolicyName=SMS_DENY_POLICY_NAME)
+    return True
 
 
 def sent_sms(paths: LabPaths) -> list[dict[str, str]]:

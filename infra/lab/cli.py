@@ -20,7 +20,8 @@ lab_app = typer.Typer(help="The two-site call-centre lab.", no_args_is_help=True
                       add_completion=False)
 Result = TypeVar("Result")
 HOME_KEY = "lifeline.infra.lab.home"
-FAULT_NAMES = "main-db-down | main-service-down | main-ssh-down | recordings-lost | site-link-cut | replication-cut"
+FAULT_NAMES = ("main-db-down | main-service-down | main-ssh-down | main-unreachable | recordings-lost | "
+               "main-compromised | site-link-cut | replication-cut | sms-down | email-down | chat-down")
 
 
 def _home(context: typer.Context) -> Path | None:
@@ -110,7 +111,8 @@ def fault_command(
     context: typer.Context,
     name: Annotated[str, typer.Argument(help=FAULT_NAMES)],
 ) -> None:
-    """Inject a fault and record its time (the incident time later flows read)."""
+    """Inject a fault and record its time (the incident time later flows read; a channel fault's
+    time goes to channel-faults.json instead)."""
     from .lab import fault
 
     at, done = _guard(lambda: fault(name, _home(context)))
@@ -119,7 +121,7 @@ def fault_command(
 
 @lab_app.command("heal")
 def heal_command(context: typer.Context) -> None:
-    """Undo infrastructure faults (never restarts a replaced primary, never restores data)."""
+    """Undo infrastructure and channel faults (never restarts a replaced primary, never restores data)."""
     from .lab import heal
 
     for note in _guard(lambda: heal(_home(context), log=lambda message: None)):

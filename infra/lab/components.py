@@ -1,6 +1,6 @@
 """The lab's components by name: how to start, stop, find and reach each one.
 
-Names: ``moto``, ``smtp``, ``sshd-main``, ``sshd-dr``, ``postgres-main``, ``postgres-dr``,
+Names: ``moto``, ``smtp``, ``chat``, ``sshd-main``, ``sshd-dr``, ``postgres-main``, ``postgres-dr``,
 ``postgres-calllog``, ``service-main``, ``service-dr``, ``callgen``.
 """
 
@@ -29,6 +29,7 @@ from .state import COMPONENT_SIDES
 PYTHON_MODULES: dict[str, str] = {
     "moto": "lifeline.infra.lab.moto_server",
     "smtp": "lifeline.infra.lab.smtp",
+    "chat": "lifeline.infra.lab.chat",
     "service-main": "lifeline.infra.lab.callcenter",
     "service-dr": "lifeline.infra.lab.callcenter",
     "callgen": "lifeline.infra.lab.callgen",

@@ -1,7 +1,10 @@
 """Faults the lab can inject, site power, and the rule that keeps a replaced primary down.
 
 A fault records its time in ``faults.json`` (name -> ISO time, the incident time later flows
-read) and then breaks something. ``heal`` (in lab.py) undoes infrastructure faults only.
+read) and then breaks something. A channel fault (``sms-down``, ``email-down``, ``chat-down``)
+breaks one of the emergency communication channels: that is no incident of the call centre, so
+its time goes to ``channel-faults.json`` instead, which no incident reader looks at. ``heal`` (in
+lab.py) undoes infrastructure and channel faults only.
 """
 
 from __future__ import annotations
@@ -12,10 +15,20 @@ from collections.abc import Callable
 
 import psycopg
 
-from . import components, postgres
+from . import aws, components, postgres
 from .context import LabContext
 from .processes import LabError, LabUsageError, say
-from .state import SITES, load_faults, now_iso, save_faults, save_state, site_components
+from .state import (
+    SITES,
+    load_all_faults,
+    load_channel_faults,
+    load_faults,
+    now_iso,
+    save_channel_faults,
+    save_faults,
+    save_state,
+    site_components,
+)
 
 FAULT_DESCRIPTIONS: dict[str, str] = {
     "main-db-down": "main's PostgreSQL stopped with `pg_ctl stop -m immediate`",
@@ -27,14 +40,21 @@ FAULT_DESCRIPTIONS: dict[str, str] = {
                          "`heal` re-trusts main's host key and gives crm_app its login back"),
     "site-link-cut": "all of main's links down (--netns only)",
     "replication-cut": "the main-dr link down (--netns only)",
+    "sms-down": "the lab's AWS key loses sns:Publish (an IAM Deny): every SMS publish is refused with 403",
+    "email-down": "the SMTP sink stopped: connections are refused",
+    "chat-down": "the chat webhook receiver stopped: connections are refused",
 }
 NETNS_ONLY = ("site-link-cut", "replication-cut")
+# Faults of the communication channels: recorded in channel-faults.json, never as an incident time.
+CHANNEL_FAULTS = ("sms-down", "email-down", "chat-down")
 # Components a fault leaves stopped (`up` does not restart them while the fault is active).
 FAULT_STOPS: dict[str, tuple[str, ...]] = {
     "main-db-down": ("postgres-main",),
     "main-service-down": ("service-main",),
     "main-ssh-down": ("sshd-main",),
     "main-unreachable": ("service-main", "sshd-main"),
+    "email-down": ("smtp",),
+    "chat-down": ("chat",),
 }
 
 
@@ -99,8 +119,34 @@ def _cut(context: LabContext, links: list[str]) -> Callable[[], str]:
     return action
 
 
+def _deny_sms(context: LabContext) -> str:
+    if components.pid(context, "moto") is None:
+        return "moto is not running: `lab up` starts it with sns:Publish taken away"
+    context.in_ops(lambda: aws.deny_sms(context.paths, context.state))
+    return f"sns:Publish denied to IAM user {aws.IAM_USER} (policy {aws.SMS_DENY_POLICY_NAME})"
+
+
+def reapply_channel_faults(context: LabContext) -> list[str]:
+    """After moto (re)started with a fresh IAM: take sns:Publish away again while sms-down is active."""
+    if "sms-down" not in load_channel_faults(context.paths) or components.pid(context, "moto") is None:
+        return []
+    return [f"sms-down: {_deny_sms(context)}"]
+
+
+def heal_channels(context: LabContext) -> list[str]:
+    """Give sns:Publish back, then clear channel-faults.json (the stopped sink and receiver are
+    started by `up`'s repair). A moto that is not running starts fresh, without the Deny."""
+    done: list[str] = []
+    moto_running = components.pid(context, "moto") is not None and context.paths.aws_environment_file.exists()
+    if moto_running and context.in_ops(lambda: aws.allow_sms(context.paths, context.state)):
+        done.append(f"sns:Publish allowed again to IAM user {aws.IAM_USER}")
+    save_channel_faults(context.paths, {})
+    return done
+
+
 def fault(context: LabContext, name: str) -> tuple[str, str]:
-    """Inject fault ``name``; returns (ISO time recorded, what was done)."""
+    """Inject fault ``name``; returns (ISO time recorded, what was done). A channel fault's time
+    goes to channel-faults.json, every other one's to faults.json (the incident record)."""
     if name not in FAULT_DESCRIPTIONS:
         raise LabUsageError(f"unknown fault {name!r}; known: {', '.join(FAULT_DESCRIPTIONS)}")
     if name in NETNS_ONLY and not context.netns:
@@ -114,12 +160,16 @@ def fault(context: LabContext, name: str) -> tuple[str, str]:
         "main-compromised": lambda: "incident time recorded; nothing else changed",
         "site-link-cut": _cut(context, ["main-ops", "main-dr"]),
         "replication-cut": _cut(context, ["main-dr"]),
+        "sms-down": lambda: _deny_sms(context),
+        "email-down": _stop(context, "smtp"),
+        "chat-down": _stop(context, "chat"),
     }
     at = now_iso()
     done = actions[name]()
-    faults = load_faults(context.paths)
+    channel = name in CHANNEL_FAULTS
+    faults = load_channel_faults(context.paths) if channel else load_faults(context.paths)
     faults.setdefault(name, at)
-    save_faults(context.paths, faults)
+    (save_channel_faults if channel else save_faults)(context.paths, faults)
     return faults[name], done
 
 
@@ -152,8 +202,9 @@ def power_on(context: LabContext, site: str) -> list[str]:
     faults.pop(power_fault_name(site), None)
     save_faults(context.paths, faults)
     done: list[str] = []
+    active = load_all_faults(context.paths)
     for name in site_components(site):
-        if any(name in FAULT_STOPS.get(fault_name, ()) for fault_name in faults):
+        if any(name in FAULT_STOPS.get(fault_name, ()) for fault_name in active):
             done.append(f"{name}: left stopped (fault active; `lab heal` undoes it)")
             continue
         if name.startswith("postgres-"):

@@ -37,7 +37,7 @@ from .state import (
     LabPaths,
     LabState,
     Ports,
-    load_faults,
+    load_all_faults,
     load_state,
     save_faults,
     save_state,
@@ -125,7 +125,7 @@ def _prepare_directories(context: LabContext) -> None:
 def _blocked(context: LabContext) -> dict[str, str]:
     """Components that must stay stopped: stopped by an active fault, or on a powered-off site."""
     blocked: dict[str, str] = {}
-    for fault_name in load_faults(context.paths):
+    for fault_name in load_all_faults(context.paths):
         for component in faults.FAULT_STOPS.get(fault_name, ()):
             blocked[component] = f"fault {fault_name} active; `lab heal` undoes it"
     for site in context.state.powered_off:
@@ -203,6 +203,7 @@ def _ensure_running(context: LabContext, create: bool, log: Log) -> None:
         moto_started = None
     _parallel([
         lambda: _start_unless_blocked(context, "smtp", blocked, log),
+        lambda: _start_unless_blocked(context, "chat", blocked, log),
         lambda: _start_unless_blocked(context, "sshd-main", blocked, log),
         lambda: _start_unless_blocked(context, "sshd-dr", blocked, log),
         lambda: _databases(context, blocked, create, log),
@@ -213,6 +214,8 @@ def _ensure_running(context: LabContext, create: bool, log: Log) -> None:
     ])
     if moto_started is not None:
         components.wait_python(context, "moto", moto_started)
+        for done in faults.reapply_channel_faults(context):  # a fresh moto has a fresh IAM
+            log(done)
     if postgres.pid(context, "calllog") is not None:
         _start_unless_blocked(context, "callgen", blocked, log)
 
@@ -330,8 +333,9 @@ def power(site: str, state: Literal["on", "off"], home: Path | None = None) -> l
 
 
 def heal(home: Path | None = None, log: Log = say) -> list[str]:
-    """Undo infrastructure faults: links up, stopped components started, power back on.
-    Never starts a primary that has been replaced; never restores data. Clears fault records."""
+    """Undo infrastructure and channel faults: links up, stopped components started, power back on,
+    sns:Publish allowed again. Never starts a primary that has been replaced; never restores data.
+    Clears both fault records (faults.json and channel-faults.json)."""
     notes: list[str] = []
 
     def note(message: str) -> None:
@@ -339,7 +343,7 @@ def heal(home: Path | None = None, log: Log = say) -> list[str]:
         log(message)
 
     with _locked_lab(home) as context:
-        active = load_faults(context.paths)
+        active = load_all_faults(context.paths)
         if context.netns:
             from . import netns as namespaces
 
@@ -350,6 +354,8 @@ def heal(home: Path | None = None, log: Log = say) -> list[str]:
         context.state.powered_off = []
         save_state(context.paths, context.state)
         save_faults(context.paths, {})
+        for done in faults.heal_channels(context):
+            note(done)
         before = {name: components.pid(context, name) for name in COMPONENT_SIDES}
         _ensure_running(context, create=False, log=note)
         for name, pid in before.items():

@@ -28,10 +28,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .aws import BUCKET, REGION, ZONE, client, endpoint_url, set_record
+from .aws import BUCKET, IAM_USER, REGION, ZONE, client, endpoint_url, set_record
 from .state import LabPaths, LabState, load_state, now_iso, write_secret
 
-IAM_USER = "lifeline-lab"
 FREE_BOOTSTRAP_REQUESTS = 3  # CreateUser, PutUserPolicy, CreateAccessKey
 ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 

@@ -3,7 +3,9 @@
 Everything the lab creates lives under ``$LIFELINE_HOME/lab`` (``~/.lifeline/lab`` by default).
 ``state.json`` remembers the ports, the mode and the addresses chosen by the first ``up`` so that
 later commands (status, fault, down) find the same lab; ``faults.json`` records active faults
-(name -> ISO time), which later flows read as the incident time.
+(name -> ISO time), which later flows read as the incident time. Faults of the emergency
+communication channels (sms, email, chat) are no incident of the call centre: they are kept apart
+in ``channel-faults.json`` so they never become an incident time.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 SITES: tuple[str, str] = ("main", "dr")
 SIDES: tuple[str, str, str] = ("main", "dr", "ops")
@@ -27,6 +29,7 @@ STATE_VERSION = 1
 COMPONENT_SIDES: dict[str, str] = {
     "moto": "ops",
     "smtp": "ops",
+    "chat": "ops",
     "sshd-main": "main",
     "sshd-dr": "dr",
     "postgres-main": "main",
@@ -59,31 +62,62 @@ class Ports(BaseModel):
     smtp: int = 1025
     service_main: int = 8081
     service_dr: int = 8082
+    # Added after the first release: last, so that from_base keeps every older port where it was.
+    chat: int = 8025
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
-        """A contiguous block: base .. base+8, in field order."""
+        """A contiguous block: base .. base+9, in field order."""
         names = list(cls.model_fields)
         return cls(**{name: base + offset for offset, name in enumerate(names)})
 
     @classmethod
     def free(cls, host: str = "127.0.0.1") -> Ports:
         """Ports the kernel says are free right now (picked once, then persisted)."""
-        sockets: list[socket.socket] = []
-        try:
-            chosen: dict[str, int] = {}
-            for name in cls.model_fields:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.bind((host, 0))
-                sockets.append(sock)
-                chosen[name] = sock.getsockname()[1]
-            return cls(**chosen)
-        finally:
-            for sock in sockets:
-                sock.close()
+        return cls(**free_ports(list(cls.model_fields), host))
+
+    @model_validator(mode="before")
+    @classmethod
+    def add_missing_chat_port(cls, data: Any) -> Any:
+        """A state.json from before the chat receiver: the base's next port when the old ports
+        were a block, else the default, else (taken) one the kernel says is free."""
+        if not isinstance(data, dict) or "chat" in data or "service_dr" not in data:
+            return data
+        older = [name for name in cls.model_fields if name != "chat"]
+        if all(isinstance(data.get(name), int) for name in older) and \
+                [data[name] for name in older] == list(range(data[older[0]], data[older[0]] + len(older))):
+            return {**data, "chat": data[older[0]] + len(older)}
+        default = int(cls.model_fields["chat"].default)
+        taken = {data.get(name) for name in older}
+        return {**data, "chat": default if default not in taken and port_free(default) else free_ports(["chat"])["chat"]}
 
     def for_component(self, component: str) -> int:
         return int(getattr(self, component.replace("-", "_").replace("sshd_", "ssh_")))
+
+
+def free_ports(names: list[str], host: str = "127.0.0.1") -> dict[str, int]:
+    """One port per name that the kernel says is free right now."""
+    sockets: list[socket.socket] = []
+    try:
+        chosen: dict[str, int] = {}
+        for name in names:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+            chosen[name] = sock.getsockname()[1]
+        return chosen
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 class Addresses(BaseModel):
@@ -138,6 +172,11 @@ class LabPaths:
     @property
     def faults_file(self) -> Path:
         return self.root / "faults.json"
+
+    @property
+    def channel_faults_file(self) -> Path:
+        """Active faults of the communication channels (name -> ISO time): not incidents."""
+        return self.root / "channel-faults.json"
 
     @property
     def plan_file(self) -> Path:
@@ -237,6 +276,11 @@ class LabPaths:
         """One JSON line per SMS moto's SNS 'sent'."""
         return self.side_dir("ops") / "sms.jsonl"
 
+    @property
+    def chat_file(self) -> Path:
+        """One JSON line per message the chat webhook receiver got."""
+        return self.side_dir("ops") / "chat.jsonl"
+
     def pid_file(self, component: str) -> Path:
         return self.run_dir / f"{component}.pid"
 
@@ -268,16 +312,34 @@ def save_state(paths: LabPaths, state: LabState) -> None:
     write_json_atomic(paths.state_file, state.model_dump(mode="json"))
 
 
-def load_faults(paths: LabPaths) -> dict[str, str]:
-    """Active faults: name -> ISO time it was injected."""
-    if not paths.faults_file.exists():
+def _load_fault_file(path: Path) -> dict[str, str]:
+    if not path.exists():
         return {}
-    data = json.loads(paths.faults_file.read_text(encoding="utf-8") or "{}")
+    data = json.loads(path.read_text(encoding="utf-8") or "{}")
     return {str(key): str(value) for key, value in data.items()}
+
+
+def load_faults(paths: LabPaths) -> dict[str, str]:
+    """Active faults of the call centre (the incident record): name -> ISO time it was injected."""
+    return _load_fault_file(paths.faults_file)
 
 
 def save_faults(paths: LabPaths, faults: dict[str, str]) -> None:
     write_json_atomic(paths.faults_file, faults)
+
+
+def load_channel_faults(paths: LabPaths) -> dict[str, str]:
+    """Active faults of the communication channels: name -> ISO time it was injected."""
+    return _load_fault_file(paths.channel_faults_file)
+
+
+def save_channel_faults(paths: LabPaths, faults: dict[str, str]) -> None:
+    write_json_atomic(paths.channel_faults_file, faults)
+
+
+def load_all_faults(paths: LabPaths) -> dict[str, str]:
+    """Every active fault, the call centre's and the channels'."""
+    return {**load_faults(paths), **load_channel_faults(paths)}
 
 
 def write_secret(path: Path, content: str, owner: tuple[int, int] | None = None) -> None:

@@ -4,7 +4,8 @@ the lab is in its normal state:
 main is primary, dr streams from it with less than 1 s of lag (measured in LSNs: dr replays,
 within 1 s, everything main had written when we asked), the DNS record names main, every
 service is healthy (main's answers 200; dr's answers, with 503 as a read-only standby should),
-no fault is active, no site is powered off, no drill leftovers.
+no fault is active (neither of the call centre nor of a communication channel), no site is powered
+off, no drill leftovers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from . import aws, components, postgres
 from .context import LabContext
-from .state import COMPONENT_SIDES, SITES, load_faults
+from .state import COMPONENT_SIDES, SITES, load_channel_faults, load_faults
 
 Role = Literal["primary", "standby", "down", "unreachable"]
 
@@ -63,6 +64,8 @@ class LabStatus(BaseModel):
     dns: DnsStatus
     services: dict[str, ServiceStatus]
     faults: dict[str, str]
+    channel_faults: dict[str, str] = Field(default_factory=dict,
+                                           description="sms-down, email-down, chat-down: not incidents, kept apart")
     powered_off: list[str]
     drill_leftovers: list[str]
     memory_mib: dict[str, float] = Field(default_factory=dict, description="total rss and pss of lab processes")
@@ -175,6 +178,7 @@ def status(context: LabContext) -> LabStatus:
         for name in names
     }
     active_faults = load_faults(context.paths)
+    channel_faults = load_channel_faults(context.paths)
     reasons = [f"{name} is down" for name, is_up in up.items() if not is_up]
     if roles.get("main") != "primary":
         reasons.append(f"main's database is {roles.get('main')}, not primary")
@@ -191,6 +195,7 @@ def status(context: LabContext) -> LabStatus:
     if services["dr"].http_status is None:
         reasons.append("dr's service does not answer")
     reasons += [f"fault {name} active since {at}" for name, at in active_faults.items()]
+    reasons += [f"channel fault {name} active since {at}" for name, at in channel_faults.items()]
     reasons += [f"site {site} is powered off" for site in context.state.powered_off]
     reasons += [f"drill leftover: {leftover}" for leftover in leftovers]
     memory = components.memory_kib(context)
@@ -202,7 +207,7 @@ def status(context: LabContext) -> LabStatus:
         plan=str(plan_file) if plan_file.exists() else None,
         running=any(up.values()), normal=not reasons, not_normal_because=reasons,
         components=component_status, databases=roles, replication=replication, dns=dns, services=services,
-        faults=active_faults, powered_off=list(context.state.powered_off), drill_leftovers=leftovers,
+        faults=active_faults, channel_faults=channel_faults, powered_off=list(context.state.powered_off), drill_leftovers=leftovers,
         memory_mib=memory_mib,
     )
 
