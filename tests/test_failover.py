@@ -26,6 +26,8 @@ import yaml
 from lifeline.configs.loading import load_plan
 from lifeline.flows.failover import failover_flow
 from lifeline.infra.lab import fault, load_faults, power
+from lifeline.infra.lab.aws import sent_sms
+from lifeline.tasks.run.ledger import Deliveries
 
 from tests.helpers import ledger, one_line_error, run_cli, step_named, wait_for
 from tests.lab_fixtures import (
@@ -235,6 +237,16 @@ def test_main_database_down_failover_dr_takes_calls_and_the_record_matches_the_c
     assert record.rto_seconds == pytest.approx((record.recovered_at - incident_at).total_seconds(), abs=0.001)
     milestones = [record.milestones[name] for name in ("incident", "detected", "fenced", "promoted", "dns_switched")]
     assert milestones == sorted(milestones) and milestones[-1] <= record.recovered_at <= record.ended_at
+    # The liaison and leadership were told, on real channels, and the liaison's first message is `notified`.
+    told = Deliveries(ledger()).of_run(record.id)
+    delivered = {(d.event, d.audience) for d in told if d.status == "delivered"}
+    assert {("incident_declared", "liaison"), ("incident_declared", "leadership"), ("recovered", "leadership"),
+            ("recovered", "liaison")} <= delivered
+    notified = (record.milestones["notified"] - record.milestones["declared"]).total_seconds()
+    assert 0 <= notified <= load_plan(lab.plan).plan.targets.notify_minutes * 60
+    liaison = load_plan(lab.plan).plan.contacts["wang-fang"].phones[0]
+    assert any(sms["phone_number"] == liaison and record.id in sms["message"] for sms in sent_sms(lab.context.paths))
+    assert liaison not in json.dumps([d.model_dump(mode="json") for d in told])  # masked in the ledger
     # The call log tells the same story: calls failed from the fault on, none was answered anywhere until
     # dr answered, and dr began answering within a DNS TTL (plus a probe interval) of the recorded recovery.
     [(first_failed,)] = call_log(lab, "SELECT min(placed_at) FROM calls_log WHERE outcome <> 'answered' "

@@ -17,6 +17,7 @@ import yaml
 
 from . import aws, postgres
 from .context import LabContext
+from .roster import lab_communication_values
 from .state import SITES
 
 FALLBACK_TEMPLATE: dict[str, Any] = {
@@ -203,6 +204,7 @@ def render(context: LabContext, template: Path | None = None) -> dict[str, Any]:
         values["datasets"].pop("ivr-config")
     accepted = _schema_keys()
     values.update({key: value for key, value in lab_recovery_values(context).items() if key in accepted})
+    values.update({key: value for key, value in lab_communication_values(context).items() if key in accepted})
     for name in ("repositories", "hosts", "services", "databases", "fencing"):
         plan.pop(name, None)
     return merge(plan, values)

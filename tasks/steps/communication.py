@@ -16,6 +16,10 @@ DELIVERY_WAIT_SECONDS = 120
 """How long a run waits, at its end, for its messages still on their way."""
 
 
+INCIDENT_NOTICES = ("incident_declared", "approval_needed", "failover_started")
+"""The liaison's first delivery of one of these is the run's `notified` milestone."""
+
+
 def end_event(record: RunRecord) -> str | None:
     """The event a run's end announces (None: nothing to say)."""
     if record.parent_id is not None:
@@ -55,7 +59,8 @@ class RunCommunications:
         self.escalations: list[tuple[Escalation, threading.Thread]] = []
 
     def _delivered(self, delivery: Delivery) -> None:
-        if delivery.audience == "liaison" and "declared" in self.journal.record.milestones:
+        if delivery.audience == "liaison" and delivery.event in INCIDENT_NOTICES \
+                and "declared" in self.journal.record.milestones:
             self.journal.milestone("notified", delivery.at)
 
     def common_fields(self) -> dict:
