@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "drills": "tests.benchmarks.drills",
     "report": "tests.benchmarks.report",
     "start": "tests.benchmarks.start",
+    "notify": "tests.benchmarks.notify",
 }
 EXIT_BAD_USAGE = 2
 
