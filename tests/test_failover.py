@@ -27,6 +27,7 @@ from lifeline.configs.loading import load_plan
 from lifeline.flows.failover import failover_flow
 from lifeline.infra.lab import fault, load_faults, power
 from lifeline.infra.lab.aws import sent_sms
+from lifeline.tasks.report.after_action import communications_of, render_markdown
 from lifeline.tasks.run.ledger import Deliveries
 
 from tests.helpers import ledger, one_line_error, run_cli, step_named, wait_for
@@ -247,6 +248,9 @@ def test_main_database_down_failover_dr_takes_calls_and_the_record_matches_the_c
     liaison = load_plan(lab.plan).plan.contacts["wang-fang"].phones[0]
     assert any(sms["phone_number"] == liaison and record.id in sms["message"] for sms in sent_sms(lab.context.paths))
     assert liaison not in json.dumps([d.model_dump(mode="json") for d in told])  # masked in the ledger
+    report = render_markdown(record, load_plan(lab.plan).plan, (), (), *communications_of(ledger(), record))
+    assert "Communications" in report and "Time to notify the liaison" in report and "(target met)" in report
+    assert liaison not in report and f"{liaison[:6]}****{liaison[-4:]}" in report
     # The call log tells the same story: calls failed from the fault on, none was answered anywhere until
     # dr answered, and dr began answering within a DNS TTL (plus a probe interval) of the recorded recovery.
     [(first_failed,)] = call_log(lab, "SELECT min(placed_at) FROM calls_log WHERE outcome <> 'answered' "

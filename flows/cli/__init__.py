@@ -286,7 +286,8 @@ def report(
             text = record.model_dump_json(indent=2)
         else:
             render = after_action.render_html if output_format == "html" else after_action.render_markdown
-            text = render(record, loaded.plan, after_action.load_history(ledger, record), ledger.children(record.id))
+            text = render(record, loaded.plan, after_action.load_history(ledger, record), ledger.children(record.id),
+                          *after_action.communications_of(ledger, record))
     if out is None:
         typer.echo(text)
     else:

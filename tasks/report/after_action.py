@@ -37,7 +37,8 @@ from lifeline.tasks.report.findings import (
     when,
 )
 from lifeline.tasks.report.trend import load_trend_records, render_trend_html, render_trend_markdown, trend
-from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.run.deliveries import Acknowledgement, Delivery
+from lifeline.tasks.run.ledger import Deliveries, Ledger
 from lifeline.tasks.run.record import RunRecord
 
 __all__ = ["after_action", "load_history", "load_trend_records", "render_html", "render_markdown", "render_trend_html",
@@ -273,9 +274,34 @@ def _child_runs(children: Sequence[RunRecord], zone: tzinfo) -> Section:
               ["failed" if r.status in ("failed", "cancelled") else "" for r in children])])
 
 
+def _communications(record: RunRecord, plan: Any, told: Sequence[Delivery], acknowledged: Acknowledgement | None,
+                    zone: tzinfo) -> Section:
+    target = getattr(getattr(plan, "targets", None), "notify_minutes", None)
+    lines = []
+    if "notified" in record.milestones and "declared" in record.milestones:
+        took = (record.milestones["notified"] - record.milestones["declared"]).total_seconds()
+        verdict = "" if target is None else (" (target met)" if took <= target * 60 else " (target MISSED)")
+        lines.append(f"Time to notify the liaison: {seconds_text(took)} against a target of "
+                     f"{'—' if target is None else f'{target:g} min'}{verdict}.")
+    else:
+        lines.append("The liaison was not notified of an incident by this run.")
+    fallbacks = sorted({d.contact for d in told if d.fallback and d.status in ("delivered", "confirmed")})
+    lines.append(f"Fallback channel needed for: {', '.join(fallbacks)}." if fallbacks else "No fallback was needed.")
+    lines.append(f"Acknowledged by {acknowledged.contact} ({acknowledged.via}) at {when(acknowledged.at, zone)}."
+                 if acknowledged else "Nobody acknowledged this run.")
+    rows = [(when(d.at, zone), d.event, d.audience, d.contact, d.channel, d.recipient, d.status, str(d.attempt),
+             "" if d.level is None else str(d.level)) for d in told]
+    return Section("communications", "Communications", [
+        Bullets(lines, "communications"),
+        Table(("at", "event", "audience", "contact", "channel", "recipient", "status", "attempt", "level"), rows,
+              ["failed" if d.status == "failed" else "" for d in told])])
+
+
 def after_action(record: RunRecord, plan: Any = None, history: Sequence[RunRecord] = (),
-                 children: Sequence[RunRecord] = ()) -> Document:
-    """`children`: the runs this one started (a drill's failback), listed in a section of their own."""
+                 children: Sequence[RunRecord] = (), told: Sequence[Delivery] = (),
+                 acknowledged: Acknowledgement | None = None) -> Document:
+    """`children`: the runs this one started (a drill's failback), listed in a section of their own;
+    `told`: every delivery attempt of the run's messages."""
     zone, origin, targets = plan_zone(plan), _origin(record), run_targets(record, plan)
     found = findings(record, targets, history)
     actions = list(dict.fromkeys(f.action for f in found if f.action))
@@ -285,6 +311,7 @@ def after_action(record: RunRecord, plan: Any = None, history: Sequence[RunRecor
         _step_log(record, zone, origin), *([_child_runs(children, zone)] if children else []),
         _waterfall(record, origin), _targets(record, targets, zone),
         _evidence(record), _impact(record, zone),
+        *([_communications(record, plan, told, acknowledged, zone)] if told else []),
         Section("deviations", "Deviations", [Bullets([f.deviation for f in found] or ["None recorded."], "deviations")]),
         Section("corrective-actions", "Corrective actions", [Bullets(actions or ["None needed."], "actions")]),
         _history(record, history, zone),
@@ -293,11 +320,19 @@ def after_action(record: RunRecord, plan: Any = None, history: Sequence[RunRecor
                     f"Lifeline after-action report of run {record.id}, from its ledger record. Times in {zone}.")
 
 
+def communications_of(ledger: Ledger, record: RunRecord) -> tuple[list[Delivery], Acknowledgement | None]:
+    """The run's delivery attempts and its acknowledgement, as the report's last two arguments take them."""
+    deliveries = Deliveries(ledger)
+    return deliveries.of_run(record.id), deliveries.acknowledgement(record.id)
+
+
 def render_html(record: RunRecord, plan: Any = None, history: Sequence[RunRecord] = (),
-                children: Sequence[RunRecord] = ()) -> str:
-    return to_html(after_action(record, plan, history, children))
+                children: Sequence[RunRecord] = (), told: Sequence[Delivery] = (),
+                acknowledged: Acknowledgement | None = None) -> str:
+    return to_html(after_action(record, plan, history, children, told, acknowledged))
 
 
 def render_markdown(record: RunRecord, plan: Any = None, history: Sequence[RunRecord] = (),
-                    children: Sequence[RunRecord] = ()) -> str:
-    return to_markdown(after_action(record, plan, history, children))
+                    children: Sequence[RunRecord] = (), told: Sequence[Delivery] = (),
+                    acknowledged: Acknowledgement | None = None) -> str:
+    return to_markdown(after_action(record, plan, history, children, told, acknowledged))

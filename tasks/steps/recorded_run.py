@@ -173,10 +173,11 @@ def publish(record: RunRecord, loaded: LoadedPlan, ledger: Ledger) -> None:
             description=f"Lifeline {record.kind} run {record.id}",
         )
         if record.kind in ("drill", "failover", "failback", "restore"):
-            from lifeline.tasks.report.after_action import load_history, render_markdown
+            from lifeline.tasks.report.after_action import communications_of, load_history, render_markdown
 
             create_markdown_artifact(
-                markdown=render_markdown(record, loaded.plan, load_history(ledger, record), ledger.children(record.id)),
+                markdown=render_markdown(record, loaded.plan, load_history(ledger, record), ledger.children(record.id),
+                                         *communications_of(ledger, record)),
                 key=artifact_key(record.plan, record.kind, "after-action"),
                 description=f"After-action report of {record.kind} run {record.id}",
             )
