@@ -106,9 +106,11 @@ def rehearse(loaded: LoadedPlan, settings: Settings, journal: Journal, name: str
     marker.save(settings.drills_dir)
     failure: BaseException | None = None
     try:
-        sentinel = drills.write_sentinel(plan, scenario, drills.new_token(record.id), journal=journal, step_name="write sentinel")
-        marker.sentinel_token, marker.sentinel_file = sentinel.token, sentinel.file
+        # Recorded before the sentinel exists: a drill killed while writing it leaves nothing a sweep cannot find.
+        token = drills.new_token(record.id)
+        marker.sentinel_token, marker.sentinel_file = token, drills.sentinel_file_path(plan, scenario, token)
         marker.save(settings.drills_dir)
+        sentinel = drills.write_sentinel(plan, scenario, token, journal=journal, step_name="write sentinel")
         inject_fault(plan, journal, scenario)
         detect(plan, journal, scenario, scenario.fault.probe_site or home, sentinel)
         recover(loaded, settings, journal, scenario, marker, home, away)

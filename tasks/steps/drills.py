@@ -114,7 +114,7 @@ def _sentinel_session(plan: Plan, database: str, site: str):
 def write_sentinel(plan: Plan, scenario: Scenario, token: str) -> Sentinel:
     """Just before the fault: a uniquely marked row at the primary, and a file in the dataset's folder."""
     settings, written_at = scenario.sentinel, utc_now()
-    row_id = file = None
+    row_id = None
     if settings.database:
         site = topology.primary_site(plan, settings.database)
         with _sentinel_session(plan, settings.database, site) as session:
@@ -122,12 +122,15 @@ def write_sentinel(plan: Plan, scenario: Scenario, token: str) -> Sentinel:
                 sql.SQL("INSERT INTO {} (drill, payload) VALUES (%s, %s) RETURNING id").format(sql.Identifier(settings.table)),
                 (token, f"written {written_at.isoformat()}"),
             ).fetchone()[0]
-    if settings.dataset:
-        folder = Path(plan.datasets[settings.dataset].paths[0])
-        path = folder / f"{SENTINEL_FILE_PREFIX}{token}"
-        path.write_text(token)
-        file = str(path)
+    file = sentinel_file_path(plan, scenario, token)
+    if file is not None:
+        Path(file).write_text(token)
     return Sentinel(token=token, written_at=written_at, row_id=row_id, file=file)
+
+
+def sentinel_file_path(plan: Plan, scenario: Scenario, token: str) -> str | None:
+    dataset = scenario.sentinel.dataset
+    return str(Path(plan.datasets[dataset].paths[0]) / f"{SENTINEL_FILE_PREFIX}{token}") if dataset else None
 
 
 def sentinel_row_present(plan: Plan, scenario: Scenario, token: str) -> bool | None:
