@@ -226,10 +226,12 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def process_state(pid: int) -> str | None:
-    """The one-letter state from /proc (R, S, Z...), or None if there is no such process."""
+def process_state(pid: int, thread: int | None = None) -> str | None:
+    """The one-letter state from /proc (R, S, Z...) of a process, or of one of its threads;
+    None if there is no such process."""
+    path = Path(f"/proc/{pid}/stat") if thread is None else Path(f"/proc/{pid}/task/{thread}/stat")
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+        stat = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
     return stat.rsplit(")", 1)[1].split()[0]
@@ -255,9 +257,19 @@ def is_alive(pid: int | None, marker: str | None = None) -> bool:
     if not pid or pid <= 0:
         return False
     _reap(pid)
-    if process_state(pid) in (None, "Z", "X"):
+    if process_state(pid) in (None, "Z", "X") and not _threads_still_exiting(pid):
         return False
     return marker is None or mentions(pid, marker)
+
+
+def _threads_still_exiting(pid: int) -> bool:
+    """A killed multi-threaded process shows its leader as a zombie while its other threads
+    still hold its files (a listening socket accepts, then resets); it is gone only when they are."""
+    try:
+        tasks = [int(entry.name) for entry in Path(f"/proc/{pid}/task").iterdir()]
+    except OSError:
+        return False
+    return any(process_state(pid, task) not in (None, "Z", "X") for task in tasks if task != pid)
 
 
 def processes_mentioning(root: str) -> list[int]:
