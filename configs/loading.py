@@ -209,6 +209,9 @@ def recovery_reference_problems(plan: Plan, names: Names) -> list[Problem]:
                 for key, section in STEP_REFERENCES.get(step.type, {}).items():
                     where = f"recovery.{phase}.{group_index}.steps.{step_index}.{key}"
                     problems += names.dangling(where, getattr(step, key), section)
+                for index, audience in enumerate(getattr(step, "audiences", [])):
+                    where = f"recovery.{phase}.{group_index}.steps.{step_index}.audiences.{index}"
+                    problems += names.dangling(where, audience, "audiences")
     for name, scenario in plan.scenarios.items():
         where = f"scenarios.{name}"
         problems += names.dangling(f"{where}.fault.probe_site", scenario.fault.probe_site, "sites")

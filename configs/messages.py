@@ -125,8 +125,20 @@ def render_text(source: str, fields: dict[str, object]) -> str:
     return _compiled(source).render(**fields).strip()
 
 
+def written_by_hand(text: str) -> Localized:
+    """A message somebody wrote (`lifeline notify --message`, a runbook `notify` step), the same in both languages;
+    its first line is the subject."""
+    message = Message(subject=text.strip().splitlines()[0][:80] if text.strip() else "", body=text)
+    return Localized(zh=message, en=message)
+
+
 def sample_fields(event: str) -> dict[str, object]:
     return {**COMMON_FIELDS, **EVENT_FIELDS[event]}
+
+
+def unknown_fields(event: str) -> dict[str, object]:
+    """Every field the event's templates may use, as "—": for a message sent outside the run it describes."""
+    return dict.fromkeys(sample_fields(event), "—")
 
 
 def template_problems(event: str, localized: Localized) -> list[tuple[str, str]]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from lifeline.configs.base import PlanModel, PlanPath
+from lifeline.configs.base import Name, PlanModel, PlanPath
 from lifeline.configs.checks import Check
-from pydantic import Field
+from lifeline.configs.messages import Event
+from pydantic import Field, model_validator
 
 
 class Service(PlanModel):
@@ -107,7 +108,19 @@ class VerifyStep(StepBase):
 
 class NotifyStep(StepBase):
     type: Literal["notify"]
-    message: str
+    template: Event | None = Field(None, description="The event whose template to send (see `templates`).")
+    message: str | None = Field(None, description="Text to send instead of a template; {{ site }} and the "
+                                "other fields of the run's messages are filled in.")
+    audiences: list[Name] = Field(default_factory=list, description="Who to tell; empty with a template: "
+                                  "the audiences `notifications` names for its event.")
+
+    @model_validator(mode="after")
+    def one_text(self) -> NotifyStep:
+        if (self.template is None) == (self.message is None):
+            raise ValueError("give one of template and message")
+        if self.message is not None and not self.audiences:
+            raise ValueError("audiences: a message needs the audiences to tell")
+        return self
 
 
 class ApprovalStep(StepBase):

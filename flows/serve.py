@@ -7,13 +7,20 @@ a failover pauses for a person's approval in a form before it touches anything.
 
 from __future__ import annotations
 
+import threading
+from datetime import UTC, datetime
+
 from lifeline.configs.loading import LoadedPlan
+from lifeline.configs.settings import load_settings
 from lifeline.flows.backup import backup_flow
 from lifeline.flows.drill import drill_flow
+from lifeline.flows.escalation import escalation_flow
 from lifeline.flows.failback import failback_flow
 from lifeline.flows.failover import failover_flow
 from lifeline.flows.restore import restore_flow
 from lifeline.flows.verify import verify_flow
+from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.steps.escalation_runs import ESCALATION_DEPLOYMENT, carry_on_escalations
 from prefect import serve
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
@@ -59,6 +66,11 @@ def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
             parameters={"plan_path": path, "trigger": "schedule"},
             description="Run every service check of the plan once.",
         ),
+        escalation_flow.to_deployment(
+            name=ESCALATION_DEPLOYMENT, tags=tags, parameters={"plan_path": path},
+            description="Started by a run whose incident needs a person: tells the plan's escalation levels until "
+                        "somebody acknowledges in the run's form or with `lifeline ack`.",
+        ),
     ]]
 
 
@@ -78,5 +90,10 @@ def with_supplied_defaults(deployment: RunnerDeployment) -> RunnerDeployment:
 
 
 def serve_plan(loaded: LoadedPlan, query_seconds: float) -> None:
-    """Blocks, serving every deployment; no run limit, since a paused failover keeps its slot."""
+    """Blocks, serving every deployment; no run limit, since a paused failover keeps its slot. Escalations an
+    earlier `serve` left open are carried on once this one has registered its deployments."""
+    served_since = datetime.now(UTC)
+    threading.Thread(target=carry_on_escalations, name="carry-on-escalations", daemon=True, kwargs={
+        "plan_path": str(loaded.path), "plan": loaded.plan, "ledger": Ledger(load_settings().ledger),
+        "log": lambda line: print(line, flush=True), "served_since": served_since}).start()
     serve(*deployments(loaded), query_seconds=query_seconds, limit=None)

@@ -237,3 +237,70 @@ def test_escalation_reaches_level_2_without_an_ack_and_stops_once_acknowledged(t
     assert backup.returncode == 1 and "lifeline ack" in stderr
     levels = [d.level for d in _deliveries(record.id) if d.status == "delivered"]
     assert 2 in levels and 3 not in levels  # the ack came before level 3's ten minutes
+
+
+def test_under_serve_an_escalation_is_a_flow_run_that_a_restart_carries_on_and_its_form_acknowledges(
+        tmp_path, smtp_sink, webhook, api):
+    """A served backup fails; its escalation runs as a flow run of its own; `serve` restarts between levels 2 and 3,
+    the new `serve` carries on without repeating a level, and the form on the run's page acknowledges it."""
+    import sys
+
+    from lifeline.configs.loading import load_plan
+    from lifeline.flows.serve import deployments
+    from lifeline.tasks.run.ledger import Deliveries, Escalations
+
+    from tests.helpers import wait_for
+    from tests.serve_fixtures import start_serving, stop_serving, switch_schedules_off
+
+    write_password(tmp_path / "pw")
+    document = roster_document(smtp_sink[0], webhook.url)
+    document["datasets"] = {"crm": {"repository": "local", "command": ["false"], "stdin_filename": "crm.sql"}}
+    document["escalation"] = {"levels": [{"notify": ["oncall"], "after_minutes": 0},
+                                         {"notify": ["leadership"], "after_minutes": 0.05},
+                                         {"notify": ["liaison"], "after_minutes": 0.6},
+                                         {"notify": ["leadership"], "after_minutes": 30}]}
+    plan = write_plan(tmp_path, document)
+    expected = {deployment.name: deployment.flow_name for deployment in deployments(load_plan(plan))}
+    argv = [sys.executable, "-m", "lifeline.flows.cli", "serve", "--plan", str(plan)]
+
+    def escalation_run(record_id: str) -> str | None:
+        state = Escalations(ledger()).get(record_id)
+        return state.flow_run_id if state else None
+
+    def levels_told(record_id: str) -> list[int]:
+        return [d.level for d in Deliveries(ledger()).of_run(record_id) if d.status == "delivered" and d.level]
+
+    served = start_serving(api, argv, tmp_path / "serve-1.log", expected)
+    try:
+        for deployment in served.registered.values():
+            switch_schedules_off(api, deployment)
+        backup = api.create_run(served.deployment_id("nightly-backup"))
+        api.wait_for_state(backup["id"], {"FAILED"}, 120)
+        record_id = api.record_id(backup["id"], "backup")
+        first = wait_for(lambda: escalation_run(record_id), 30, "the escalation's flow run")
+        assert api.flow_run(first)["name"] == f"escalation-{record_id}"
+        api.wait_for_state(first, {"PAUSED"}, 60)
+        wait_for(lambda: 2 in levels_told(record_id), 60, "level 2 told")
+        assert 3 not in levels_told(record_id)
+    finally:
+        served.stop()  # `serve` goes away between level 2 and level 3
+    served = start_serving(api, argv, tmp_path / "serve-2.log", expected)
+    try:
+        second = wait_for(lambda: escalation_run(record_id) not in (None, first) and escalation_run(record_id), 60,
+                          "a new escalation flow run")
+        assert api.flow_run(first)["state_type"] in ("CANCELLED", "CRASHED")
+        assert f"escalation of run {record_id} carried on in flow run {second}" in served.log_tail(200)
+        api.wait_for_state(second, {"PAUSED"}, 60)
+        wait_for(lambda: 3 in levels_told(record_id), 90, "level 3 told after the restart")
+        api.wait_for_input_form(second, 30)
+        api.post(f"/flow_runs/{second}/resume", {"run_input": {"contact": "li", "note": "calling the DBA"}})
+        api.wait_for_state(second, {"COMPLETED"}, 60)
+    finally:
+        stop_serving(api, served)
+    acknowledged = Deliveries(ledger()).acknowledgement(record_id)
+    assert (acknowledged.contact, acknowledged.via, acknowledged.note) == ("li", "ui", "calling the DBA")
+    assert Escalations(ledger()).get(record_id).status == "acknowledged"
+    # Each level's message went out once per recipient: the restart repeated nothing, and level 4 never came.
+    told = [d for d in Deliveries(ledger()).of_run(record_id) if d.status == "delivered" and d.level]
+    per_level = {level: sorted(d.contact for d in told if d.level == level) for level in (1, 2, 3, 4)}
+    assert per_level == {1: [], 2: ["li"], 3: ["wang"], 4: []}  # level 1's on-call had the event itself

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 from lifeline.configs.loading import load_plan
+from lifeline.tasks.run.ledger import Deliveries
 from lifeline.tasks.run.record import RunRecord
 
 from tests.helpers import files_plan, ledger, make_recordings, step_named, write_password, write_plan
@@ -82,7 +83,7 @@ def test_serve_registers_each_deployment_with_the_plans_schedules_and_typed_para
 ) -> None:
     plan = load_plan(lab.plan).plan
     registered = served_lab.registered
-    assert {"nightly-backup", "failover", "failback", "restore", "verify"} <= set(registered)
+    assert {"nightly-backup", "failover", "failback", "restore", "verify", "escalation"} <= set(registered)
     assert plan.schedules.backup == "0 2 * * *"  # the lab's plan sets none: the default
     assert plan.timezone == "Asia/Shanghai"
 
@@ -92,7 +93,7 @@ def test_serve_registers_each_deployment_with_the_plans_schedules_and_typed_para
     [verify] = registered["verify"]["schedules"]
     assert (verify["schedule"]["cron"], verify["schedule"]["timezone"], verify["active"]) == \
         (plan.schedules.verify, "Asia/Shanghai", True)
-    for unscheduled in ("failover", "failback", "restore"):
+    for unscheduled in ("failover", "failback", "restore", "escalation"):
         assert registered[unscheduled]["schedules"] == [], unscheduled
 
     for deployment in registered.values():
@@ -144,7 +145,7 @@ def test_a_failover_declined_in_its_form_ends_cancelled_and_changes_nothing(
     assert "**READY** to fail over to `dr`" in description and "| check | ready | detail |" in description
 
     answer = api.post(f"/flow_runs/{run['id']}/resume",
-                      {"run_input": {"operator": "bob", "reason": "not today", "approve": False}})
+                      {"run_input": {"operator": "Zhou Lin", "reason": "not today", "approve": False}})
     assert answer["status"] == "ACCEPT", answer
     done = api.wait_for_state(run["id"], {"CANCELLED"}, 30)
     assert "not approved" in done["state"]["message"]
@@ -153,7 +154,10 @@ def test_a_failover_declined_in_its_form_ends_cancelled_and_changes_nothing(
     declined = record(api.record_id(run["id"], "failover"))
     assert (declined.status, declined.trigger) == ("cancelled", "ui")
     assert step_named(declined, "approval").detail | {"waited_seconds": 0} == \
-        {"approved": False, "operator": "bob", "reason": "not today", "waited_seconds": 0}
+        {"approved": False, "operator": "Zhou Lin", "reason": "not today", "waited_seconds": 0}
+    # The person who answered knows of the incident: their answer acknowledges the run (by contact name or id).
+    acknowledged = Deliveries(ledger()).acknowledgement(declined.id)
+    assert (acknowledged.contact, acknowledged.via) == ("zhou-lin", "approval")
     assert "rejected" in declined.milestones and "fenced" not in declined.milestones
     assert not any(step.name.startswith(("fence", "promote")) for step in declined.steps)
     # The wait for a person is its own stretch of the record: the step spans it, between two milestones.

@@ -27,6 +27,7 @@ from lifeline.configs.loading import load_plan
 from lifeline.flows.failover import failover_flow
 from lifeline.infra.lab import fault, load_faults, power
 from lifeline.infra.lab.aws import sent_sms
+from lifeline.infra.lab.smtp import received_messages
 from lifeline.tasks.report.after_action import communications_of, render_markdown
 from lifeline.tasks.run.ledger import Deliveries
 
@@ -129,6 +130,10 @@ def test_a_step_that_keeps_failing_ends_the_run_as_failed_naming_the_step(
     with closed_port() as port:
         def announce_first(document: dict) -> None:
             document.setdefault("recovery", {})["failover"] = [
+                {"name": "tell", "steps": [
+                    {"type": "notify", "name": "tell partners", "audiences": ["partners"],
+                     "message": "CRM moves from {{ from_site }} to {{ to_site }}: {{ reason }}"},
+                    {"type": "notify", "name": "tell staff", "template": "failover_started", "audiences": ["staff"]}]},
                 {"name": "announce", "steps": [{"type": "http", "name": "announce the outage on the IVR",
                                                 "url": f"http://127.0.0.1:{port}/announcements",
                                                 "json": {"text": "we are moving"}, "retries": 1,
@@ -139,7 +144,7 @@ def test_a_step_that_keeps_failing_ends_the_run_as_failed_naming_the_step(
 
         plan = str(plan_copy(lab, tmp_path, announce_first))
         with pytest.raises(Exception, match="announce the outage on the IVR"):
-            failover_flow(plan_path=plan, approval="yes")
+            failover_flow(plan_path=plan, approval="yes", reason="main database lost")
 
     [record] = ledger().runs(kind="failover", last=1)
     assert record.status == "failed"
@@ -148,6 +153,14 @@ def test_a_step_that_keeps_failing_ends_the_run_as_failed_naming_the_step(
     announce = step_named(record, "announce the outage on the IVR")
     assert (announce.status, announce.attempts) == ("failed", 2)  # retries: 1
     assert not any(step.name.startswith(("promote", "switch")) for step in record.steps)
+    # The runbook's notify steps ran first: a message by hand to partners, a template to staff, both delivered.
+    told = Deliveries(ledger()).of_run(record.id)
+    for name, audience, event in (("tell partners", "partners", "test"), ("tell staff", "staff", "failover_started")):
+        step = step_named(record, name)
+        assert step.status == "completed" and step.detail["reached"] == step.detail["recipients"] >= 1, step
+        assert {(d.audience, d.event) for d in told if d.status == "delivered"} >= {(audience, event)}
+    mailed = [message.get_payload(decode=True).decode() for message in received_messages(lab.context.paths)]
+    assert any("CRM moves from main to dr: main database lost" in body for body in mailed)
     assert in_recovery(lab, "dr") is True and lab.status().dns.points_at == "main"
     # main was fenced before the runbook ran; nothing replaced it, so the lab's heal may start it again.
     lab.restore_normal()

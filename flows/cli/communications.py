@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from lifeline.configs.messages import EVENTS, Localized, Message, sample_fields
+from lifeline.configs.messages import EVENTS, unknown_fields, written_by_hand
 from lifeline.configs.settings import load_settings
 from lifeline.flows.cli.common import EXIT_FAILED, JsonOption, PlanOption, app, fail, loaded_plan
 
@@ -77,9 +77,9 @@ def notify(
     if template is not None and template not in EVENTS:
         fail(f"--template: no event {template!r} (one of {', '.join(EVENTS)})")
     event = template or "test"
-    text = None if message is None else Localized(zh=Message(subject="", body=message), en=Message(subject="", body=message))
+    text = None if message is None else written_by_hand(message)
     run_id = "notify-" + uuid.uuid4().hex[:10]
-    fields = {**sample_fields(event), "plan": roster.name, "hotline": roster.hotline or "—", "run_id": run_id}
+    fields = {**unknown_fields(event), "plan": roster.name, "hotline": roster.hotline or "—", "run_id": run_id}
     notifier = Notifier(roster, run_id, None if dry_run else deliveries)
     announcement = Announcement(event, fields, text=text)
     if dry_run:

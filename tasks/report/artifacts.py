@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from lifeline.tasks.run.deliveries import Delivery
 from lifeline.tasks.run.record import RunRecord
 
 
@@ -60,3 +63,15 @@ def record_markdown(record: RunRecord) -> str:
     for step in record.steps:
         lines.append(f"| {step.name} | {step.status} | {_seconds(step.seconds)} | {step.attempts} |")
     return "\n".join(lines)
+
+
+def deliveries_table(deliveries: Sequence[Delivery]) -> list[dict[str, object]]:
+    """Every delivery attempt, one row each; recipients are masked already."""
+    return [
+        {"at": delivery.at.isoformat(timespec="seconds"), "message": delivery.message_id, "event": delivery.event,
+         "level": delivery.level or "", "audience": delivery.audience, "contact": delivery.contact,
+         "channel": delivery.channel, "recipient": delivery.recipient, "status": delivery.status,
+         "attempt": delivery.attempt, "fallback": delivery.fallback, "seconds": delivery.latency_seconds,
+         "answer": delivery.answer}
+        for delivery in deliveries
+    ]

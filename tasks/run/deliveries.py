@@ -59,3 +59,21 @@ class Acknowledgement(BaseModel):
     at: datetime = Field(default_factory=utc_now)
     via: Literal["cli", "ui", "approval"] = "cli"
     note: str = ""
+
+
+EscalationStatus = Literal["open", "acknowledged", "resolved", "exhausted", "stopped"]
+
+
+class EscalationState(BaseModel):
+    """An escalation as the ledger keeps it, so that another process (a restarted `lifeline serve`) carries on."""
+
+    run_id: str
+    plan: str
+    event: str
+    fields: dict = Field(default_factory=dict, description="The event's message fields; no secrets, no addresses.")
+    started_at: datetime
+    already_told: list[str] = Field(default_factory=list, description="Contacts the event itself reached.")
+    notices_sent: int = Field(0, description="How many of the plan's level notifications have gone out.")
+    status: EscalationStatus = "open"
+    flow_run_id: str | None = Field(None, description="The Prefect flow run carrying it, under `lifeline serve`.")
+    ended_at: datetime | None = None

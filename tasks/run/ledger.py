@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from lifeline.tasks.run.deliveries import Acknowledgement, Delivery
+from lifeline.tasks.run.deliveries import Acknowledgement, Delivery, EscalationState
 from lifeline.tasks.run.record import RunRecord, utc_now
 from pydantic import BaseModel, Field
 
@@ -27,6 +27,7 @@ class _Sql(NamedTuple):
     snapshots: sqlalchemy.Table
     deliveries: sqlalchemy.Table
     acknowledgements: sqlalchemy.Table
+    escalations: sqlalchemy.Table
 
 
 @cache
@@ -73,7 +74,15 @@ def _sql() -> _Sql:
         sa.Column("run_id", sa.String(32), primary_key=True),
         sa.Column("acknowledgement", sa.Text, nullable=False),
     )
-    return _Sql(metadata, runs, snapshots, deliveries, acknowledgements)
+    escalations = sa.Table(
+        "escalations",
+        metadata,
+        sa.Column("run_id", sa.String(32), primary_key=True),
+        sa.Column("plan", sa.String(200), nullable=False, index=True),
+        sa.Column("status", sa.String(16), nullable=False, index=True),
+        sa.Column("escalation", sa.Text, nullable=False),
+    )
+    return _Sql(metadata, runs, snapshots, deliveries, acknowledgements, escalations)
 
 
 class SnapshotFacts(BaseModel):
@@ -287,3 +296,31 @@ class Deliveries:
 
 def record_as_json(records: list[RunRecord]) -> str:
     return json.dumps([json.loads(record.model_dump_json()) for record in records], indent=2)
+
+
+class Escalations:
+    """The escalations part of the ledger (same database): one row per run that escalates."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.engine = ledger.engine
+
+    def save(self, state: EscalationState) -> None:
+        table = _sql().escalations
+        values = {"plan": state.plan, "status": state.status, "escalation": state.model_dump_json()}
+        with self.engine.begin() as connection:
+            if connection.execute(table.update().where(table.c.run_id == state.run_id).values(**values)).rowcount == 0:
+                connection.execute(table.insert().values(run_id=state.run_id, **values))
+
+    def get(self, run_id: str) -> EscalationState | None:
+        table = _sql().escalations
+        with self.engine.connect() as connection:
+            row = connection.execute(table.select().with_only_columns(table.c.escalation)
+                                     .where(table.c.run_id == run_id)).first()
+        return EscalationState.model_validate_json(row[0]) if row else None
+
+    def still_open(self, plan: str) -> list[EscalationState]:
+        table = _sql().escalations
+        query = table.select().with_only_columns(table.c.escalation).where(table.c.plan == plan,
+                                                                            table.c.status == "open")
+        with self.engine.connect() as connection:
+            return [EscalationState.model_validate_json(text) for (text,) in connection.execute(query)]

@@ -83,6 +83,14 @@ def _say_nothing(event: str, **fields: object) -> None:
     return None
 
 
+def _note_nothing(person: str) -> None:
+    return None
+
+
+def _send_nowhere(audiences: list[str], template: str | None, message: str | None) -> None:
+    return None
+
+
 class Journal:
     """Thread-safe step log of one run; tasks running concurrently append to it."""
 
@@ -91,6 +99,8 @@ class Journal:
         self._lock = threading.Lock()
         self.message_fields: dict[str, object] = {}  # what the run's messages may say (sites, reason...)
         self.announce: Callable[..., None] = _say_nothing  # set when the plan tells people of its runs
+        self.answered_by: Callable[[str], None] = _note_nothing  # a person answered the run's approval
+        self.send: Callable[..., list | None] = _send_nowhere  # a runbook `notify` step; None: nobody to tell
 
     def tell(self, event: str, **fields: object) -> None:
         """Announce an event of this run to the audiences the plan names for it."""

@@ -9,6 +9,7 @@ from typing import Literal
 
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run.record import Journal, utc_now
+from lifeline.tasks.steps.forms import answer_form
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
@@ -73,6 +74,8 @@ def ask_recorded(
         decision = ask(prompt, description, mode, timeout_seconds, reason)
         entry.detail.update(decision.detail)
     journal.milestone("approved" if decision.approved else "rejected", decision.answered_at)
+    if decision.operator:
+        journal.answered_by(decision.operator)
     return decision
 
 
@@ -83,7 +86,6 @@ PAUSE_GRACE_SECONDS = 60
 
 
 def ask_in_ui(description: str, timeout_seconds: float, reason: str, asked_at: datetime) -> Decision:
-    from prefect.client.orchestration import get_client
     from prefect.runtime import flow_run
 
     run_id = flow_run.id  # read here: the timer's thread has no flow run context
@@ -91,21 +93,10 @@ def ask_in_ui(description: str, timeout_seconds: float, reason: str, asked_at: d
     firing, answered_by_deadline, pause_over = threading.Event(), threading.Event(), threading.Event()
 
     def answer_no() -> None:
-        # Prefect refuses a resume until the run is Paused and its form's schema saved, which under load
-        # can come after the deadline: so keep asking until it takes, or until the pause has ended
-        # (a person answered first).
         firing.set()
         refusal = Approval(operator="", reason=no_answer, approve=False).model_dump()
-        while not pause_over.is_set():
-            try:
-                with get_client(sync_client=True) as client:
-                    result = client.resume_flow_run(run_id, run_input=refusal)
-            except Exception:  # noqa: BLE001 - the pause's own timeout still ends the wait
-                result = None
-            if result is not None and result.status.value == "ACCEPT":
-                answered_by_deadline.set()
-                return
-            pause_over.wait(0.5)
+        if answer_form(run_id, refusal, pause_over):
+            answered_by_deadline.set()
 
     deadline = threading.Timer(timeout_seconds, answer_no)
     deadline.daemon = True

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 
+from lifeline.configs.messages import unknown_fields, written_by_hand
 from lifeline.configs.plan import Plan
-from lifeline.tasks.run.deliveries import Delivery
-from lifeline.tasks.run.ledger import Deliveries, Ledger
+from lifeline.tasks.run.deliveries import Delivery, EscalationState
+from lifeline.tasks.run.ledger import Deliveries, Escalations, Ledger
 from lifeline.tasks.run.record import Journal, RunRecord, utc_now
-from lifeline.tasks.steps.escalation import Escalation, acknowledge
+from lifeline.tasks.steps.escalation import Escalation, acknowledge, contact_named
+from lifeline.tasks.steps.failover import StepOutcome
 from lifeline.tasks.steps.notify import Announcement, Notifier
+from lifeline.tasks.steps.step import step
 
 DELIVERY_WAIT_SECONDS = 120
 """How long a run waits, at its end, for its messages still on their way."""
@@ -52,11 +56,11 @@ def communicates(plan: Plan) -> bool:
 
 
 class RunCommunications:
-    def __init__(self, plan: Plan, journal: Journal, ledger: Ledger) -> None:
-        self.plan, self.journal = plan, journal
+    def __init__(self, plan: Plan, plan_path: str, journal: Journal, ledger: Ledger) -> None:
+        self.plan, self.plan_path, self.journal, self.ledger = plan, plan_path, journal, ledger
         self.deliveries = Deliveries(ledger)
         self.notifier = Notifier(plan, journal.record.id, self.deliveries, on_delivered=self._delivered)
-        self.escalations: list[tuple[Escalation, threading.Thread]] = []
+        self.escalations: list[threading.Thread] = []
 
     def _delivered(self, delivery: Delivery) -> None:
         if delivery.audience == "liaison" and delivery.event in INCIDENT_NOTICES \
@@ -72,31 +76,60 @@ class RunCommunications:
         announcement = Announcement(event, {**self.common_fields(), **fields})
         told = self.notifier.announce(announcement)
         if event in self.plan.escalation.events and self.plan.escalation.levels and not self.acknowledged():
-            escalation = Escalation(self.plan, self.notifier, self.deliveries, announcement, self.journal.record.started_at
-                                    if event == "incident_declared" else utc_now(),
-                                    frozenset(recipient.contact_id for recipient in told))
-            self.escalations.append((escalation, escalation.start()))
+            self.escalate(announcement, frozenset(recipient.contact_id for recipient in told))
+
+    def escalate(self, announcement: Announcement, already_told: frozenset[str]) -> None:
+        """One escalation per run: while one is open, a later event of the same incident does not start another.
+        Under `lifeline serve` it is a flow run of its own; otherwise a thread of this process."""
+        from lifeline.tasks.steps.escalation_runs import start_escalation_run, under_a_deployment
+
+        record, store = self.journal.record, Escalations(self.ledger)
+        existing = store.get(record.id)
+        if existing is not None and existing.status == "open":
+            return
+        started_at = record.started_at if announcement.event == "incident_declared" else utc_now()
+        state = EscalationState(run_id=record.id, plan=self.plan.name, event=announcement.event,
+                                fields=announcement.fields, started_at=started_at, already_told=sorted(already_told))
+        store.save(state)
+        if under_a_deployment():
+            try:
+                start_escalation_run(self.plan_path, state, self.ledger)
+                return
+            except Exception as error:  # noqa: BLE001 - escalate here rather than not at all
+                print(f"could not start the escalation as a flow run of its own ({error}); it runs in this run's "
+                      "process", file=sys.stderr, flush=True)
+        self.escalations.append(Escalation(self.plan, self.notifier, self.ledger, state).start())
+
+    def send(self, audiences: list[str], template: str | None, message: str | None) -> list[Delivery]:
+        """A runbook `notify` step: a template or a message to audiences; returns once every delivery has ended."""
+        event = template or "test"
+        announcement = Announcement(event, {**unknown_fields(event), **self.common_fields()},
+                                    text=None if message is None else written_by_hand(message))
+        notifier = Notifier(self.plan, self.journal.record.id, self.deliveries, on_delivered=self._delivered)
+        notifier.announce(announcement, audiences or None)
+        try:
+            return notifier.wait(DELIVERY_WAIT_SECONDS)
+        finally:
+            notifier.close()
 
     def acknowledged(self) -> bool:
         return self.deliveries.acknowledgement(self.journal.record.id) is not None
 
-    def approved_by(self, operator: str) -> None:
+    def answered_by(self, person: str) -> None:
         """A person who answered the run's approval knows of it: that acknowledges it."""
-        known = operator if operator in self.plan.contacts else ""
-        if known:
-            acknowledge(self.deliveries, self.journal.record.id, known, via="approval")
+        contact = contact_named(self.plan, person)
+        if contact is not None:
+            acknowledge(self.deliveries, self.journal.record.id, contact, via="approval")
 
     def finish(self) -> None:
-        """Announce the run's end, wait for its messages, and escalate in the foreground while it is unresolved."""
+        """Announce the run's end, wait for its messages, and escalate in the foreground while it is unresolved
+        (a completed run resolves its escalation: the ledger already says so)."""
         record = self.journal.record
         event = end_event(record)
-        if record.status == "completed":
-            for escalation, _ in self.escalations:
-                escalation.resolved.set()
         if event is not None:
             self.announce(event, **end_fields(record))
         self.notifier.wait(DELIVERY_WAIT_SECONDS)
-        for _, thread in self.escalations:
+        for thread in self.escalations:
             if thread.is_alive():
                 print(f"Escalating until somebody acknowledges: lifeline ack {record.id} --by CONTACT",
                       file=sys.stderr, flush=True)
@@ -104,3 +137,21 @@ class RunCommunications:
         self.notifier.wait(DELIVERY_WAIT_SECONDS)
         self.notifier.close()
 
+
+@step(retries=0, timeout_seconds=DELIVERY_WAIT_SECONDS + 60)
+def notify(send: Callable[..., list[Delivery] | None], audiences: list[str], template: str | None,
+           message: str | None) -> StepOutcome:
+    """The runbook's `notify` step: told as the plan's channels allow; a recipient nobody reached is a warning,
+    never a failed failover."""
+    told = send(audiences, template, message)
+    if told is None:
+        warning = "the plan has no communication plan (contacts, channels, audiences): nobody was told"
+        return StepOutcome(changed=False, detail={"message": message or template}, warnings=[warning])
+    messages = {delivery.message_id for delivery in told}
+    reached = {delivery.message_id for delivery in told if delivery.status in ("delivered", "awaiting_confirmation")}
+    detail = {"event": template or "test", "audiences": ",".join(audiences) or "per notifications",
+              "recipients": len(messages), "reached": len(reached),
+              "fallbacks": len({delivery.message_id for delivery in told if delivery.fallback})}
+    missed = [f"{len(messages) - len(reached)} of {len(messages)} recipients not reached"] \
+        if len(reached) < len(messages) else []
+    return StepOutcome(changed=bool(reached), detail=detail, warnings=missed)

@@ -1,25 +1,24 @@
 """Escalation: without an acknowledgement, the plan's next level is told after its delay, and repeated.
 
-It ends at the first of: a person acknowledges (`lifeline ack`, a form in the UI, or answering the run's
-approval), the run that raised it resolves the incident (it recovered), or the last level has been told.
+It ends at the first of: a person acknowledges (`lifeline ack`, the form on the escalation's flow run in
+the UI, or answering the run's approval), the run that raised it resolves the incident (it completed), or
+the last level has been told. Its state lives in the ledger, so a restarted `lifeline serve` carries on
+from the level it had reached.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Literal
 
 from lifeline.configs.plan import Plan
-from lifeline.tasks.run.deliveries import Acknowledgement
-from lifeline.tasks.run.ledger import Deliveries
+from lifeline.tasks.run.deliveries import Acknowledgement, EscalationState, EscalationStatus
+from lifeline.tasks.run.ledger import Deliveries, Escalations, Ledger
 from lifeline.tasks.run.record import utc_now
 from lifeline.tasks.steps.notify import Announcement, Notifier
 
-Outcome = Literal["acknowledged", "resolved", "exhausted", "stopped"]
 POLL_SECONDS = 0.5
 
 
@@ -27,27 +26,29 @@ POLL_SECONDS = 0.5
 class Escalation:
     plan: Plan
     notifier: Notifier
-    deliveries: Deliveries
-    announcement: Announcement
-    started_at: datetime
-    already_told: frozenset[str] = frozenset()
-    resolved: threading.Event = field(default_factory=threading.Event)
+    ledger: Ledger
+    state: EscalationState
     stopped: threading.Event = field(default_factory=threading.Event)
     levels_told: list[int] = field(default_factory=list)
-    outcome: Outcome | None = None
-    on_level: Callable[[int], None] | None = None
 
-    def acknowledgement(self) -> Acknowledgement | None:
-        return self.deliveries.acknowledgement(self.notifier.run_id)
+    @property
+    def outcome(self) -> EscalationStatus | None:
+        return None if self.state.status == "open" else self.state.status
 
-    def run(self) -> Outcome:
-        """Blocks until the escalation ends; returns how."""
-        self.outcome = self._run()
-        return self.outcome
+    def run(self) -> EscalationStatus:
+        """Blocks until the escalation ends; returns how. Stopped (the process is going away), it stays open."""
+        outcome = self._run()
+        if outcome != "open":
+            self.state.status, self.state.ended_at = outcome, utc_now()
+            Escalations(self.ledger).save(self.state)
+        return outcome
 
-    def _run(self) -> Outcome:
-        for minutes, index in self.plan.escalation.level_times():
-            due = self.started_at.timestamp() + minutes * 60
+    def _run(self) -> EscalationStatus:
+        announcement = Announcement(self.state.event, self.state.fields)
+        for position, (minutes, index) in enumerate(self.plan.escalation.level_times()):
+            if position < self.state.notices_sent:
+                continue  # told before a restart
+            due = self.state.started_at.timestamp() + minutes * 60
             while time.time() < due:
                 if (ended := self._ended()) is not None:
                     return ended
@@ -55,26 +56,27 @@ class Escalation:
             if (ended := self._ended()) is not None:
                 return ended
             level = self.plan.escalation.levels[index]
-            exclude = self.already_told if minutes == 0 else frozenset()
-            announcement = Announcement(self.announcement.event, self.announcement.fields, level=index + 1)
-            self.notifier.announce(announcement, [name for name in level.notify if name in self.plan.audiences], exclude)
+            exclude = frozenset(self.state.already_told) if minutes == 0 else frozenset()
+            self.notifier.announce(Announcement(announcement.event, announcement.fields, level=index + 1),
+                                   [name for name in level.notify if name in self.plan.audiences], exclude)
             self.levels_told.append(index + 1)
-            if self.on_level is not None:
-                self.on_level(index + 1)
+            self.state.notices_sent = position + 1
+            Escalations(self.ledger).save(self.state)
         self.notifier.wait(120)
         return self._ended() or "exhausted"
 
-    def _ended(self) -> Outcome | None:
+    def _ended(self) -> EscalationStatus | None:
         if self.stopped.is_set():
-            return "stopped"
-        if self.resolved.is_set():
-            return "resolved"
-        if self.acknowledgement() is not None:
+            return "open"
+        if Deliveries(self.ledger).acknowledgement(self.state.run_id) is not None:
             return "acknowledged"
+        raised_by = self.ledger.run(self.state.run_id)
+        if raised_by is not None and raised_by.status == "completed":
+            return "resolved"
         return None
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run, name=f"escalation-{self.notifier.run_id}", daemon=True)
+        thread = threading.Thread(target=self.run, name=f"escalation-{self.state.run_id}", daemon=True)
         thread.start()
         return thread
 
@@ -82,3 +84,13 @@ class Escalation:
 def acknowledge(deliveries: Deliveries, run_id: str, contact: str, via: Literal["cli", "ui", "approval"] = "cli",
                 note: str = "") -> Acknowledgement:
     return deliveries.acknowledge(Acknowledgement(run_id=run_id, contact=contact, at=utc_now(), via=via, note=note))
+
+
+def contact_named(plan: Plan, person: str) -> str | None:
+    """The contact id a person gave as their name in a form: the id itself, or the contact's name."""
+    wanted = person.strip().casefold()
+    for contact_id, contact in plan.contacts.items():
+        if wanted in (contact_id.casefold(), contact.name.casefold()):
+            return contact_id
+    return None
+

@@ -46,6 +46,7 @@ class StepOutcome(BaseModel):
     changed: bool
     at: datetime = Field(default_factory=utc_now)
     detail: dict = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list, description="Non-empty: the step is marked `warning`.")
 
 
 def aws_session(plan: Plan) -> AwsSession:
@@ -225,13 +226,6 @@ def call_http(definition: HttpStep) -> StepOutcome:
         error.transient = response.status_code >= 500
         raise error
     return StepOutcome(changed=True, detail={"url": definition.url, "status": response.status_code})
-
-
-@step(retries=0, timeout_seconds=30)
-def notify(message: str) -> StepOutcome:
-    """Until the communication plan lands, a notification is a log line on the run."""
-    get_run_logger().warning("NOTIFY: %s", message)
-    return StepOutcome(changed=False, detail={"message": message})
 
 
 @step(retries=0, timeout_seconds=86400)

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.settings import Settings
 from lifeline.tasks.adapters.locks import plan_lock
-from lifeline.tasks.report.artifacts import record_markdown, record_table
-from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.report.artifacts import deliveries_table, record_markdown, record_table
+from lifeline.tasks.run.ledger import Deliveries, Ledger
 from lifeline.tasks.run.record import Journal, RunKind, RunRecord, Trigger, utc_now
 from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.communication import RunCommunications, communicates
@@ -100,9 +100,11 @@ def recorded_run(
         for closed in close_interrupted_runs(ledger, loaded.plan.name, record.id):
             get_run_logger().warning("run %s was interrupted (its process is gone): recorded as failed", closed)
     ledger.save_run(record)
-    communications = RunCommunications(loaded.plan, journal, ledger) if communicates(loaded.plan) else None
+    communications = RunCommunications(loaded.plan, str(loaded.path), journal, ledger) \
+        if communicates(loaded.plan) else None
     if communications is not None:
-        journal.announce = communications.announce
+        journal.announce, journal.answered_by = communications.announce, communications.answered_by
+        journal.send = communications.send
     try:
         yield journal
         record.status = "completed" if record.status == "running" else record.status
@@ -172,12 +174,17 @@ def publish(record: RunRecord, loaded: LoadedPlan, ledger: Ledger) -> None:
             key=artifact_key(record.plan, record.kind, "summary"),
             description=f"Lifeline {record.kind} run {record.id}",
         )
+        deliveries = Deliveries(ledger)
+        told, acknowledged = deliveries.of_run(record.id), deliveries.acknowledgement(record.id)
+        if told:
+            create_table_artifact(table=deliveries_table(told), key=artifact_key(record.plan, record.kind, "deliveries"),
+                                  description=f"Who was told what in {record.kind} run {record.id}")
         if record.kind in ("drill", "failover", "failback", "restore"):
-            from lifeline.tasks.report.after_action import communications_of, load_history, render_markdown
+            from lifeline.tasks.report.after_action import load_history, render_markdown
 
             create_markdown_artifact(
                 markdown=render_markdown(record, loaded.plan, load_history(ledger, record), ledger.children(record.id),
-                                         *communications_of(ledger, record)),
+                                         told, acknowledged),
                 key=artifact_key(record.plan, record.kind, "after-action"),
                 description=f"After-action report of {record.kind} run {record.id}",
             )

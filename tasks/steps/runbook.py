@@ -24,7 +24,7 @@ from lifeline.configs.recovery import (
     WaitStep,
 )
 from lifeline.tasks.run.record import Journal
-from lifeline.tasks.steps import failover
+from lifeline.tasks.steps import communication, failover
 from lifeline.tasks.steps.verification import wait_until_recovered
 from prefect.futures import PrefectFuture
 
@@ -48,7 +48,7 @@ def step_title(definition: RecoveryStep, source: str, target: str) -> str:
         case VerifyStep():
             return f"verify {definition.site or target}"
         case NotifyStep():
-            return "notify"
+            return f"notify {', '.join(definition.audiences) or definition.template}"
         case ApprovalStep():
             return "approval"
         case WaitStep():
@@ -79,7 +79,8 @@ def submit_step(plan: Plan, definition: RecoveryStep, journal: Journal, *, sourc
         case HttpStep():
             task, arguments = failover.call_http, (definition,)
         case NotifyStep():
-            task, arguments = failover.notify, (definition.message,)
+            task, arguments = communication.notify, (journal.send, definition.audiences, definition.template,
+                                                     definition.message)
         case WaitStep():
             task, arguments = failover.wait, (definition.seconds,)
         case VerifyStep():
