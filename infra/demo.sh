@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: the lab, a local restic repository plus the off-site
-# copy on the lab's S3, and an ephemeral Prefect server per command.
+# copy on the lab's S3, and Lifeline's Prefect server in the background (the first command starts it, the
+# others reuse it; it keeps running so that every run stays browsable in its UI).
 #   1. bring the lab up (a two-site call centre on this machine) and validate its plan;
 #   2. back up its datasets: call recordings, the CRM database, the IVR configuration;
 #   3. restore the recordings into a scratch folder and the CRM database into a new database,
@@ -62,3 +63,8 @@ lifeline lab status >&2 || true
 printf 'The lab keeps running in %s/lab (plan %s); `make test` leaves it alone.\n' "$LIFELINE_HOME" "$plan" >&2
 printf 'Stop it with:  LIFELINE_HOME=%q uv run --frozen lifeline lab down   (--purge also deletes its data)\n' \
   "$LIFELINE_HOME" >&2
+if [[ -z ${PREFECT_API_URL:-} ]]; then
+  lifeline server status >&2 || true
+  printf 'Every run above is in its UI; stop the server with:  LIFELINE_HOME=%q uv run --frozen lifeline server stop\n' \
+    "$LIFELINE_HOME" >&2
+fi

@@ -301,17 +301,20 @@ def serve(
     query_seconds: Annotated[float | None, typer.Option(
         help="How often the runner looks for new runs (default LIFELINE_SERVE_QUERY_SECONDS, 0.25).")] = None,
 ) -> None:
-    """Serve Lifeline's deployments to the Prefect server in PREFECT_API_URL (blocks)."""
+    """Serve Lifeline's deployments to the Prefect server in PREFECT_API_URL, else Lifeline's own (blocks)."""
     if query_seconds is not None and query_seconds <= 0:
         fail(f"--query-seconds: must be more than 0, not {query_seconds}")
     loaded = loaded_plan(plan)
-    from prefect.settings import PREFECT_API_URL
+    from lifeline.flows.cli.server import api_url_for_cli
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    if not PREFECT_API_URL.value():
-        fail("serve needs a Prefect server: start one (`prefect server start`) and set PREFECT_API_URL")
+    url = api_url_for_cli()
+    if url is None:
+        fail("serve needs a Prefect server that outlives it: set PREFECT_API_URL, or unset LIFELINE_PREFECT")
     from lifeline.flows.serve import serve_plan
 
-    serve_plan(loaded, query_seconds=query_seconds or load_settings().serve_query_seconds)
+    with temporary_settings({PREFECT_API_URL: url}):
+        serve_plan(loaded, query_seconds=query_seconds or load_settings().serve_query_seconds)
 
 
 def run_and_report(flow_function, as_json: bool, **parameters) -> None:
@@ -347,18 +350,21 @@ def run_and_report(flow_function, as_json: bool, **parameters) -> None:
 
 
 def prefect_for_cli():
-    """A CLI run against a server needs no heartbeat (it reports its own end): about 0.9 s less at exit.
+    """The API a CLI run reports to (see `api_url_for_cli`); against a server no heartbeat is needed (the run
+    reports its own end): about 0.9 s less at exit.
 
     Not with the temporary server Prefect starts when there is none: its event worker then
     stops before the run's last events are sent.
     """
     from contextlib import nullcontext
 
+    from lifeline.flows.cli.server import api_url_for_cli
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    if not PREFECT_API_URL.value():
+    url = api_url_for_cli()
+    if url is None:
         return nullcontext()
-    return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+    return temporary_settings({PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
 def _mount_lab() -> None:
@@ -370,7 +376,7 @@ def _mount_lab() -> None:
 
 
 _mount_lab()
-from lifeline.flows.cli import communications  # noqa: E402, F401 - registers contacts, notify and ack
+from lifeline.flows.cli import communications, server  # noqa: E402, F401 - registers contacts, notify, ack, server
 
 
 def main() -> None:

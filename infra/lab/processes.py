@@ -20,6 +20,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lifeline.tasks.adapters import daemons
+from lifeline.tasks.adapters.daemons import running
+
 IP = "/usr/sbin/ip"
 SETPRIV = "/usr/bin/setpriv"
 PLAIN_SHELLS = ("/bin/sh", "/bin/bash", "/usr/bin/sh", "/usr/bin/bash", "/bin/dash", "/usr/bin/dash")
@@ -202,39 +205,9 @@ def start_daemon(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> int:
-    """Start a long-running process detached from us and record its pid."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as log:
-        process = subprocess.Popen(
-            command(argv, user=user, netns=netns),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            env=dict(env) if env is not None else None,
-            cwd=str(cwd) if cwd else None,
-        )
-    pid_file.write_text(f"{process.pid}\n", encoding="utf-8")
-    return process.pid
-
-
-def _reap(pid: int) -> None:
-    """Collect a child of ours that has exited, so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def process_state(pid: int, thread: int | None = None) -> str | None:
-    """The one-letter state from /proc (R, S, Z...) of a process, or of one of its threads;
-    None if there is no such process."""
-    path = Path(f"/proc/{pid}/stat") if thread is None else Path(f"/proc/{pid}/task/{thread}/stat")
-    try:
-        stat = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
+    """Start a long-running process detached from us, as the lab's user and in its namespace, and record its pid."""
+    return daemons.start_daemon(command(argv, user=user, netns=netns), pid_file=pid_file, log_file=log_file,
+                                env=env, cwd=cwd)
 
 
 def arguments(pid: int) -> list[str]:
@@ -254,22 +227,7 @@ def mentions(pid: int, root: str) -> bool:
 
 def is_alive(pid: int | None, marker: str | None = None) -> bool:
     """Alive, not a zombie, and (if given) its command line names the path ``marker``."""
-    if not pid or pid <= 0:
-        return False
-    _reap(pid)
-    if process_state(pid) in (None, "Z", "X") and not _threads_still_exiting(pid):
-        return False
-    return marker is None or mentions(pid, marker)
-
-
-def _threads_still_exiting(pid: int) -> bool:
-    """A killed multi-threaded process shows its leader as a zombie while its other threads
-    still hold its files (a listening socket accepts, then resets); it is gone only when they are."""
-    try:
-        tasks = [int(entry.name) for entry in Path(f"/proc/{pid}/task").iterdir()]
-    except OSError:
-        return False
-    return any(process_state(pid, task) not in (None, "Z", "X") for task in tasks if task != pid)
+    return running(pid) and (marker is None or mentions(pid, marker))
 
 
 def processes_mentioning(root: str) -> list[int]:
