@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from lifeline.tasks.adapters.commands import let_children_be_interrupted
 
 from tests.servers import free_port, wait_until_healthy
 
@@ -34,6 +35,7 @@ os.environ.update(
     }
 )
 os.environ.pop("LIFELINE_PLAN", None)
+let_children_be_interrupted()  # the suite behaves the same when started as `make test &`
 os.environ.pop("LIFELINE_LEDGER_URL", None)
 
 pytest_plugins = ["tests.pg_fixtures", "tests.lab_fixtures", "tests.serve_fixtures"]

@@ -380,6 +380,9 @@ from lifeline.flows.cli import communications, server  # noqa: E402, F401 - regi
 
 
 def main() -> None:
+    from lifeline.tasks.adapters.commands import let_children_be_interrupted
+
+    let_children_be_interrupted()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # Without a server, Prefect starts a temporary one and gives it 20 s; a busy 2-core machine has needed 60.

@@ -245,3 +245,12 @@ def run_pipeline(
         producer=CommandResult(tuple(producer_argv), producer.returncode, b"", outputs[0]),
         consumer=CommandResult(tuple(consumer_argv), consumer.returncode, outputs[1], outputs[2]),
     )
+
+
+def let_children_be_interrupted() -> None:
+    """A process started as a background job of a non-interactive shell (`lifeline backup &` in a script)
+    inherits SIGINT as ignored and passes that on to every program it starts: a timed-out restic would then
+    ignore the SIGINT that asks it to stop cleanly, and be killed only after the grace. Python's own handler
+    here makes the children start with the default again. Call from the main thread."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
