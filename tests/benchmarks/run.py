@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "report": "tests.benchmarks.report",
     "start": "tests.benchmarks.start",
     "notify": "tests.benchmarks.notify",
+    "cli_cost": "tests.benchmarks.cli_cost",
 }
 EXIT_BAD_USAGE = 2
 
