@@ -203,6 +203,8 @@ def recovery_reference_problems(plan: Plan, names: Names) -> list[Problem]:
             problems += names.dangling(f"databases.{name}.instances.{site}.host", instance.host, "hosts")
     for site in plan.fencing:
         problems += names.dangling(f"fencing.{site}", site, "sites")
+    for name, dataset in plan.datasets.items():
+        problems += names.dangling(f"datasets.{name}.site", dataset.site, "sites")
     for phase in ("failover", "failback"):
         for group_index, group in enumerate(getattr(plan.recovery, phase)):
             for step_index, step in enumerate(group.steps):

@@ -99,6 +99,8 @@ class Dataset(PlanModel):
     copy_to: list[str] = Field(default_factory=list, description="Repositories that get a copy after backup.")
     rpo_minutes: float | None = Field(None, ge=0, description="This dataset's own RPO target.")
     rto_minutes: float | None = Field(None, gt=0)
+    site: Name | None = Field(None, description="The site whose machine holds the data: its backup runs on that "
+                              "site's work pool (`lifeline deploy`). Default: the normal primary site.")
 
     @property
     def kind(self) -> str:

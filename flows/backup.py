@@ -10,6 +10,7 @@ from pathlib import Path
 from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.settings import Settings, load_settings
 from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.run import topology
 from lifeline.tasks.run.ledger import Ledger, SnapshotFacts
 from lifeline.tasks.run.record import Journal, Trigger
 from lifeline.tasks.steps.backup import (
@@ -41,25 +42,28 @@ def backup_flow(
     dataset: str | None = None,
     trigger: Trigger = "cli",
     record_id: str | None = None,
+    site: str | None = None,
 ) -> str:
     """Back up every dataset of the plan (or one), keep what the retention says, check, copy off-site.
 
     Args:
         plan_path: The plan file (YAML) on the machine that runs Lifeline.
         dataset: Back up only this dataset; empty for all of them.
+        site: Back up only the datasets held at this site (a work pool's deployment sets it); empty for all.
         trigger: Who started the run: schedule, ui or cli.
         record_id: Id for the run record (the CLI sets it); empty for a new one.
     """
     loaded = load_plan(Path(plan_path))
     settings = load_settings()
     with recorded_run("backup", loaded, settings, trigger=trigger, record_id=record_id) as journal:
-        run_backups(loaded, settings, journal, only=dataset)
+        run_backups(loaded, settings, journal, only=dataset, site=site)
         return journal.record.id
 
 
-def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: str | None = None) -> None:
+def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: str | None = None,
+                site: str | None = None) -> None:
     plan = loaded.plan
-    names = [only] if only else list(plan.datasets)
+    names = [only] if only else list(plan.datasets) if site is None else topology.dataset_sites(plan).get(site, [])
     for name in names:
         if name not in plan.datasets:
             raise KeyError(f"dataset {name!r} is not in the plan (known: {', '.join(plan.datasets)})")

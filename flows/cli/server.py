@@ -1,20 +1,24 @@
-"""`lifeline server start|stop|status`: the Prefect server the CLI's runs report to.
+"""`lifeline server start|stop|status`, `lifeline deploy` and `lifeline worker`: the control plane.
+
+`server` is the Prefect server the CLI's runs report to.
 
 Without PREFECT_API_URL, the first command that runs a flow starts it in the background under
 LIFELINE_HOME/prefect and later commands reuse it (LIFELINE_PREFECT=ephemeral keeps Prefect's temporary
-server per command). Its UI shows every CLI run.
+server per command). Its UI shows every CLI run. `deploy` puts the plan's flows on a work pool per site,
+and `worker` starts one site's Prefect worker.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from typing import Annotated
 
 import typer
 from lifeline.configs.settings import Settings, load_settings
-from lifeline.flows.cli.common import JsonOption, app, fail
+from lifeline.flows.cli.common import JsonOption, PlanOption, app, fail, loaded_plan
 from lifeline.tasks.adapters.prefect_server import LocalServer, ServerFailed
 
 server_app = typer.Typer(help="The local Prefect server: SQLite under LIFELINE_HOME, or PostgreSQL.",
@@ -92,3 +96,43 @@ def status(
                    f"{facts['database']}, log {server.log_file}")
     if wait and not answering:
         raise typer.Exit(1)
+
+
+@app.command()
+def deploy(plan: PlanOption = None, as_json: JsonOption = False) -> None:
+    """Deploy every flow of the plan to its site's Prefect work pool (`lifeline-<site>`); again: update in place."""
+    loaded = loaded_plan(plan)
+    if api_url_for_cli() is None:
+        fail("deploy needs a Prefect server that outlives it: set PREFECT_API_URL, or unset LIFELINE_PREFECT")
+    from lifeline.flows.deploy import deploy_plan
+
+    applied = deploy_plan(loaded)
+    if as_json:
+        typer.echo(json.dumps([{"deployment": name, "work_pool": pool, "id": deployment_id}
+                               for name, pool, deployment_id in applied], indent=2))
+        return
+    for name, pool, _ in applied:
+        typer.echo(f"{name:<45} on {pool}")
+    sites = ", ".join(loaded.plan.sites)
+    typer.echo(f"{len(applied)} deployments; start a worker at each site ({sites}): lifeline worker --site NAME")
+
+
+@app.command()
+def worker(
+    site: Annotated[str, typer.Option("--site", help="The site this machine stands at.")],
+    plan: PlanOption = None,
+    name: Annotated[str | None, typer.Option("--name", help="The worker's name (default lifeline-SITE-HOST).")] = None,
+) -> None:
+    """Start this site's Prefect worker: `prefect worker start --pool lifeline-SITE --type process` (blocks)."""
+    loaded = loaded_plan(plan)
+    if site not in loaded.plan.sites:
+        fail(f"--site: no site {site!r} in plan {loaded.plan.name} (its sites: {', '.join(loaded.plan.sites)})")
+    if api_url_for_cli() is None:
+        fail("a worker needs a Prefect server: set PREFECT_API_URL, or unset LIFELINE_PREFECT")
+    from lifeline.flows.deploy import POOL_TYPE, site_pool
+
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", site_pool(site), "--type", POOL_TYPE,
+            "--name", name or f"{site_pool(site)}-{socket.gethostname()}"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)  # the worker is Prefect's own; systemd's signals reach it directly

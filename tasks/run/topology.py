@@ -37,6 +37,14 @@ def other_site(plan: Plan, site: str) -> str:
     return others[0]
 
 
+def dataset_sites(plan: Plan) -> dict[str, list[str]]:
+    """Site → the datasets whose data it holds (a dataset without a `site` is at the normal primary)."""
+    held: dict[str, list[str]] = {}
+    for name, dataset in plan.datasets.items():
+        held.setdefault(dataset.site or normal_primary_site(plan), []).append(name)
+    return held
+
+
 def is_primary(plan: Plan, database: str, site: str) -> bool:
     """The database's instance at `site` answers and is not in recovery."""
     return replication.instance_state(replicated_database(plan.databases[database]), site).in_recovery is False

@@ -89,12 +89,21 @@ def under_a_deployment() -> bool:
     return deployment.id is not None
 
 
+def escalation_deployment(plan: str, running_as: str | None) -> str:
+    """`lifeline serve` names it `escalation`; `lifeline deploy` names every deployment after its plan."""
+    deployment = f"{plan}-{ESCALATION_DEPLOYMENT}" if running_as and running_as.startswith(f"{plan}-") \
+        else ESCALATION_DEPLOYMENT
+    return f"{ESCALATION_FLOW}/{deployment}"
+
+
 def start_escalation_run(plan_path: str, state: EscalationState, ledger: Ledger) -> str:
-    """Create the escalation's flow run on the served `escalation` deployment; its id is kept in the ledger."""
+    """Create the escalation's flow run on the escalation deployment beside the running one; its id is kept in
+    the ledger."""
     from prefect.client.orchestration import get_client
+    from prefect.runtime import deployment
 
     with get_client(sync_client=True) as client:
-        target = client.read_deployment_by_name(f"{ESCALATION_FLOW}/{ESCALATION_DEPLOYMENT}")
+        target = client.read_deployment_by_name(escalation_deployment(state.plan, deployment.name))
         created = client.create_flow_run_from_deployment(
             target.id, parameters={"plan_path": plan_path, "run_id": state.run_id},
             name=f"escalation-{state.run_id}", tags=["lifeline", f"plan:{state.plan}", f"run:{state.run_id}"])

@@ -1,0 +1,88 @@
+"""`lifeline deploy`: the plan's flows as deployments on Prefect work pools, one process pool per site, so
+that a failover runs on the DR site's worker and depends on nothing at the site it rescues.
+
+- Failover, failback, restore, verify, drill and escalation run on the DR site's pool (the site that is
+  not the normal primary): those are the runs an operator needs when the primary site is gone.
+- Backups run on the pool of the site that holds the data (each dataset's `site`), one deployment per site.
+- Names carry the plan's name (`<plan>-failover`), so two plans on one server do not collide; deploying
+  again updates each deployment in place.
+
+Workers import the flows by module path (`lifeline.flows.failover.failover_flow`) from their own
+installation of Lifeline; `lifeline worker --site NAME` starts one.
+"""
+
+from __future__ import annotations
+
+from lifeline.configs.loading import LoadedPlan
+from lifeline.flows.backup import backup_flow
+from lifeline.flows.drill import drill_flow
+from lifeline.flows.escalation import escalation_flow
+from lifeline.flows.failback import failback_flow
+from lifeline.flows.failover import failover_flow
+from lifeline.flows.restore import restore_flow
+from lifeline.flows.serve import deployments
+from lifeline.flows.verify import verify_flow
+from lifeline.tasks.run import topology
+from prefect.deployments.runner import RunnerDeployment
+
+POOL_TYPE = "process"
+FLOWS = {flow.name: flow for flow in (backup_flow, drill_flow, escalation_flow, failback_flow, failover_flow,
+                                      restore_flow, verify_flow)}
+
+
+def site_pool(site: str) -> str:
+    return f"lifeline-{site}"
+
+
+def placed_deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
+    """Serve's deployments, renamed per plan and each placed on its site's pool."""
+    plan = loaded.plan
+    dr = topology.other_site(plan, topology.normal_primary_site(plan))
+    placed: list[RunnerDeployment] = []
+    for deployment in deployments(loaded):
+        if deployment.name == "nightly-backup":
+            for site in topology.dataset_sites(plan):
+                copy = deployment.model_copy(deep=True)
+                copy.parameters = {**copy.parameters, "site": site}
+                copy._parameter_openapi_schema.properties["site"]["default"] = site
+                placed.append(_placed(copy, f"{plan.name}-backup-{site}", site))
+        else:
+            placed.append(_placed(deployment, f"{plan.name}-{deployment.name}", dr))
+    return placed
+
+
+def _placed(deployment: RunnerDeployment, name: str, site: str) -> RunnerDeployment:
+    deployment.name = name
+    deployment.work_pool_name = site_pool(site)
+    deployment.description = f"{deployment.description} Runs on site {site}'s workers."
+    flow = FLOWS[deployment.flow_name]  # by module path: a worker elsewhere imports it from its installation
+    deployment.entrypoint = f"{flow.fn.__module__}.{flow.fn.__name__}"
+    return deployment
+
+
+def ensure_pools(sites: list[str]) -> list[str]:
+    """Create the process pool of each site that has none; returns those created."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    created = []
+    with get_client(sync_client=True) as client:
+        for site in sites:
+            try:
+                client.read_work_pool(site_pool(site))
+            except ObjectNotFound:
+                client.create_work_pool(WorkPoolCreate(name=site_pool(site), type=POOL_TYPE,
+                                                       description=f"Lifeline's workers at site {site}"))
+                created.append(site_pool(site))
+    return created
+
+
+def deploy_plan(loaded: LoadedPlan) -> list[tuple[str, str, str]]:
+    """Create the pools and apply every deployment (in place when it exists); (deployment, pool, id) each."""
+    ensure_pools(list(loaded.plan.sites))
+    applied = []
+    for deployment in placed_deployments(loaded):
+        deployment_id = deployment.apply(work_pool_name=deployment.work_pool_name)
+        applied.append((f"{deployment.flow_name}/{deployment.name}", deployment.work_pool_name, str(deployment_id)))
+    return applied

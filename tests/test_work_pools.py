@@ -1,0 +1,135 @@
+"""The control plane away from the failure: a Prefect server on PostgreSQL, `lifeline deploy` to one process
+pool per site, a worker per site, and a failover that runs on dr's worker while main is powered off, its
+worker with it. A backup meant for main's pool waits for main and runs when it comes back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from lifeline.configs.loading import load_plan
+from lifeline.infra.lab import power
+
+from tests.helpers import ledger, wait_for
+from tests.lab_fixtures import Lab, WriteMonitor, back_to_main_with_one_primary_at_a_time
+from tests.pg_fixtures import PostgresServer
+from tests.serve_fixtures import Api
+from tests.servers import free_port
+
+pytestmark = pytest.mark.lab
+
+
+def cli(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lifeline.flows.cli", *arguments], capture_output=True, text=True,
+                          env=env, stdin=subprocess.DEVNULL, timeout=300)
+
+
+@dataclass
+class ControlPlane:
+    api: Api
+    env: dict[str, str]  # what a worker or `lifeline deploy` runs with: PREFECT_API_URL names the server
+    server_env: dict[str, str]  # what `lifeline server start|stop` runs with
+    logs: Path
+
+    def start_worker(self, site: str, plan: Path) -> subprocess.Popen:
+        log = open(self.logs / f"worker-{site}.log", "ab")
+        try:
+            return subprocess.Popen([sys.executable, "-m", "lifeline.flows.cli", "worker", "--site", site, "--plan",
+                                     str(plan)], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            log.close()
+
+    def worker_online(self, site: str) -> bool:
+        workers = self.api.post(f"/work_pools/lifeline-{site}/workers/filter", {})
+        return any(worker["status"] == "ONLINE" for worker in workers)
+
+
+def stop(worker: subprocess.Popen) -> None:
+    if worker.poll() is None:
+        os.killpg(worker.pid, signal.SIGKILL)  # a power cut: the worker and the runs it started
+        worker.wait(10)
+
+
+@pytest.fixture
+def control_plane(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[ControlPlane]:
+    """`lifeline server start` on a database of the session's PostgreSQL cluster, on a port of its own."""
+    postgres_server.create_database("prefect_pools")
+    port = free_port()
+    base = {key: value for key, value in os.environ.items() if key not in ("PREFECT_API_URL", "PREFECT_UI_API_URL")}
+    server_env = {**base, "LIFELINE_HOME": str(tmp_path / "server-home"), "LIFELINE_SERVER_PORT": str(port),
+                  "PGPASSFILE": str(postgres_server.passfile),
+                  "LIFELINE_SERVER_DATABASE_URL": f"postgresql+asyncpg://{postgres_server.user}@{postgres_server.host}:"
+                                                  f"{postgres_server.port}/prefect_pools"}
+    started = cli(server_env, "server", "start")
+    assert started.returncode == 0, started.stderr
+    try:
+        worker_env = {**base, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_LOGGING_LEVEL": "INFO"}
+        yield ControlPlane(Api(f"http://127.0.0.1:{port}/api"), worker_env, server_env, tmp_path)
+    finally:
+        cli(server_env, "server", "stop")
+
+
+def test_failover_runs_on_drs_worker_with_main_powered_off_and_mains_backup_waits_for_it(
+    normal_lab: Lab, monitor: WriteMonitor, control_plane: ControlPlane, postgres_server: PostgresServer,
+    tmp_path: Path,
+) -> None:
+    lab, plane = normal_lab, control_plane
+    plan = load_plan(lab.plan).plan
+    status = json.loads(cli(plane.server_env, "server", "status", "--json").stdout)
+    assert status["database"] == "postgresql" and status["answering"]
+    assert ("flow_run",) in postgres_server.query(
+        "prefect_pools", "SELECT table_name FROM information_schema.tables WHERE table_name = 'flow_run'")
+
+    deployed = cli(plane.env, "deploy", "--plan", str(lab.plan), "--json")
+    assert deployed.returncode == 0, deployed.stderr
+    pools = {entry["deployment"]: entry["work_pool"] for entry in json.loads(deployed.stdout)}
+    assert pools[f"failover/{plan.name}-failover"] == pools[f"failback/{plan.name}-failback"] == "lifeline-dr"
+    assert pools[f"backup/{plan.name}-backup-main"] == "lifeline-main"
+    again = cli(plane.env, "deploy", "--plan", str(lab.plan), "--json")
+    assert {entry["id"] for entry in json.loads(again.stdout)} == {entry["id"] for entry in json.loads(deployed.stdout)}
+    # A second plan on the same server gets deployments of its own, on the same site pools.
+    second_plan = tmp_path / "west.yaml"
+    second_plan.write_text(lab.plan.read_text().replace(f"name: {plan.name}\n", "name: callcenter-west\n", 1))
+    west = cli(plane.env, "deploy", "--plan", str(second_plan), "--json")
+    assert west.returncode == 0, west.stderr
+    west_pools = {entry["deployment"]: entry["work_pool"] for entry in json.loads(west.stdout)}
+    assert west_pools["failover/callcenter-west-failover"] == "lifeline-dr" and not set(west_pools) & set(pools)
+    assert plane.api.deployment("failover", f"{plan.name}-failover")["parameters"]["plan_path"] == str(lab.plan)
+
+    workers = {site: plane.start_worker(site, lab.plan) for site in ("main", "dr")}
+    try:
+        wait_for(lambda: plane.worker_online("main") and plane.worker_online("dr"), 90, "both workers online")
+        power("main", "off", lab.home)
+        stop(workers["main"])  # main's worker goes down with its site
+
+        failover = plane.api.deployment("failover", f"{plan.name}-failover")
+        run = plane.api.create_run(failover["id"], {"reason": "main powered off"})
+        plane.api.wait_for_state(run["id"], {"PAUSED"}, 120)
+        plane.api.wait_for_input_form(run["id"], 30)
+        answer = plane.api.post(f"/flow_runs/{run['id']}/resume",
+                                {"run_input": {"operator": "Zhou Lin", "reason": "main is dark", "approve": True}})
+        assert answer["status"] == "ACCEPT", answer
+        done = plane.api.wait_for_state(run["id"], {"COMPLETED"}, 180)
+        assert done["work_pool_name"] == "lifeline-dr"
+        assert f"Flow run '{done['name']}' submitted" in (plane.logs / "worker-dr.log").read_text(errors="replace")
+        record = ledger().run(plane.api.record_id(run["id"], "failover"))
+        assert record.status == "completed" and record.trigger == "ui" and lab.status().dns.points_at == "dr"
+
+        backup = plane.api.create_run(plane.api.deployment("backup", f"{plan.name}-backup-main")["id"])
+        wait_for(lambda: plane.api.flow_run(backup["id"])["state_type"] == "SCHEDULED", 10, "main's backup queued")
+        back_to_main_with_one_primary_at_a_time(lab, monitor)  # main comes back, Lifeline fails back
+        workers["main"] = plane.start_worker("main", lab.plan)
+        finished = plane.api.wait_for_state(backup["id"], {"COMPLETED"}, 240)
+        assert finished["work_pool_name"] == "lifeline-main"
+        assert f"Flow run '{finished['name']}' submitted" in (plane.logs / "worker-main.log").read_text(errors="replace")
+    finally:
+        for worker in workers.values():
+            stop(worker)
