@@ -36,6 +36,9 @@ class Repository(PlanModel):
         None, description="KEY=VALUE lines passed to restic, e.g. AWS_ACCESS_KEY_ID for s3 repositories."
     )
     init: bool = Field(False, description="Create the repository when it does not exist yet.")
+    concurrency: int = Field(4, ge=1, le=64, description="Backups, restores and copies that may use it at once, "
+                             "across every worker (a Prefect global concurrency limit); forget, prune and check "
+                             "take it whole.")
 
     @field_validator("url")
     @classmethod

@@ -24,6 +24,7 @@ from lifeline.tasks.steps.backup import (
 )
 from lifeline.tasks.steps.recorded_run import recorded_run
 from lifeline.tasks.steps.repositories import dataset_tags, open_repository
+from lifeline.tasks.steps.repository_slots import ensure_limits
 from prefect import flow
 from prefect.futures import PrefectFuture, wait
 from prefect.utilities.annotations import allow_failure
@@ -68,6 +69,7 @@ def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: 
         if name not in plan.datasets:
             raise KeyError(f"dataset {name!r} is not in the plan (known: {', '.join(plan.datasets)})")
     repositories = {name: open_repository(plan, name, settings) for name in plan.repositories}
+    ensure_limits(plan, repositories)
     locks = settings.locks_dir
     used = {plan.datasets[name].repository for name in names} | {
         target for name in names for target in plan.datasets[name].copy_to

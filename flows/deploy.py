@@ -4,6 +4,7 @@ that a failover runs on the DR site's worker and depends on nothing at the site 
 - Failover, failback, restore, verify, drill and escalation run on the DR site's pool (the site that is
   not the normal primary): those are the runs an operator needs when the primary site is gone.
 - Backups run on the pool of the site that holds the data (each dataset's `site`), one deployment per site.
+- Each repository gets its Prefect global concurrency limit, sized by the plan (see repository_slots).
 - Names carry the plan's name (`<plan>-failover`), so two plans on one server do not collide; deploying
   again updates each deployment in place.
 
@@ -14,6 +15,7 @@ installation of Lifeline; `lifeline worker --site NAME` starts one.
 from __future__ import annotations
 
 from lifeline.configs.loading import LoadedPlan
+from lifeline.configs.settings import load_settings
 from lifeline.flows.backup import backup_flow
 from lifeline.flows.drill import drill_flow
 from lifeline.flows.escalation import escalation_flow
@@ -23,6 +25,8 @@ from lifeline.flows.restore import restore_flow
 from lifeline.flows.serve import deployments
 from lifeline.flows.verify import verify_flow
 from lifeline.tasks.run import topology
+from lifeline.tasks.steps.repositories import open_repository
+from lifeline.tasks.steps.repository_slots import ensure_limits
 from prefect.deployments.runner import RunnerDeployment
 
 POOL_TYPE = "process"
@@ -81,6 +85,8 @@ def ensure_pools(sites: list[str]) -> list[str]:
 def deploy_plan(loaded: LoadedPlan) -> list[tuple[str, str, str]]:
     """Create the pools and apply every deployment (in place when it exists); (deployment, pool, id) each."""
     ensure_pools(list(loaded.plan.sites))
+    settings = load_settings()
+    ensure_limits(loaded.plan, {name: open_repository(loaded.plan, name, settings) for name in loaded.plan.repositories})
     applied = []
     for deployment in placed_deployments(loaded):
         deployment_id = deployment.apply(work_pool_name=deployment.work_pool_name)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from lifeline.configs.plan import Dataset, Retention
 from lifeline.tasks.adapters import postgres
-from lifeline.tasks.adapters.locks import repository_lock
 from lifeline.tasks.adapters.restic import RepositoryLocked, RepositoryMissing, ResticRepository
 from lifeline.tasks.run.progress import reporter
+from lifeline.tasks.steps.repository_slots import repository_slots
 from lifeline.tasks.steps.step import step
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field
@@ -37,6 +37,7 @@ class DatasetBackup(BaseModel):
     seconds: float
     row_counts: dict[str, int] | None = None
     warnings: list[str] = Field(default_factory=list)
+    held: dict = Field(default_factory=dict, description="When it held its repository slot.")
 
     @property
     def rpo_seconds(self) -> float | None:
@@ -47,17 +48,13 @@ class DatasetBackup(BaseModel):
 
     @property
     def detail(self) -> dict:
-        detail = self.model_dump(mode="json", exclude={"warnings"})
+        detail = self.model_dump(mode="json", exclude={"warnings", "held"})
         detail["rpo_seconds"] = self.rpo_seconds
-        return detail
+        return detail | self.held
 
 
 class Outcome(BaseModel):
     detail: dict = Field(default_factory=dict)
-
-
-def _lock(repository: ResticRepository, locks_dir: Path, *, exclusive: bool):
-    return repository_lock(locks_dir, repository.name, repository.url, exclusive=exclusive)
 
 
 def _with_stale_locks_cleared(repository: ResticRepository, operation):
@@ -94,7 +91,7 @@ def back_up_dataset(
     progress = reporter(f"backup {dataset_name}", logger)
     host = socket.gethostname()
     row_counts = None
-    with _lock(repository, locks_dir, exclusive=False):
+    with repository_slots(repository, locks_dir, exclusive=False) as held:
         if dataset.paths:
             summary = _with_stale_locks_cleared(
                 repository,
@@ -154,29 +151,31 @@ def back_up_dataset(
         seconds=summary.total_duration,
         row_counts=row_counts,
         warnings=list(summary.warnings),
+        held=held.detail,
     )
 
 
 @step(retries=3, retry_delay_seconds=[2, 10, 30], timeout_seconds=1800)
 def apply_retention(repository: ResticRepository, tags: list[str], retention: Retention, locks_dir: Path) -> Outcome:
     """Forget this dataset's snapshots that the policy does not keep; other datasets' are not touched."""
-    with _lock(repository, locks_dir, exclusive=True):
+    with repository_slots(repository, locks_dir, exclusive=True) as held:
         result = _with_stale_locks_cleared(repository, lambda: repository.forget(tags=tags, retention=retention.policy()))
-    return Outcome(detail={"kept": len(result.kept), "forgotten": len(result.removed), "policy": retention.policy()})
+    return Outcome(detail={"kept": len(result.kept), "forgotten": len(result.removed), "policy": retention.policy(),
+                           **held.detail})
 
 
 @step(retries=3, retry_delay_seconds=[2, 10, 30], timeout_seconds=3 * 3600)
 def prune_repository(repository: ResticRepository, locks_dir: Path) -> Outcome:
-    with _lock(repository, locks_dir, exclusive=True):
+    with repository_slots(repository, locks_dir, exclusive=True) as held:
         _with_stale_locks_cleared(repository, repository.prune)
-    return Outcome(detail={"repository": repository.name})
+    return Outcome(detail={"repository": repository.name, **held.detail})
 
 
 @step(retries=3, retry_delay_seconds=[2, 10, 30], timeout_seconds=3 * 3600)
 def check_repository(repository: ResticRepository, read_data_subset: str, locks_dir: Path) -> Outcome:
-    with _lock(repository, locks_dir, exclusive=True):
+    with repository_slots(repository, locks_dir, exclusive=True) as held:
         _with_stale_locks_cleared(repository, lambda: repository.check(read_data_subset=read_data_subset))
-    return Outcome(detail={"repository": repository.name, "read_data_subset": read_data_subset})
+    return Outcome(detail={"repository": repository.name, "read_data_subset": read_data_subset, **held.detail})
 
 
 @step(retries=4, retry_delay_seconds=[5, 15, 30, 60], timeout_seconds=6 * 3600)
@@ -184,6 +183,7 @@ def copy_snapshot(
     source: ResticRepository, destination: ResticRepository, backup: DatasetBackup, locks_dir: Path
 ) -> Outcome:
     snapshot_id = backup.snapshot_id
-    with _lock(source, locks_dir, exclusive=False), _lock(destination, locks_dir, exclusive=False):
+    with repository_slots(source, locks_dir, exclusive=False), \
+            repository_slots(destination, locks_dir, exclusive=False):
         _with_stale_locks_cleared(destination, lambda: destination.copy_from(source, snapshot_ids=[snapshot_id]))
     return Outcome(detail={"from": source.name, "to": destination.name, "snapshot_id": snapshot_id})

@@ -15,12 +15,12 @@ from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.plan import Dataset
 from lifeline.configs.settings import Settings
 from lifeline.tasks.adapters import postgres
-from lifeline.tasks.adapters.locks import repository_lock
 from lifeline.tasks.adapters.restic import ResticRepository, Snapshot
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.progress import reporter
 from lifeline.tasks.run.record import Journal
 from lifeline.tasks.steps.repositories import dataset_tags, open_repository
+from lifeline.tasks.steps.repository_slots import ensure_limits, repository_slots
 from lifeline.tasks.steps.step import LifelineError, step
 from pydantic import BaseModel, Field
 
@@ -119,7 +119,7 @@ def restore_to_staging(
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
-        with repository_lock(locks_dir, repository.name, repository.url, exclusive=False):
+        with repository_slots(repository, locks_dir, exclusive=False):
             repository.restore(snapshot.id, staging, verify=True, on_progress=reporter(f"restore {snapshot.id[:8]}"))
         listing = repository.ls(snapshot.id)
         files, total = verify_against_listing(staging, listing)
@@ -192,7 +192,7 @@ def restore_database(
     """Load the dump into a fresh database, compare row counts with the backup's, then rename it into place."""
     staging.mkdir(parents=True, exist_ok=True)
     try:
-        with repository_lock(locks_dir, repository.name, repository.url, exclusive=False):
+        with repository_slots(repository, locks_dir, exclusive=False):
             repository.restore(snapshot.id, staging, verify=True)
         dumps = [p for p in staging.rglob("*") if p.is_file()]
         if len(dumps) != 1:
@@ -231,6 +231,7 @@ def restore_dataset(
         raise RestoreRefused(f"dataset {dataset!r} is not in the plan (known: {', '.join(plan.datasets)})")
     entry = plan.datasets[dataset]
     repository = repository or open_repository(plan, entry.repository, settings)
+    ensure_limits(plan, {repository.name: repository})
     chosen = choose_snapshot(repository, dataset_tags(plan, dataset), snapshot, as_of, snapshot_ids,
                              journal=journal, step_name="choose snapshot")
     record.snapshots = [chosen.id]

@@ -1,0 +1,81 @@
+"""A repository's slots: one Prefect global concurrency limit per repository, sized by the plan's
+`concurrency`, so that backups, restores and copies share it and forget, prune and check take it whole,
+across every process and every worker on every machine that reports to the same Prefect server.
+
+A file lock on one machine cannot keep a prune on dr's worker from a backup on main's; the server's limit
+can. The machine's own reader-writer file lock is still taken inside it, for runs of that machine. Limits
+are used with `strict=True`: a limit that does not exist is an error, never "no limit"; `lifeline deploy`
+and every run that uses a repository create or resize them first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from lifeline.configs.plan import Plan
+from lifeline.tasks.adapters.locks import repository_lock
+from lifeline.tasks.adapters.restic import ResticRepository
+from lifeline.tasks.run.record import utc_now
+from pydantic import BaseModel
+
+DEFAULT_SLOTS = 4
+LEASE_SECONDS = 120  # renewed while held; a killed holder's slots come back after it
+
+
+class Held(BaseModel):
+    """When the slots were held: what the run's record shows, to prove the limit held."""
+
+    repository: str
+    slots: int
+    acquired_at: datetime | None = None
+    released_at: datetime | None = None
+
+    @property
+    def detail(self) -> dict:
+        return {"slots": self.slots, "held_from": _iso(self.acquired_at), "held_until": _iso(self.released_at)}
+
+
+def limit_name(repository: ResticRepository) -> str:
+    """Per repository URL, so two plans that name the same repository differently share one limit."""
+    return f"lifeline-repository-{repository.name}-{hashlib.sha256(repository.url.encode()).hexdigest()[:8]}"
+
+
+def ensure_limits(plan: Plan, repositories: Mapping[str, ResticRepository]) -> None:
+    """Create each repository's limit, or resize it to the plan's `concurrency`."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for name, repository in repositories.items():
+            configured = plan.repositories.get(name)  # a data leak's new repository is not in the plan
+            size = configured.concurrency if configured else DEFAULT_SLOTS
+            client.upsert_global_concurrency_limit_by_name(limit_name(repository), size)
+
+
+@contextmanager
+def repository_slots(repository: ResticRepository, locks_dir: Path, *, exclusive: bool) -> Iterator[Held]:
+    """One slot (shared), or every slot (exclusive), then the machine's file lock; the server's limit first,
+    always, so that two holders never wait on each other in opposite orders."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    name = limit_name(repository)
+    size = 1
+    if exclusive:
+        with get_client(sync_client=True) as client:
+            size = client.read_global_concurrency_limit_by_name(name).limit
+    held = Held(repository=repository.name, slots=size)
+    with concurrency(name, occupy=size, strict=True, lease_duration=LEASE_SECONDS), \
+            repository_lock(locks_dir, repository.name, repository.url, exclusive=exclusive):
+        held.acquired_at = utc_now()
+        try:
+            yield held
+        finally:
+            held.released_at = utc_now()
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None

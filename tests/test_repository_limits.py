@@ -1,0 +1,78 @@
+"""Repository slots are Prefect global concurrency limits: 20 datasets over 4 repositories in one backup run
+stay within each repository's `concurrency`, and forget, prune and check hold their repository alone.
+Proven from the run record: every step that used a repository says when it held its slots."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from lifeline.configs.loading import load_plan
+from lifeline.flows.backup import backup_flow
+from lifeline.tasks.steps.repositories import open_repository
+from lifeline.tasks.steps.repository_slots import limit_name
+
+from tests.helpers import ledger, write_password, write_plan
+
+pytestmark = pytest.mark.usefixtures("prefect_server", "lifeline_home")
+
+SLOTS = 2
+
+
+def most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    current = highest = 0
+    for _, change in events:  # an end sorts before a start at the same instant
+        current += change
+        highest = max(highest, current)
+    return highest
+
+
+def test_twenty_datasets_over_four_repositories_stay_within_their_limits(tmp_path):
+    write_password(tmp_path / "restic.pw")
+    datasets = {}
+    for number in range(20):
+        folder = tmp_path / "data" / f"d{number:02d}"
+        folder.mkdir(parents=True)
+        (folder / "calls.csv").write_bytes(bytes(range(256)) * 400 * (number + 1))
+        datasets[f"d{number:02d}"] = {"repository": f"r{number % 4}", "paths": [str(folder)], "retention": {"last": 2}}
+    plan_path = write_plan(tmp_path, {
+        "name": "limits", "timezone": "UTC",
+        "repositories": {f"r{index}": {"url": f"./repo{index}", "password_file": "./restic.pw", "init": True,
+                                       "concurrency": SLOTS} for index in range(4)},
+        "datasets": datasets,
+    })
+
+    record = ledger().run(backup_flow(str(plan_path)))
+
+    assert record.status == "completed", record.error
+    plan = load_plan(plan_path).plan
+    from prefect.client.orchestration import get_client
+
+    reached = 0
+    for repository in plan.repositories:
+        names = [name for name, dataset in plan.datasets.items() if dataset.repository == repository]
+        held = {step.name: (datetime.fromisoformat(step.detail["held_from"]),
+                            datetime.fromisoformat(step.detail["held_until"]))
+                for step in record.steps
+                if step.name in {f"backup {name}" for name in names} | {f"retention {name}" for name in names}
+                | {f"prune {repository}", f"check {repository}"}}
+        assert len(held) == 2 * len(names) + 2, sorted(held)
+        shared = [span for name, span in held.items() if name.startswith("backup ")]
+        alone = {name: span for name, span in held.items() if not name.startswith("backup ")}
+        assert most_at_once(shared) <= SLOTS
+        reached = max(reached, most_at_once(shared))
+        for name, (start, end) in alone.items():
+            others = [span for other, span in held.items() if other != name]
+            assert all(other_end <= start or other_start >= end for other_start, other_end in others), name
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name(
+                limit_name(open_repository(plan, repository, _settings())))
+        assert (limit.limit, limit.active_slots) == (SLOTS, 0)  # the plan's size; nothing left held
+    assert reached == SLOTS  # the runs did share a repository up to its limit
+
+
+def _settings():
+    from lifeline.configs.settings import load_settings
+
+    return load_settings()
