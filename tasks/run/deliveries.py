@@ -61,7 +61,7 @@ class Acknowledgement(BaseModel):
     note: str = ""
 
 
-EscalationStatus = Literal["open", "acknowledged", "resolved", "exhausted", "stopped"]
+EscalationStatus = Literal["open", "acknowledged", "resolved", "exhausted"]
 
 
 class EscalationState(BaseModel):

@@ -11,14 +11,10 @@ from lifeline.configs.plan import Plan
 from lifeline.tasks.run.deliveries import Delivery, EscalationState
 from lifeline.tasks.run.ledger import Deliveries, Escalations, Ledger
 from lifeline.tasks.run.record import Journal, RunRecord, utc_now
-from lifeline.tasks.steps.escalation import Escalation, acknowledge, contact_named
+from lifeline.tasks.steps.escalation import DELIVERY_WAIT_SECONDS, Escalation, acknowledge, contact_named
 from lifeline.tasks.steps.failover import StepOutcome
 from lifeline.tasks.steps.notify import Announcement, Notifier
 from lifeline.tasks.steps.step import step
-
-DELIVERY_WAIT_SECONDS = 120
-"""How long a run waits, at its end, for its messages still on their way."""
-
 
 INCIDENT_NOTICES = ("incident_declared", "approval_needed", "failover_started")
 """The liaison's first delivery of one of these is the run's `notified` milestone."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from lifeline.configs.plan import Plan
@@ -20,6 +20,8 @@ from lifeline.tasks.run.record import utc_now
 from lifeline.tasks.steps.notify import Announcement, Notifier
 
 POLL_SECONDS = 0.5
+DELIVERY_WAIT_SECONDS = 120
+"""How long a run, or an escalation, waits at its end for its messages still on their way."""
 
 
 @dataclass
@@ -28,20 +30,16 @@ class Escalation:
     notifier: Notifier
     ledger: Ledger
     state: EscalationState
-    stopped: threading.Event = field(default_factory=threading.Event)
-    levels_told: list[int] = field(default_factory=list)
 
     @property
     def outcome(self) -> EscalationStatus | None:
         return None if self.state.status == "open" else self.state.status
 
     def run(self) -> EscalationStatus:
-        """Blocks until the escalation ends; returns how. Stopped (the process is going away), it stays open."""
-        outcome = self._run()
-        if outcome != "open":
-            self.state.status, self.state.ended_at = outcome, utc_now()
-            Escalations(self.ledger).save(self.state)
-        return outcome
+        """Blocks until the escalation ends; returns how."""
+        self.state.status, self.state.ended_at = self._run(), utc_now()
+        Escalations(self.ledger).save(self.state)
+        return self.state.status
 
     def _run(self) -> EscalationStatus:
         announcement = Announcement(self.state.event, self.state.fields)
@@ -49,25 +47,20 @@ class Escalation:
             if position < self.state.notices_sent:
                 continue  # told before a restart
             due = self.state.started_at.timestamp() + minutes * 60
-            while time.time() < due:
-                if (ended := self._ended()) is not None:
-                    return ended
+            while (ended := self._ended()) is None and time.time() < due:
                 time.sleep(min(POLL_SECONDS, max(0.0, due - time.time())))
-            if (ended := self._ended()) is not None:
+            if ended is not None:
                 return ended
             level = self.plan.escalation.levels[index]
             exclude = frozenset(self.state.already_told) if minutes == 0 else frozenset()
             self.notifier.announce(Announcement(announcement.event, announcement.fields, level=index + 1),
                                    [name for name in level.notify if name in self.plan.audiences], exclude)
-            self.levels_told.append(index + 1)
             self.state.notices_sent = position + 1
             Escalations(self.ledger).save(self.state)
-        self.notifier.wait(120)
+        self.notifier.wait(DELIVERY_WAIT_SECONDS)
         return self._ended() or "exhausted"
 
     def _ended(self) -> EscalationStatus | None:
-        if self.stopped.is_set():
-            return "open"
         if Deliveries(self.ledger).acknowledgement(self.state.run_id) is not None:
             return "acknowledged"
         raised_by = self.ledger.run(self.state.run_id)

@@ -10,11 +10,17 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from lifeline.configs.plan import Plan
+from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run.deliveries import EscalationState, EscalationStatus
 from lifeline.tasks.run.ledger import Deliveries, Escalations, Ledger
-from lifeline.tasks.steps.escalation import POLL_SECONDS, Escalation, acknowledge
+from lifeline.tasks.steps.escalation import DELIVERY_WAIT_SECONDS, POLL_SECONDS, Escalation, acknowledge
 from lifeline.tasks.steps.forms import answer_form
 from lifeline.tasks.steps.notify import Notifier
+
+
+class EscalationMissing(LifelineError):
+    user_error = True
+
 
 ESCALATION_FLOW = "escalation"
 ESCALATION_DEPLOYMENT = "escalation"
@@ -44,8 +50,10 @@ def escalate_with_form(plan: Plan, ledger: Ledger, run_id: str) -> EscalationSta
 
     store = Escalations(ledger)
     state = store.get(run_id)
-    if state is None or state.status != "open":
-        return state.status if state is not None else "exhausted"
+    if state is None:
+        raise EscalationMissing(f"run {run_id} has no escalation in the ledger")
+    if state.status != "open":
+        return state.status
     state.flow_run_id = str(flow_run.id)
     store.save(state)
     notifier = Notifier(plan, run_id, Deliveries(ledger))
@@ -78,7 +86,7 @@ def escalate_with_form(plan: Plan, ledger: Ledger, run_id: str) -> EscalationSta
         logger.warning("nobody acknowledged run %s within %d s of its last level", run_id, pause_seconds)
     finally:
         form_closed.set()
-    notifier.wait(120)
+    notifier.wait(DELIVERY_WAIT_SECONDS)  # an acknowledgement ends the levels' thread before its last ones arrive
     notifier.close()
     return escalation.outcome or "open"
 
