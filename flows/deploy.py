@@ -16,22 +16,13 @@ from __future__ import annotations
 
 from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.settings import load_settings
-from lifeline.flows.backup import backup_flow
-from lifeline.flows.drill import drill_flow
-from lifeline.flows.escalation import escalation_flow
-from lifeline.flows.failback import failback_flow
-from lifeline.flows.failover import failover_flow
-from lifeline.flows.restore import restore_flow
 from lifeline.flows.serve import deployments
-from lifeline.flows.verify import verify_flow
 from lifeline.tasks.run import topology
 from lifeline.tasks.steps.repositories import open_repository
 from lifeline.tasks.steps.repository_slots import ensure_limits
 from prefect.deployments.runner import RunnerDeployment
 
 POOL_TYPE = "process"
-FLOWS = {flow.name: flow for flow in (backup_flow, drill_flow, escalation_flow, failback_flow, failover_flow,
-                                      restore_flow, verify_flow)}
 
 
 def site_pool(site: str) -> str:
@@ -59,8 +50,6 @@ def _placed(deployment: RunnerDeployment, name: str, site: str) -> RunnerDeploym
     deployment.name = name
     deployment.work_pool_name = site_pool(site)
     deployment.description = f"{deployment.description} Runs on site {site}'s workers."
-    flow = FLOWS[deployment.flow_name]  # by module path: a worker elsewhere imports it from its installation
-    deployment.entrypoint = f"{flow.fn.__module__}.{flow.fn.__name__}"
     return deployment
 
 

@@ -24,7 +24,11 @@ from lifeline.tasks.steps.escalation_runs import ESCALATION_DEPLOYMENT, carry_on
 from prefect import serve
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
+from prefect.types.entrypoint import EntrypointType
 from prefect.utilities.annotations import freeze
+
+BY_MODULE = EntrypointType.MODULE_PATH  # `lifeline.flows.failover.failover_flow`: a worker on another machine
+# imports it from its own installation, and a served run from this one, whatever the working directory
 
 
 def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
@@ -37,36 +41,43 @@ def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
 
     return [with_supplied_defaults(deployment) for deployment in [
         backup_flow.to_deployment(
+            entrypoint_type=BY_MODULE,
             name="nightly-backup", tags=tags, schedules=cron(plan.schedules.backup),
             parameters={"plan_path": path, "trigger": "schedule"},
             description=f"Back up every dataset of {plan.name}, keep what retention says, check, copy off-site.",
         ),
         failover_flow.to_deployment(
+            entrypoint_type=BY_MODULE,
             name="failover", tags=tags,
             # frozen: a custom run cannot skip the form (the safety catch) with approval=yes
             parameters={"plan_path": path, "approval": freeze("ui"), "trigger": "ui"},
             description=f"Fail {plan.name} over to its DR site. Runs preflight, then waits for approval in a form.",
         ),
         failback_flow.to_deployment(
+            entrypoint_type=BY_MODULE,
             name="failback", tags=tags,
             parameters={"plan_path": path, "approval": freeze("ui"), "trigger": "ui"},
             description=f"Fail {plan.name} back to its primary site, keeping the old primary's data aside.",
         ),
         restore_flow.to_deployment(
+            entrypoint_type=BY_MODULE,
             name="restore", tags=tags, parameters={"plan_path": path, "trigger": "ui"},
             description="Restore a dataset (latest, a snapshot id, or as of a time) to a folder or database, verified.",
         ),
         drill_flow.to_deployment(
+            entrypoint_type=BY_MODULE,
             name="drill", tags=[*tags, "drill"], schedules=cron(plan.schedules.drill),
             parameters={"plan_path": path, "scenario": "", "trigger": "schedule"},
             description="Rehearse a scenario (empty: the most overdue one), score it, return to the normal state.",
         ),
         verify_flow.to_deployment(
+            entrypoint_type=BY_MODULE,
             name="verify", tags=tags, schedules=cron(plan.schedules.verify),
             parameters={"plan_path": path, "trigger": "schedule"},
             description="Run every service check of the plan once.",
         ),
         escalation_flow.to_deployment(
+            entrypoint_type=BY_MODULE,
             name=ESCALATION_DEPLOYMENT, tags=tags, parameters={"plan_path": path},
             description="Started by a run whose incident needs a person: tells the plan's escalation levels until "
                         "somebody acknowledges in the run's form or with `lifeline ack`.",

@@ -305,12 +305,10 @@ def serve(
     if query_seconds is not None and query_seconds <= 0:
         fail(f"--query-seconds: must be more than 0, not {query_seconds}")
     loaded = loaded_plan(plan)
-    from lifeline.flows.cli.server import api_url_for_cli
+    from lifeline.flows.cli.control_plane import lasting_api_url
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    url = api_url_for_cli()
-    if url is None:
-        fail("serve needs a Prefect server that outlives it: set PREFECT_API_URL, or unset LIFELINE_PREFECT")
+    url = lasting_api_url("serve")
     from lifeline.flows.serve import serve_plan
 
     with temporary_settings({PREFECT_API_URL: url}):
@@ -358,7 +356,7 @@ def prefect_for_cli():
     """
     from contextlib import nullcontext
 
-    from lifeline.flows.cli.server import api_url_for_cli
+    from lifeline.flows.cli.control_plane import api_url_for_cli
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     url = api_url_for_cli()
@@ -376,7 +374,7 @@ def _mount_lab() -> None:
 
 
 _mount_lab()
-from lifeline.flows.cli import communications, server  # noqa: E402, F401 - registers contacts, notify, ack, server
+from lifeline.flows.cli import communications, control_plane  # noqa: E402, F401 - contacts, notify, ack, server, deploy, worker
 
 
 def main() -> None:

@@ -56,6 +56,14 @@ def api_url_for_cli() -> str | None:
     return server.api_url
 
 
+def lasting_api_url(command: str) -> str:
+    """For a command whose work outlives it (serve, deploy, a worker): a server, never a temporary one."""
+    url = api_url_for_cli()
+    if url is None:
+        fail(f"{command} needs a Prefect server that outlives it: set PREFECT_API_URL, or unset LIFELINE_PREFECT")
+    return url
+
+
 @server_app.command()
 def start() -> None:
     """Start the server in the background (or find it running) and print its address."""
@@ -102,8 +110,7 @@ def status(
 def deploy(plan: PlanOption = None, as_json: JsonOption = False) -> None:
     """Deploy every flow of the plan to its site's Prefect work pool (`lifeline-<site>`); again: update in place."""
     loaded = loaded_plan(plan)
-    if api_url_for_cli() is None:
-        fail("deploy needs a Prefect server that outlives it: set PREFECT_API_URL, or unset LIFELINE_PREFECT")
+    lasting_api_url("deploy")
     from lifeline.flows.deploy import deploy_plan
 
     applied = deploy_plan(loaded)
@@ -127,8 +134,7 @@ def worker(
     loaded = loaded_plan(plan)
     if site not in loaded.plan.sites:
         fail(f"--site: no site {site!r} in plan {loaded.plan.name} (its sites: {', '.join(loaded.plan.sites)})")
-    if api_url_for_cli() is None:
-        fail("a worker needs a Prefect server: set PREFECT_API_URL, or unset LIFELINE_PREFECT")
+    lasting_api_url("worker")
     from lifeline.flows.deploy import POOL_TYPE, site_pool
 
     argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", site_pool(site), "--type", POOL_TYPE,

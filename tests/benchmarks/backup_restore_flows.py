@@ -183,6 +183,7 @@ def fixed_costs(root: Path, tiny_plan: Path, api_url: str, calls: ResticCalls, s
     server_env = {**os.environ, "PREFECT_API_URL": api_url}
     ephemeral_env = {name: value for name, value in os.environ.items() if name != "PREFECT_API_URL"}
     ephemeral_env["PREFECT_HOME"] = str(root / "prefect-ephemeral")
+    ephemeral_env["LIFELINE_PREFECT"] = "ephemeral"  # not Lifeline's background server (the default now)
     # Prefect gives its temporary server 20 s to start; a busy 2-core machine can need more.
     ephemeral_env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_TIMEOUT))
     heartbeat_off = cli_heartbeat_off_argv()
