@@ -39,6 +39,8 @@ class Repository(PlanModel):
     concurrency: int = Field(4, ge=1, le=64, description="Backups, restores and copies that may use it at once, "
                              "across every worker (a Prefect global concurrency limit); forget, prune and check "
                              "take it whole.")
+    prune_every_hours: float = Field(12, ge=0, description="A backup run prunes the repository when its last "
+                                     "prune is older than this (0: every run); `lifeline backup --maintain` prunes now.")
 
     @field_validator("url")
     @classmethod
@@ -152,6 +154,8 @@ class Checks(PlanModel):
     read_data_subset: str = Field(
         "5%", pattern=r"^(\d+(\.\d+)?%|\d+/\d+|\d+[KMGT]?)$", description="restic check --read-data-subset."
     )
+    every_hours: float = Field(12, ge=0, description="A backup run checks a repository when its last check is "
+                               "older than this (0: every run); `lifeline backup --maintain` checks now.")
 
 
 class Schedules(PlanModel):

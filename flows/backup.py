@@ -1,6 +1,8 @@
-"""Nightly backup: every dataset into its repository, retention, integrity check, off-site copy.
+"""Nightly backup: every dataset into its repository, retention, off-site copy, and prune and integrity
+check when they are due (tasks/steps/maintenance.py).
 
-Repositories work in parallel; within one repository the file lock orders exclusive steps.
+Repositories work in parallel; within one repository its slots (a Prefect global concurrency limit) order
+the exclusive steps.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from lifeline.configs.settings import Settings, load_settings
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run import topology
 from lifeline.tasks.run.ledger import Ledger, SnapshotFacts
-from lifeline.tasks.run.record import Journal, Trigger
+from lifeline.tasks.run.record import Journal, Trigger, utc_now
 from lifeline.tasks.steps.backup import (
     DatasetBackup,
     apply_retention,
@@ -22,6 +24,7 @@ from lifeline.tasks.steps.backup import (
     prepare_repository,
     prune_repository,
 )
+from lifeline.tasks.steps.maintenance import Operation, not_due, record_done
 from lifeline.tasks.steps.recorded_run import recorded_run
 from lifeline.tasks.steps.repositories import dataset_tags, open_repository
 from lifeline.tasks.steps.repository_slots import ensure_limits
@@ -44,6 +47,7 @@ def backup_flow(
     trigger: Trigger = "cli",
     record_id: str | None = None,
     site: str | None = None,
+    maintain: bool = False,
 ) -> str:
     """Back up every dataset of the plan (or one), keep what the retention says, check, copy off-site.
 
@@ -51,18 +55,19 @@ def backup_flow(
         plan_path: The plan file (YAML) on the machine that runs Lifeline.
         dataset: Back up only this dataset; empty for all of them.
         site: Back up only the datasets held at this site (a work pool's deployment sets it); empty for all.
+        maintain: Prune and check every repository used, due or not (see the plan's `checks.every_hours`).
         trigger: Who started the run: schedule, ui or cli.
         record_id: Id for the run record (the CLI sets it); empty for a new one.
     """
     loaded = load_plan(Path(plan_path))
     settings = load_settings()
     with recorded_run("backup", loaded, settings, trigger=trigger, record_id=record_id) as journal:
-        run_backups(loaded, settings, journal, only=dataset, site=site)
+        run_backups(loaded, settings, journal, only=dataset, site=site, maintain=maintain)
         return journal.record.id
 
 
 def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: str | None = None,
-                site: str | None = None) -> None:
+                site: str | None = None, maintain: bool = False) -> None:
     plan = loaded.plan
     names = [only] if only else list(plan.datasets) if site is None else topology.dataset_sites(plan).get(site, [])
     for name in names:
@@ -117,25 +122,34 @@ def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: 
                     journal=journal, step_name=f"copy {name} to {target}", wait_for=[ready[target]],
                 )
             )
-    maintenance = []
+    ledger = Ledger(settings.ledger)
+
+    def due(name: str, operation: Operation) -> bool:
+        reason = None if maintain else not_due(plan, name, repositories[name], operation, ledger,
+                                               journal.record.started_at)
+        if reason:
+            journal.record_skipped(f"{operation} {name}", reason)
+        return reason is None
+
+    maintenance: dict[tuple[str, Operation], PrefectFuture] = {}
     for name in sorted({plan.datasets[n].repository for n in names}):
-        pruned = prune_repository.submit(
-            repositories[name], locks,
-            journal=journal, step_name=f"prune {name}",
-            wait_for=[ready[name], *(allow_failure(f) for f in after_backup[name] + copies)],
-        )
-        maintenance.append(
-            check_repository.submit(
-                repositories[name], plan.checks.read_data_subset, locks,
-                journal=journal, step_name=f"check {name}", wait_for=[ready[name], allow_failure(pruned)],
-            )
-        )
-        maintenance.append(pruned)
-    everything = [*ready.values(), *backups.values(), *copies, *maintenance] + [
+        after_writes = [ready[name], *(allow_failure(f) for f in after_backup[name] + copies)]
+        if due(name, "prune"):
+            maintenance[name, "prune"] = prune_repository.submit(
+                repositories[name], locks, journal=journal, step_name=f"prune {name}", wait_for=after_writes)
+        if due(name, "check"):
+            pruned = [allow_failure(maintenance[name, "prune"])] if (name, "prune") in maintenance else []
+            maintenance[name, "check"] = check_repository.submit(
+                repositories[name], plan.checks.read_data_subset, locks, journal=journal, step_name=f"check {name}",
+                wait_for=[*after_writes, *pruned])
+    everything = [*ready.values(), *backups.values(), *copies, *maintenance.values()] + [
         f for futures in after_backup.values() for f in futures
     ]
     wait(everything)
     record_results(loaded, settings, journal, [backups[name] for name in names])
+    for (name, operation), future in maintenance.items():
+        if future.state.is_completed():
+            record_done(ledger, repositories[name], operation, utc_now(), journal.record.id)
     failures = [error for future in everything if (error := _failure(future)) is not None]
     if failures:
         raise BackupFailed(_unique(failures))

@@ -49,6 +49,26 @@ def test_backup_then_verified_restore_gives_back_every_file(files_setup, tmp_pat
     assert not list(tmp_path.glob(".restored.lifeline-staging-*"))
 
 
+def test_prune_and_check_run_when_due_and_maintain_runs_them_now(files_setup):
+    plan, _, _ = files_setup
+
+    def maintenance(record_id: str) -> dict[str, tuple[str, str | None]]:
+        steps = ledger().run(record_id).steps
+        return {step.name: (step.status, step.detail.get("reason")) for step in steps
+                if step.name in ("prune local", "check local", "retention recordings")}
+
+    first = maintenance(backup_flow(str(plan)))
+    soon_after = maintenance(backup_flow(str(plan)))
+    maintained = maintenance(backup_flow(str(plan), maintain=True))
+
+    assert first == maintained == {name: ("completed", None)
+                                   for name in ("prune local", "check local", "retention recordings")}
+    assert soon_after["retention recordings"] == ("completed", None)  # the policy applies every run
+    for name in ("prune local", "check local"):
+        status, reason = soon_after[name]
+        assert status == "skipped" and "due every 12 h" in reason and "--maintain" in reason
+
+
 def test_second_backup_measures_rpo_as_time_since_previous_snapshot(files_setup):
     plan, recordings, _ = files_setup
     first = ledger().run(backup_flow(str(plan)))

@@ -41,15 +41,17 @@ def validate(plan: PlanOption = None) -> None:
 def backup(
     plan: PlanOption = None,
     dataset: Annotated[str | None, typer.Option(help="Back up only this dataset.")] = None,
+    maintain: Annotated[bool, typer.Option("--maintain", help="Prune and check the repositories now, due or not.")]
+    = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Back up every dataset (or one) as one run: backup, retention, check, off-site copy."""
+    """Back up every dataset (or one) as one run: backup, retention, off-site copy; prune and check when due."""
     loaded = loaded_plan(plan)
     if dataset is not None and dataset not in loaded.plan.datasets:
         fail(f"--dataset: no dataset named {dataset!r} (known: {', '.join(loaded.plan.datasets)})")
     from lifeline.flows.backup import backup_flow
 
-    run_and_report(backup_flow, as_json, plan_path=str(loaded.path), dataset=dataset)
+    run_and_report(backup_flow, as_json, plan_path=str(loaded.path), dataset=dataset, maintain=maintain)
 
 
 @app.command()

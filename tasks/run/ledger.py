@@ -28,6 +28,7 @@ class _Sql(NamedTuple):
     deliveries: sqlalchemy.Table
     acknowledgements: sqlalchemy.Table
     escalations: sqlalchemy.Table
+    maintenance: sqlalchemy.Table
 
 
 @cache
@@ -82,7 +83,15 @@ def _sql() -> _Sql:
         sa.Column("status", sa.String(16), nullable=False, index=True),
         sa.Column("escalation", sa.Text, nullable=False),
     )
-    return _Sql(metadata, runs, snapshots, deliveries, acknowledgements, escalations)
+    maintenance = sa.Table(  # a repository's last prune and last check, whichever plan or worker ran them
+        "maintenance",
+        metadata,
+        sa.Column("repository", sa.String(200), primary_key=True),  # its name and a hash of its URL
+        sa.Column("operation", sa.String(16), primary_key=True),
+        sa.Column("at", sa.String(40), nullable=False),
+        sa.Column("run_id", sa.String(32), nullable=False),
+    )
+    return _Sql(metadata, runs, snapshots, deliveries, acknowledgements, escalations, maintenance)
 
 
 class SnapshotFacts(BaseModel):
@@ -233,6 +242,22 @@ class Ledger:
             query = query.where(snapshots_table.c.recorded_at < _iso(before))
         with self.engine.connect() as connection:
             return [SnapshotFacts.model_validate_json(text) for (text,) in connection.execute(query)]
+
+    def record_maintenance(self, repository: str, operation: str, at: datetime, run_id: str) -> None:
+        table = _sql().maintenance
+        key = (table.c.repository == repository) & (table.c.operation == operation)
+        with self.engine.begin() as connection:
+            connection.execute(table.delete().where(key))
+            connection.execute(table.insert().values(repository=repository, operation=operation, at=_iso(at),
+                                                     run_id=run_id))
+
+    def last_maintenance(self, repository: str, operation: str) -> datetime | None:
+        table = _sql().maintenance
+        query = table.select().with_only_columns(table.c.at).where(
+            table.c.repository == repository, table.c.operation == operation)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        return datetime.fromisoformat(row[0]) if row else None
 
 
 class Deliveries:

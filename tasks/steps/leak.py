@@ -192,10 +192,6 @@ def _write_new_password(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-def _local_repository_exists(url: str) -> bool:
-    return not url.startswith(RESTIC_REMOTE_SCHEMES) and (Path(url.removeprefix("local:")) / "config").exists()
-
-
 @step(retries=0, timeout_seconds=300)
 def create_clean_repository(old: ResticRepository, new: ResticRepository) -> Done:
     """A new random password (0600) and `init --copy-chunker-params` from the old repository.
@@ -205,7 +201,7 @@ def create_clean_repository(old: ResticRepository, new: ResticRepository) -> Don
     password_file = Path(new.password_file)
     reused = password_file.exists() and new.exists()
     if not reused:
-        if not password_file.exists() and _local_repository_exists(new.url):
+        if not password_file.exists() and new.local_path is not None and new.exists():
             raise LeakRecoveryFailed(f"{new.display_url} already exists but {password_file} does not: "
                                      "choose another new_repository_url")
         if password_file.exists():

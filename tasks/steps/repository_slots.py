@@ -39,9 +39,13 @@ class Held(BaseModel):
         return {"slots": self.slots, "held_from": _iso(self.acquired_at), "held_until": _iso(self.released_at)}
 
 
+def repository_key(repository: ResticRepository) -> str:
+    """Its name and a hash of its URL: two plans that name one repository differently still share the key."""
+    return f"{repository.name}-{hashlib.sha256(repository.url.encode()).hexdigest()[:8]}"
+
+
 def limit_name(repository: ResticRepository) -> str:
-    """Per repository URL, so two plans that name the same repository differently share one limit."""
-    return f"lifeline-repository-{repository.name}-{hashlib.sha256(repository.url.encode()).hexdigest()[:8]}"
+    return f"lifeline-repository-{repository_key(repository)}"
 
 
 def ensure_limits(plan: Plan, repositories: Mapping[str, ResticRepository]) -> None:

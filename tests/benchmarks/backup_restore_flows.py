@@ -111,9 +111,10 @@ def write_plan(path: Path, name: str, data_root: Path, repository: Path, passwor
         "name": name,
         "timezone": "UTC",
         "targets": {"rto_minutes": 60, "rpo_minutes": 1440},
-        "repositories": {REPOSITORY: {"url": str(repository), "password_file": str(password_file), "init": False}},
+        "repositories": {REPOSITORY: {"url": str(repository), "password_file": str(password_file), "init": False,
+                                      "prune_every_hours": 0}},
         "datasets": {DATASET: {"repository": REPOSITORY, "paths": [str(data_root)]}},
-        "checks": {"read_data_subset": CHECK_SUBSET},
+        "checks": {"read_data_subset": CHECK_SUBSET, "every_hours": 0},  # this benchmark times every step, every run
     }
     path.write_text(yaml.safe_dump(plan, sort_keys=False))
     return path

@@ -223,7 +223,16 @@ class ResticRepository:
         self._run("init", init_arguments(source is not None),
                   extra_environment=self.copy_source_environment(source) if source else None)
 
+    @property
+    def local_path(self) -> Path | None:
+        """A local repository's folder (an absolute path, or local:PATH); None for every other backend."""
+        path = self.url.removeprefix("local:")
+        return Path(path) if path.startswith("/") else None
+
     def exists(self) -> bool:
+        """A local repository's config file says so at once; other backends are asked through restic."""
+        if (folder := self.local_path) is not None:
+            return (folder / "config").is_file()
         try:
             self._run("cat config", ("cat", "config"))
         except RepositoryMissing:
