@@ -4,7 +4,8 @@ that a failover runs on the DR site's worker and depends on nothing at the site 
 - Failover, failback, restore, verify, drill and escalation run on the DR site's pool (the site that is
   not the normal primary): those are the runs an operator needs when the primary site is gone.
 - Backups run on the pool of the site that holds the data (each dataset's `site`), one deployment per site.
-- Each repository gets its Prefect global concurrency limit, sized by the plan (see repository_slots).
+- Each repository and each host gets its Prefect global concurrency limit, sized by the plan (see
+  repository_slots and host_slots).
 - Names carry the plan's name (`<plan>-failover`), so two plans on one server do not collide; deploying
   again updates each deployment in place.
 
@@ -18,6 +19,7 @@ from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.settings import load_settings
 from lifeline.flows.serve import deployments
 from lifeline.tasks.run import topology
+from lifeline.tasks.steps.host_slots import ensure_host_limits
 from lifeline.tasks.steps.repositories import open_repository
 from lifeline.tasks.steps.repository_slots import ensure_limits
 from prefect.deployments.runner import RunnerDeployment
@@ -76,6 +78,7 @@ def deploy_plan(loaded: LoadedPlan) -> list[tuple[str, str, str]]:
     ensure_pools(list(loaded.plan.sites))
     settings = load_settings()
     ensure_limits(loaded.plan, {name: open_repository(loaded.plan, name, settings) for name in loaded.plan.repositories})
+    ensure_host_limits(loaded.plan)
     applied = []
     for deployment in placed_deployments(loaded):
         deployment_id = deployment.apply(work_pool_name=deployment.work_pool_name)

@@ -103,6 +103,16 @@ def step_named(record: RunRecord, name: str) -> Step:
     return matches[-1]
 
 
+def most_at_once(spans: list[tuple[Any, Any]]) -> int:
+    """The most spans (start, end) open at one moment; an end sorts before a start at the same instant."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    current = highest = 0
+    for _, change in events:
+        current += change
+        highest = max(highest, current)
+    return highest
+
+
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     while True:

@@ -12,20 +12,11 @@ from lifeline.flows.backup import backup_flow
 from lifeline.tasks.steps.repositories import open_repository
 from lifeline.tasks.steps.repository_slots import limit_name
 
-from tests.helpers import ledger, write_password, write_plan
+from tests.helpers import ledger, most_at_once, write_password, write_plan
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "lifeline_home")
 
 SLOTS = 2
-
-
-def most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
-    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-    current = highest = 0
-    for _, change in events:  # an end sorts before a start at the same instant
-        current += change
-        highest = max(highest, current)
-    return highest
 
 
 def test_twenty_datasets_over_four_repositories_stay_within_their_limits(tmp_path):

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from lifeline.configs.loading import load_plan
 from lifeline.infra.lab import power
+from lifeline.tasks.run import topology
+from lifeline.tasks.steps.host_slots import host_limit_name
 
 from tests.helpers import ledger, wait_for
 from tests.lab_fixtures import Lab, WriteMonitor, back_to_main_with_one_primary_at_a_time
@@ -93,6 +95,9 @@ def test_failover_runs_on_drs_worker_with_main_powered_off_and_mains_backup_wait
     pools = {entry["deployment"]: entry["work_pool"] for entry in json.loads(deployed.stdout)}
     assert pools[f"failover/{plan.name}-failover"] == pools[f"failback/{plan.name}-failback"] == "lifeline-dr"
     assert pools[f"backup/{plan.name}-backup-main"] == "lifeline-main"
+    limits = {limit["name"]: limit["limit"] for limit in plane.api.post("/v2/concurrency_limits/filter", {"limit": 200})}
+    targets = topology.ssh_targets(plan.hosts)
+    assert {limits.get(host_limit_name(targets[name])) for name in plan.hosts} == {8}  # every host's, plan-sized
     again = cli(plane.env, "deploy", "--plan", str(lab.plan), "--json")
     assert {entry["id"] for entry in json.loads(again.stdout)} == {entry["id"] for entry in json.loads(deployed.stdout)}
     # A second plan on the same server gets deployments of its own, on the same site pools.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -202,9 +203,10 @@ def _site_and_cloud_probes(plan: Plan, site: str) -> list[Probe]:
 def _run_probes(probes: list[Probe], listings: Sequence[Callable[[], list[ReadinessItem]]] = ()) -> list[ReadinessItem]:
     """Every probe and listing runs concurrently; each failure becomes a reason, never an exception."""
     with ThreadPoolExecutor(max_workers=max(1, len(probes) + len(listings))) as pool:
-        listed = [pool.submit(listing) for listing in listings]
-        items = list(pool.map(lambda probe: _guarded(*probe), probes))
-        return items + [item for future in listed for item in future.result()]
+        # each in a copy of this context: the step's time limit and the hosts' session gate reach the threads
+        listed = [pool.submit(copy_context().run, listing) for listing in listings]
+        probed = [pool.submit(copy_context().run, _guarded, *probe) for probe in probes]
+        return [future.result() for future in probed] + [item for future in listed for item in future.result()]
 
 
 def assess_readiness(plan: Plan, settings: Settings, target_site: str) -> Readiness:

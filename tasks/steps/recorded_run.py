@@ -14,6 +14,7 @@ from lifeline.tasks.run.ledger import Deliveries, Ledger
 from lifeline.tasks.run.record import Journal, RunKind, RunRecord, Trigger, utc_now
 from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.communication import RunCommunications, communicates
+from lifeline.tasks.steps.host_slots import hosts_limited
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 from prefect.states import Cancelled
@@ -106,7 +107,8 @@ def recorded_run(
         journal.announce, journal.answered_by = communications.announce, communications.answered_by
         journal.send = communications.send
     try:
-        yield journal
+        with hosts_limited(loaded.plan):
+            yield journal
         record.status = "completed" if record.status == "running" else record.status
     except BaseException as error:
         record.status = "cancelled" if isinstance(error, KeyboardInterrupt) else "failed"

@@ -20,10 +20,10 @@ from lifeline.configs.plan import Plan
 from lifeline.tasks.adapters.locks import repository_lock
 from lifeline.tasks.adapters.restic import ResticRepository
 from lifeline.tasks.run.record import utc_now
+from lifeline.tasks.steps.limits import ensure_sizes, held, size_of
 from pydantic import BaseModel
 
 DEFAULT_SLOTS = 4
-LEASE_SECONDS = 120  # renewed while held; a killed holder's slots come back after it
 
 
 class Held(BaseModel):
@@ -50,35 +50,23 @@ def limit_name(repository: ResticRepository) -> str:
 
 def ensure_limits(plan: Plan, repositories: Mapping[str, ResticRepository]) -> None:
     """Create each repository's limit, or resize it to the plan's `concurrency`."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        for name, repository in repositories.items():
-            configured = plan.repositories.get(name)  # a data leak's new repository is not in the plan
-            size = configured.concurrency if configured else DEFAULT_SLOTS
-            client.upsert_global_concurrency_limit_by_name(limit_name(repository), size)
+    ensure_sizes({limit_name(repository): (configured.concurrency if (configured := plan.repositories.get(name))
+                                           else DEFAULT_SLOTS)  # a data leak's new repository is not in the plan
+                  for name, repository in repositories.items()})
 
 
 @contextmanager
 def repository_slots(repository: ResticRepository, locks_dir: Path, *, exclusive: bool) -> Iterator[Held]:
     """One slot (shared), or every slot (exclusive), then the machine's file lock; the server's limit first,
     always, so that two holders never wait on each other in opposite orders."""
-    from prefect.client.orchestration import get_client
-    from prefect.concurrency.sync import concurrency
-
     name = limit_name(repository)
-    size = 1
-    if exclusive:
-        with get_client(sync_client=True) as client:
-            size = client.read_global_concurrency_limit_by_name(name).limit
-    held = Held(repository=repository.name, slots=size)
-    with concurrency(name, occupy=size, strict=True, lease_duration=LEASE_SECONDS), \
-            repository_lock(locks_dir, repository.name, repository.url, exclusive=exclusive):
-        held.acquired_at = utc_now()
+    holding = Held(repository=repository.name, slots=size_of(name) if exclusive else 1)
+    with held(name, holding.slots), repository_lock(locks_dir, repository.name, repository.url, exclusive=exclusive):
+        holding.acquired_at = utc_now()
         try:
-            yield held
+            yield holding
         finally:
-            held.released_at = utc_now()
+            holding.released_at = utc_now()
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -13,8 +13,10 @@ login shell).
 from __future__ import annotations
 
 import atexit
+import contextvars
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 from lifeline.tasks.adapters.deadline import within_step
@@ -39,11 +41,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_SECONDS", "AuthenticationFailed", "HostKeyMismatch", "HostUnreachable", "SshCommandFailed",
     "SshCommandTimeout", "SshError", "SshResult", "SshTarget", "UnknownHostKey", "close_all", "command_line",
-    "default_pool", "program_name", "run",
+    "default_pool", "program_name", "run", "sessions_gated_by",
 ]
 
 _default_pool: SshPool | None = None
 _default_pool_lock = threading.Lock()
+
+SessionGate = Callable[[SshTarget], AbstractContextManager[object]]
+_session_gate: contextvars.ContextVar[SessionGate | None] = contextvars.ContextVar("ssh_session_gate", default=None)
 
 
 def default_pool() -> SshPool:
@@ -58,9 +63,23 @@ def default_pool() -> SshPool:
         return _default_pool
 
 
+@contextmanager
+def sessions_gated_by(gate: SessionGate) -> Iterator[None]:
+    """Inside this block, and in threads started with its context, every command first enters `gate(target)`:
+    how a caller limits the commands a host runs at once (the steps: a limit shared by every worker)."""
+    token = _session_gate.set(gate)
+    try:
+        yield
+    finally:
+        _session_gate.reset(token)
+
+
 def run(target: SshTarget, command: Sequence[str] | str, timeout: float, *, check: bool = False) -> SshResult:
-    """Run command on target over the process-wide pool (see SshPool.run), within the step's time limit."""
-    return default_pool().run(target, command, within_step(timeout) or timeout, check=check)
+    """Run command on target over the process-wide pool (see SshPool.run), within the step's time limit,
+    once the session gate (if any) lets it."""
+    gate = _session_gate.get()
+    with gate(target) if gate is not None else nullcontext():
+        return default_pool().run(target, command, within_step(timeout) or timeout, check=check)
 
 
 def close_all() -> None:
