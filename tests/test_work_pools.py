@@ -15,12 +15,15 @@ from pathlib import Path
 
 import pytest
 from lifeline.configs.loading import load_plan
-from lifeline.infra.lab import power
+from lifeline.infra.lab import control_plane as lab_control_plane
+from lifeline.infra.lab import down, open_lab, postgres, power, up
+from lifeline.infra.lab.processes import is_alive, processes_mentioning
 from lifeline.tasks.run import topology
+from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.steps.host_slots import host_limit_name
 
 from tests.helpers import ledger, wait_for
-from tests.lab_fixtures import Lab, WriteMonitor, back_to_main_with_one_primary_at_a_time
+from tests.lab_fixtures import Lab, WriteMonitor, back_to_main_with_one_primary_at_a_time, new_lab_home
 from tests.pg_fixtures import PostgresServer
 from tests.serve_fixtures import Api
 from tests.servers import free_port
@@ -138,3 +141,42 @@ def test_failover_runs_on_drs_worker_with_main_powered_off_and_mains_backup_wait
     finally:
         for worker in workers.values():
             stop(worker)
+
+
+def test_the_labs_control_plane_runs_on_ops_and_each_worker_goes_down_with_its_site() -> None:
+    """`lab up --control-plane`: Prefect's server on the ops cluster's PostgreSQL, the plan deployed, a worker per
+    site; main's backup runs on main's worker; powering main off takes its worker, powering it on brings it back."""
+    home = new_lab_home("lifeline-lab-plane-")
+    quiet = {"log": lambda message: None}
+    server_before = None
+    try:
+        plan_path = up(home, free_ports=True, control_plane=True, **quiet)
+        context = open_lab(home)
+        plane = lab_control_plane.status(context)
+        api = Api(plane.api_url)
+        assert plane.server_pid and ("flow_run",) in postgres.query(
+            context, "calllog", "SELECT table_name FROM information_schema.tables WHERE table_name = 'flow_run'",
+            database=lab_control_plane.DATABASE)
+
+        def online(site: str) -> bool:
+            return any(worker["status"] == "ONLINE" for worker in api.post(f"/work_pools/lifeline-{site}/workers/filter"))
+
+        wait_for(lambda: online("main") and online("dr"), 90, "both sites' workers online")
+        plan = load_plan(plan_path).plan
+        run = api.create_run(api.deployment("backup", f"{plan.name}-backup-main")["id"])
+        done = api.wait_for_state(run["id"], {"COMPLETED"}, 300)
+        assert done["work_pool_name"] == "lifeline-main"
+        record = Ledger(f"sqlite:///{home / 'ledger.sqlite'}").run(api.record_id(run["id"], "backup"))
+        assert record.status == "completed" and len(record.snapshots) == len(plan.datasets)
+
+        server_before = plane.server_pid
+        power("main", "off", home)
+        after_power_cut = lab_control_plane.status(open_lab(home))
+        assert after_power_cut.workers["main"] is None and after_power_cut.workers["dr"] is not None
+        assert after_power_cut.server_pid == server_before  # the control plane is not at the site that failed
+        power("main", "on", home)
+        assert lab_control_plane.status(open_lab(home)).workers["main"] is not None
+    finally:
+        down(home, purge=True, **quiet)
+    assert not [pid for pid in processes_mentioning(str(home)) if is_alive(pid)]
+    assert server_before is None or not is_alive(server_before)  # `lab down` stopped the server too

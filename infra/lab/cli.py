@@ -65,12 +65,15 @@ def up_command(
     free_ports: Annotated[bool, typer.Option(
         "--free-ports", help="Pick free ports (first up only; not with --netns).")] = False,
     call_rate: Annotated[float | None, typer.Option("--call-rate", min=0, help="Calls per second.")] = None,
+    control_plane: Annotated[bool, typer.Option(
+        "--control-plane", help="Also a Prefect server on ops (on PostgreSQL), the plan deployed to a work pool "
+        "per site, and a worker per site; kept by later `up`s.")] = False,
 ) -> None:
     """Bring the lab up (or repair it); print the lab plan's absolute path."""
     from .lab import up
 
     plan_path = _guard(lambda: up(_home(context), netns=netns, port_base=port_base, free_ports=free_ports,
-                                  call_rate=call_rate))
+                                  call_rate=call_rate, control_plane=control_plane))
     print(plan_path)
 
 
@@ -102,6 +105,10 @@ def status_command(
     for name, component in report["components"].items():
         print(f"  {name:17} {'up  ' if component['up'] else 'DOWN'} {component['address'] or ''}")
     print(f"  databases: {report['databases']}; dns {report['dns']['record']} -> {report['dns']['points_at']}")
+    if plane := report["control_plane"]:
+        workers = ", ".join(f"{site} {'up' if pid else 'DOWN'}" for site, pid in plane["workers"].items())
+        print(f"  control plane: server {'up' if plane['server_pid'] else 'DOWN'} at {plane['api_url']} "
+              f"({plane['database']}); workers: {workers}")
     for reason in report["not_normal_because"]:
         print(f"  - {reason}")
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from . import aws, components, postgres
+from . import aws, components, control_plane, postgres
 from .context import LabContext
 from .processes import LabError, LabUsageError, say
 from .state import (
@@ -179,6 +179,9 @@ def power_off(context: LabContext, site: str) -> list[str]:
         raise LabUsageError(f"unknown site {site!r}; sites: {', '.join(SITES)}")
     at = now_iso()
     done: list[str] = []
+    if context.state.control_plane:
+        stopped = control_plane.stop_worker(context, site, crash=True)
+        done.append(f"{control_plane.worker_name(site)}: {'stopped' if stopped else 'was not running'}")
     for name in reversed(site_components(site)):
         stopped = components.stop(context, name, crash=True)
         done.append(f"{name}: {'stopped' if stopped else 'was not running'}")
@@ -219,6 +222,8 @@ def power_on(context: LabContext, site: str) -> list[str]:
         except LabError as error:
             done.append(f"{name}: failed to start: {error}")
             raise
+    if context.state.control_plane:
+        done.append(control_plane.start_worker(context, site))
     return done
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import components, faults, plan, postgres, site_files, sshd
+from . import control_plane as control_plane_of_lab
 from .context import LabContext
 from .processes import (
     LabError,
@@ -228,6 +229,7 @@ def up(
     free_ports: bool = False,
     call_rate: float | None = None,
     template: Path | None = None,
+    control_plane: bool = False,
     log: Log = say,
 ) -> Path:
     """Bring the lab up (create it the first time, repair it after); returns the plan's path."""
@@ -264,6 +266,12 @@ def up(
             components.stop(context, "callgen")
         _ensure_running(context, create=True, log=log)
         plan_path = plan.write(context, template)
+        if control_plane and not state.control_plane:
+            state.control_plane = True
+            save_state(paths, state)
+        if state.control_plane:
+            for done in control_plane_of_lab.start(context, plan_path):
+                log(done)
     log(f"lab up in {time.monotonic() - started:.1f}s; plan: {plan_path}")
     return plan_path
 
@@ -287,6 +295,7 @@ def down(home: Path | None = None, *, purge: bool = False, log: Log = say) -> li
             if time.monotonic() - began > 2.0:
                 log(f"{name} took {time.monotonic() - began:.1f}s to stop")
 
+        stopped.extend(control_plane_of_lab.stop(context))  # before the ops database it runs on
         _parallel([lambda: stop("callgen"), lambda: stop("service-main"), lambda: stop("service-dr")])
         _parallel([partial(stop, name) for name in COMPONENT_SIDES
                    if name not in ("callgen", "service-main", "service-dr")])
@@ -363,6 +372,9 @@ def heal(home: Path | None = None, log: Log = say) -> list[str]:
                 note(f"{name}: started")
         for done in faults.heal_compromise(context):  # whatever a data-leak recovery revoked
             note(done)
+        if context.state.control_plane:
+            for done in control_plane_of_lab.start(context, context.paths.plan_file):
+                note(done)
         if active:
             note(f"cleared faults: {', '.join(active)}")
     return notes

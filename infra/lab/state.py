@@ -64,6 +64,7 @@ class Ports(BaseModel):
     service_dr: int = 8082
     # Added after the first release: last, so that from_base keeps every older port where it was.
     chat: int = 8025
+    prefect: int = 4220  # the control plane's Prefect server (`lab up --control-plane`)
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
@@ -83,7 +84,7 @@ class Ports(BaseModel):
         were a block, else the default, else (taken) one the kernel says is free."""
         if not isinstance(data, dict) or "chat" in data or "service_dr" not in data:
             return data
-        older = [name for name in cls.model_fields if name != "chat"]
+        older = [name for name in cls.model_fields if name not in ("chat", "prefect")]
         if all(isinstance(data.get(name), int) for name in older) and \
                 [data[name] for name in older] == list(range(data[older[0]], data[older[0]] + len(older))):
             return {**data, "chat": data[older[0]] + len(older)}
@@ -146,6 +147,7 @@ class LabState(BaseModel):
     powered_off: list[str] = Field(default_factory=list)
     recordings_seeded: bool = False
     crm_seeded: bool = False
+    control_plane: bool = False  # `lab up --control-plane`: a Prefect server on ops and a worker per site
 
 
 def lifeline_home() -> Path:

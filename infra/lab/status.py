@@ -19,8 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from . import aws, components, postgres
+from . import aws, components, control_plane, postgres
 from .context import LabContext
+from .control_plane import ControlPlaneStatus
 from .state import COMPONENT_SIDES, SITES, load_channel_faults, load_faults
 
 Role = Literal["primary", "standby", "down", "unreachable"]
@@ -69,6 +70,7 @@ class LabStatus(BaseModel):
     powered_off: list[str]
     drill_leftovers: list[str]
     memory_mib: dict[str, float] = Field(default_factory=dict, description="total rss and pss of lab processes")
+    control_plane: ControlPlaneStatus | None = None  # with `lab up --control-plane`
 
 
 def _role(context: LabContext, cluster: str) -> Role:
@@ -198,6 +200,12 @@ def status(context: LabContext) -> LabStatus:
     reasons += [f"channel fault {name} active since {at}" for name, at in channel_faults.items()]
     reasons += [f"site {site} is powered off" for site in context.state.powered_off]
     reasons += [f"drill leftover: {leftover}" for leftover in leftovers]
+    plane = control_plane.status(context) if context.state.control_plane else None
+    if plane is not None:
+        reasons += [f"the control plane's {name} is down" for name, pid in
+                    [("prefect server", plane.server_pid), *((f"worker at {site}", pid) for site, pid in
+                                                             plane.workers.items() if site not in context.state.powered_off)]
+                    if pid is None]
     memory = components.memory_kib(context)
     memory_mib = {kind: round(sum(usage[f"{kind}_kib"] for usage in memory.values()) / 1024, 1)
                   for kind in ("rss", "pss")}
@@ -208,7 +216,7 @@ def status(context: LabContext) -> LabStatus:
         running=any(up.values()), normal=not reasons, not_normal_because=reasons,
         components=component_status, databases=roles, replication=replication, dns=dns, services=services,
         faults=active_faults, channel_faults=channel_faults, powered_off=list(context.state.powered_off), drill_leftovers=leftovers,
-        memory_mib=memory_mib,
+        memory_mib=memory_mib, control_plane=plane,
     )
 
 
