@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.settings import load_settings
-from lifeline.flows.serve import deployments
+from lifeline.flows.serve import deployment_name, deployments
 from lifeline.tasks.run import topology
 from lifeline.tasks.steps.host_slots import ensure_host_limits
 from lifeline.tasks.steps.repositories import open_repository
@@ -32,19 +32,19 @@ def site_pool(site: str) -> str:
 
 
 def placed_deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
-    """Serve's deployments, renamed per plan and each placed on its site's pool."""
+    """Serve's deployments, each placed on its site's pool; the backup once per site that holds data."""
     plan = loaded.plan
     dr = topology.other_site(plan, topology.normal_primary_site(plan))
     placed: list[RunnerDeployment] = []
     for deployment in deployments(loaded):
-        if deployment.name == "nightly-backup":
+        if deployment.name == deployment_name(plan.name, "backup"):
             for site in topology.dataset_sites(plan):
                 copy = deployment.model_copy(deep=True)
                 copy.parameters = {**copy.parameters, "site": site}
                 copy._parameter_openapi_schema.properties["site"]["default"] = site
-                placed.append(_placed(copy, f"{plan.name}-backup-{site}", site))
+                placed.append(_placed(copy, f"{deployment.name}-{site}", site))
         else:
-            placed.append(_placed(deployment, f"{plan.name}-{deployment.name}", dr))
+            placed.append(_placed(deployment, deployment.name, dr))
     return placed
 
 

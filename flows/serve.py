@@ -31,6 +31,11 @@ BY_MODULE = EntrypointType.MODULE_PATH  # `lifeline.flows.failover.failover_flow
 # imports it from its own installation, and a served run from this one, whatever the working directory
 
 
+def deployment_name(plan_name: str, kind: str) -> str:
+    """`<plan>-<kind>`: two plans served to one server keep their own deployments."""
+    return f"{plan_name}-{kind}"
+
+
 def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
     plan, path = loaded.plan, str(loaded.path)
     timezone = plan.timezone
@@ -42,43 +47,43 @@ def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
     return [with_supplied_defaults(deployment) for deployment in [
         backup_flow.to_deployment(
             entrypoint_type=BY_MODULE,
-            name="nightly-backup", tags=tags, schedules=cron(plan.schedules.backup),
+            name=deployment_name(plan.name, "backup"), tags=tags, schedules=cron(plan.schedules.backup),
             parameters={"plan_path": path, "trigger": "schedule"},
             description=f"Back up every dataset of {plan.name}, keep what retention says, check, copy off-site.",
         ),
         failover_flow.to_deployment(
             entrypoint_type=BY_MODULE,
-            name="failover", tags=tags,
+            name=deployment_name(plan.name, "failover"), tags=tags,
             # frozen: a custom run cannot skip the form (the safety catch) with approval=yes
             parameters={"plan_path": path, "approval": freeze("ui"), "trigger": "ui"},
             description=f"Fail {plan.name} over to its DR site. Runs preflight, then waits for approval in a form.",
         ),
         failback_flow.to_deployment(
             entrypoint_type=BY_MODULE,
-            name="failback", tags=tags,
+            name=deployment_name(plan.name, "failback"), tags=tags,
             parameters={"plan_path": path, "approval": freeze("ui"), "trigger": "ui"},
             description=f"Fail {plan.name} back to its primary site, keeping the old primary's data aside.",
         ),
         restore_flow.to_deployment(
             entrypoint_type=BY_MODULE,
-            name="restore", tags=tags, parameters={"plan_path": path, "trigger": "ui"},
+            name=deployment_name(plan.name, "restore"), tags=tags, parameters={"plan_path": path, "trigger": "ui"},
             description="Restore a dataset (latest, a snapshot id, or as of a time) to a folder or database, verified.",
         ),
         drill_flow.to_deployment(
             entrypoint_type=BY_MODULE,
-            name="drill", tags=[*tags, "drill"], schedules=cron(plan.schedules.drill),
+            name=deployment_name(plan.name, "drill"), tags=[*tags, "drill"], schedules=cron(plan.schedules.drill),
             parameters={"plan_path": path, "scenario": "", "trigger": "schedule"},
             description="Rehearse a scenario (empty: the most overdue one), score it, return to the normal state.",
         ),
         verify_flow.to_deployment(
             entrypoint_type=BY_MODULE,
-            name="verify", tags=tags, schedules=cron(plan.schedules.verify),
+            name=deployment_name(plan.name, "verify"), tags=tags, schedules=cron(plan.schedules.verify),
             parameters={"plan_path": path, "trigger": "schedule"},
             description="Run every service check of the plan once.",
         ),
         escalation_flow.to_deployment(
             entrypoint_type=BY_MODULE,
-            name=ESCALATION_DEPLOYMENT, tags=tags, parameters={"plan_path": path},
+            name=deployment_name(plan.name, ESCALATION_DEPLOYMENT), tags=tags, parameters={"plan_path": path},
             description="Started by a run whose incident needs a person: tells the plan's escalation levels until "
                         "somebody acknowledges in the run's form or with `lifeline ack`.",
         ),

@@ -136,8 +136,14 @@ class ServedPlan:
     log: Path
     registered: dict[str, dict] = field(default_factory=dict)  # deployment name -> as registered
 
-    def deployment_id(self, name: str) -> str:
-        return self.registered[name]["id"]
+    def named(self, kind: str) -> dict:
+        """The deployment registered as `kind` or as `<plan>-<kind>`."""
+        [found] = [deployment for name, deployment in self.registered.items()
+                   if name == kind or name.endswith(f"-{kind}")]
+        return found
+
+    def deployment_id(self, kind: str) -> str:
+        return self.named(kind)["id"]
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -274,7 +274,7 @@ def test_under_serve_an_escalation_is_a_flow_run_that_a_restart_carries_on_and_i
     try:
         for deployment in served.registered.values():
             switch_schedules_off(api, deployment)
-        backup = api.create_run(served.deployment_id("nightly-backup"))
+        backup = api.create_run(served.deployment_id("backup"))
         api.wait_for_state(backup["id"], {"FAILED"}, 120)
         record_id = api.record_id(backup["id"], "backup")
         first = wait_for(lambda: escalation_run(record_id), 30, "the escalation's flow run")

@@ -82,12 +82,13 @@ def test_serve_registers_each_deployment_with_the_plans_schedules_and_typed_para
     served_lab: ServedPlan, api: Api, lab: Lab
 ) -> None:
     plan = load_plan(lab.plan).plan
-    registered = served_lab.registered
-    assert {"nightly-backup", "failover", "failback", "restore", "verify", "escalation"} <= set(registered)
+    assert all(name.startswith(f"{plan.name}-") for name in served_lab.registered)  # two plans never collide
+    registered = {name.removeprefix(f"{plan.name}-"): deployment for name, deployment in served_lab.registered.items()}
+    assert {"backup", "failover", "failback", "restore", "verify", "escalation"} <= set(registered)
     assert plan.schedules.backup == "0 2 * * *"  # the lab's plan sets none: the default
     assert plan.timezone == "Asia/Shanghai"
 
-    [nightly] = registered["nightly-backup"]["schedules"]
+    [nightly] = registered["backup"]["schedules"]
     assert (nightly["schedule"]["cron"], nightly["schedule"]["timezone"], nightly["active"]) == \
         ("0 2 * * *", "Asia/Shanghai", True)
     [verify] = registered["verify"]["schedules"]

@@ -97,21 +97,18 @@ def under_a_deployment() -> bool:
     return deployment.id is not None
 
 
-def escalation_deployment(plan: str, running_as: str | None) -> str:
-    """`lifeline serve` names it `escalation`; `lifeline deploy` names every deployment after its plan."""
-    deployment = f"{plan}-{ESCALATION_DEPLOYMENT}" if running_as and running_as.startswith(f"{plan}-") \
-        else ESCALATION_DEPLOYMENT
-    return f"{ESCALATION_FLOW}/{deployment}"
+def escalation_deployment(plan: str) -> str:
+    """`lifeline serve` and `lifeline deploy` name every deployment after its plan: `<plan>-escalation`."""
+    return f"{ESCALATION_FLOW}/{plan}-{ESCALATION_DEPLOYMENT}"
 
 
 def start_escalation_run(plan_path: str, state: EscalationState, ledger: Ledger) -> str:
     """Create the escalation's flow run on the escalation deployment beside the running one; its id is kept in
     the ledger."""
     from prefect.client.orchestration import get_client
-    from prefect.runtime import deployment
 
     with get_client(sync_client=True) as client:
-        target = client.read_deployment_by_name(escalation_deployment(state.plan, deployment.name))
+        target = client.read_deployment_by_name(escalation_deployment(state.plan))
         created = client.create_flow_run_from_deployment(
             target.id, parameters={"plan_path": plan_path, "run_id": state.run_id},
             name=f"escalation-{state.run_id}", tags=["lifeline", f"plan:{state.plan}", f"run:{state.run_id}"])
@@ -136,7 +133,7 @@ def carry_on_escalations(plan_path: str, plan: Plan, ledger: Ledger, log: Callab
         deadline = time.monotonic() + wait_seconds
         while True:  # this serve's runner registers the deployment first, then polls for its runs
             try:
-                target = client.read_deployment_by_name(f"{ESCALATION_FLOW}/{ESCALATION_DEPLOYMENT}")
+                target = client.read_deployment_by_name(escalation_deployment(plan.name))
                 if target.updated is not None and target.updated >= served_since.astimezone(UTC):
                     break
             except Exception:  # noqa: BLE001 - not registered yet

@@ -74,6 +74,8 @@ def decline(api, run_id: str) -> str:
 
 
 def measure(root: Path, runs: int, query_seconds: float) -> tuple[Timing, Timing, list[str]]:
+    from lifeline.configs.loading import load_plan
+
     from tests.serve_fixtures import Api, start_serving, stop_serving
 
     empty, failover, endings = Timing(), Timing(), []
@@ -81,7 +83,7 @@ def measure(root: Path, runs: int, query_seconds: float) -> tuple[Timing, Timing
         api = Api(os.environ["PREFECT_API_URL"])
         lifeline = shutil.which("lifeline") or "lifeline"
         served = start_serving(api, [lifeline, "serve", "--plan", str(lab.plan), "--query-seconds", str(query_seconds)],
-                               root / "serve.log", {"failover": "failover"})
+                               root / "serve.log", {f"{load_plan(lab.plan).plan.name}-failover": "failover"})
         served_empty = start_serving(api, [sys.executable, "-c", EMPTY_FLOW_SERVER, str(query_seconds)],
                                      root / "empty.log", {"empty": "empty"})
         try:
