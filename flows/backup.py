@@ -81,7 +81,7 @@ def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: 
     }
     ready = {
         name: prepare_repository.submit(
-            repositories[name], plan.repositories[name].init, journal=journal, step_name=f"prepare {name}"
+            repositories[name], plan.repositories[name].init, locks, journal=journal, step_name=f"prepare {name}"
         )
         for name in sorted(used)
     }

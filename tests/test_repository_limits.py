@@ -4,6 +4,9 @@ Proven from the run record: every step that used a repository says when it held 
 
 from __future__ import annotations
 
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import pytest
@@ -12,7 +15,7 @@ from lifeline.flows.backup import backup_flow
 from lifeline.tasks.steps.repositories import open_repository
 from lifeline.tasks.steps.repository_slots import limit_name
 
-from tests.helpers import ledger, most_at_once, write_password, write_plan
+from tests.helpers import ledger, most_at_once, run_cli, write_password, write_plan
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "lifeline_home")
 
@@ -67,3 +70,33 @@ def _settings():
     from lifeline.configs.settings import load_settings
 
     return load_settings()
+
+
+def test_two_machines_backing_up_into_a_missing_repository_create_it_once(tmp_path):
+    """Two processes with homes of their own (two machines: no shared file lock) back up two datasets into one
+    repository that does not exist yet, at the same moment: one creates it, both snapshots are in it, and it
+    checks clean. Two `restic init`s would leave two configs and keys: nothing in it readable."""
+    password = tmp_path / "restic.pw"
+    write_password(password)
+    datasets = {}
+    for name in ("calls", "recordings"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / "part.bin").write_bytes(name.encode() * 100_000)
+        datasets[name] = {"repository": "shared", "paths": [str(tmp_path / "data" / name)]}
+    plan_path = write_plan(tmp_path, {
+        "name": "two-machines", "timezone": "UTC", "datasets": datasets,
+        "repositories": {"shared": {"url": str(tmp_path / "repo"), "password_file": str(password), "init": True}},
+    })
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda name: run_cli("backup", "--plan", str(plan_path), "--dataset", name,
+                                                  env={"LIFELINE_HOME": str(tmp_path / f"machine-{name}")}),
+                             datasets))
+
+    assert [run.returncode for run in runs] == [0, 0], [run.stderr[-2000:] for run in runs]
+    restic = ["restic", "-r", str(tmp_path / "repo"), "--password-file", str(password), "--no-cache"]
+    listed = subprocess.run([*restic, "snapshots", "--json"], capture_output=True, text=True, check=True)
+    assert sorted(path for snapshot in json.loads(listed.stdout) for path in snapshot["paths"]) == \
+        sorted(str(tmp_path / "data" / name) for name in datasets)
+    assert len(list((tmp_path / "repo" / "keys").iterdir())) == 1  # created once
+    assert subprocess.run([*restic, "check"], capture_output=True).returncode == 0

@@ -67,14 +67,19 @@ def _with_stale_locks_cleared(repository: ResticRepository, operation):
 
 
 @step(retries=3, retry_delay_seconds=[1, 3, 10], timeout_seconds=300)
-def prepare_repository(repository: ResticRepository, init: bool) -> RepositoryReady:
+def prepare_repository(repository: ResticRepository, init: bool, locks_dir: Path) -> RepositoryReady:
+    """Creates it when missing, holding it alone: two workers that both find it missing must not both run
+    `restic init` on it (two configs and keys in one repository: nothing in it could be read)."""
     if repository.exists():
         return RepositoryReady(repository=repository.name, created=False)
     if not init:
         raise RepositoryMissing.during(
             "open", repository.name, f"no restic repository at {repository.url}; set `init: true` in the plan to create it"
         )
-    repository.init()
+    with repository_slots(repository, locks_dir, exclusive=True):
+        if repository.exists():  # another run created it while this one waited
+            return RepositoryReady(repository=repository.name, created=False)
+        repository.init()
     return RepositoryReady(repository=repository.name, created=True)
 
 
