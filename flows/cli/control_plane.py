@@ -129,6 +129,9 @@ def worker(
     site: Annotated[str, typer.Option("--site", help="The site this machine stands at.")],
     plan: PlanOption = None,
     name: Annotated[str | None, typer.Option("--name", help="The worker's name (default lifeline-SITE-HOST).")] = None,
+    query_seconds: Annotated[float, typer.Option(
+        "--query-seconds", min=0.1, max=60, help="How often it asks the server for runs (Prefect's default is 10 s: "
+        "up to 10 s more before a failover starts).")] = 1.0,
 ) -> None:
     """Start this site's Prefect worker: `prefect worker start --pool lifeline-SITE --type process` (blocks)."""
     loaded = loaded_plan(plan)
@@ -139,6 +142,7 @@ def worker(
 
     argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", site_pool(site), "--type", POOL_TYPE,
             "--name", name or f"{site_pool(site)}-{socket.gethostname()}"]
+    os.environ["PREFECT_WORKER_QUERY_SECONDS"] = str(query_seconds)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)  # the worker is Prefect's own; systemd's signals reach it directly
