@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "start": "tests.benchmarks.start",
     "notify": "tests.benchmarks.notify",
     "cli_cost": "tests.benchmarks.cli_cost",
+    "scale_out": "tests.benchmarks.scale_out",
 }
 EXIT_BAD_USAGE = 2
 
