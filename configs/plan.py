@@ -148,8 +148,9 @@ class Host(PlanModel):
     user: str
     key_file: PlanPath
     known_hosts_file: PlanPath = Field(description="Host keys are always verified against this file.")
-    concurrency: int = Field(8, ge=1, le=64, description="SSH commands Lifeline runs on it at once, across every "
-                             "worker (a Prefect global concurrency limit).")
+    concurrency: int | None = Field(None, ge=1, le=64, description="SSH commands Lifeline runs on it at once, "
+                                    "across every worker (a Prefect global concurrency limit); unset: no limit, and "
+                                    "no cost per command.")
 
 
 class Checks(PlanModel):

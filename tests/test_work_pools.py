@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from lifeline.configs.loading import load_plan
 from lifeline.infra.lab import control_plane as lab_control_plane
 from lifeline.infra.lab import down, open_lab, postgres, power, up
@@ -98,18 +99,23 @@ def test_failover_runs_on_drs_worker_with_main_powered_off_and_mains_backup_wait
     pools = {entry["deployment"]: entry["work_pool"] for entry in json.loads(deployed.stdout)}
     assert pools[f"failover/{plan.name}-failover"] == pools[f"failback/{plan.name}-failback"] == "lifeline-dr"
     assert pools[f"backup/{plan.name}-backup-main"] == "lifeline-main"
-    limits = {limit["name"]: limit["limit"] for limit in plane.api.post("/v2/concurrency_limits/filter", {"limit": 200})}
-    targets = topology.ssh_targets(plan.hosts)
-    assert {limits.get(host_limit_name(targets[name])) for name in plan.hosts} == {8}  # every host's, plan-sized
     again = cli(plane.env, "deploy", "--plan", str(lab.plan), "--json")
     assert {entry["id"] for entry in json.loads(again.stdout)} == {entry["id"] for entry in json.loads(deployed.stdout)}
     # A second plan on the same server gets deployments of its own, on the same site pools.
     second_plan = tmp_path / "west.yaml"
-    second_plan.write_text(lab.plan.read_text().replace(f"name: {plan.name}\n", "name: callcenter-west\n", 1))
+    west_document = yaml.safe_load(lab.plan.read_text())
+    limited_host = sorted(plan.hosts)[0]
+    west_document["name"] = "callcenter-west"
+    west_document["hosts"][limited_host]["concurrency"] = 3  # a host limit only where the plan sets one
+    second_plan.write_text(yaml.safe_dump(west_document))
     west = cli(plane.env, "deploy", "--plan", str(second_plan), "--json")
     assert west.returncode == 0, west.stderr
     west_pools = {entry["deployment"]: entry["work_pool"] for entry in json.loads(west.stdout)}
     assert west_pools["failover/callcenter-west-failover"] == "lifeline-dr" and not set(west_pools) & set(pools)
+    limits = {limit["name"]: limit["limit"] for limit in plane.api.post("/v2/concurrency_limits/filter", {"limit": 200})}
+    targets = topology.ssh_targets(plan.hosts)
+    assert {name: limits.get(host_limit_name(targets[name])) for name in plan.hosts} == \
+        {name: 3 if name == limited_host else None for name in plan.hosts}
     assert plane.api.deployment("failover", f"{plan.name}-failover")["parameters"]["plan_path"] == str(lab.plan)
 
     workers = {site: plane.start_worker(site, lab.plan) for site in ("main", "dr")}
