@@ -29,11 +29,9 @@ def test_commands_to_one_host_stay_within_its_limit(lab) -> None:
     limited = plan.model_copy(update={"hosts": {name: host}})
     target = topology.ssh_targets(limited.hosts)[name]
 
-    with hosts_limited(limited), ThreadPoolExecutor(COMMANDS) as pool:
-        futures = [pool.submit(copy_context().run, ssh.run, target, ["sh", "-c", SPAN], 60, check=True)
-                   for _ in range(COMMANDS)]
-        spans = [tuple(float(moment) for moment in future.result().stdout.split()) for future in futures]
-    without_limit_spans = _unlimited(target)
+    with hosts_limited(limited):
+        spans = _spans(target)  # each thread in a copy of this context, where the gate is set
+    without_limit_spans = _spans(target)
 
     assert most_at_once(spans) == SLOTS  # never more, and the slots were used
     assert most_at_once(without_limit_spans) > SLOTS  # the same commands without the gate do overlap more
@@ -44,7 +42,9 @@ def test_commands_to_one_host_stay_within_its_limit(lab) -> None:
     assert (limit.limit, limit.active_slots) == (SLOTS, 0)
 
 
-def _unlimited(target: ssh.SshTarget) -> list[tuple[float, ...]]:
+def _spans(target: ssh.SshTarget) -> list[tuple[float, ...]]:
+    """Run COMMANDS commands at once; each one's (start, end) as the host's clock says."""
     with ThreadPoolExecutor(COMMANDS) as pool:
-        futures = [pool.submit(ssh.run, target, ["sh", "-c", SPAN], 60, check=True) for _ in range(COMMANDS)]
+        futures = [pool.submit(copy_context().run, ssh.run, target, ["sh", "-c", SPAN], 60, check=True)
+                   for _ in range(COMMANDS)]
         return [tuple(float(moment) for moment in future.result().stdout.split()) for future in futures]

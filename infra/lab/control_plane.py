@@ -11,6 +11,7 @@ down with its site's power.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -78,8 +79,9 @@ def worker_pid(context: LabContext, site: str) -> int | None:
     return found if is_alive(found) else None
 
 
-def start(context: LabContext, plan_path: Path) -> list[str]:
-    """Server, deployments and the workers of the sites that have power (idempotent)."""
+def start(context: LabContext, plan_path: Path, *, deploy: bool = True) -> list[str]:
+    """Server, deployments and the workers of the sites that have power (idempotent). `deploy=False` (heal):
+    only what is missing is started; the deployments live in the server's database and outlast it."""
     done = []
     if not postgres.query(context, "calllog", "SELECT 1 FROM pg_database WHERE datname = %s", parameters=(DATABASE,)):
         postgres.query(context, "calllog", f"CREATE DATABASE {DATABASE}")
@@ -88,9 +90,10 @@ def start(context: LabContext, plan_path: Path) -> list[str]:
         run(_lifeline("server", "start"), netns=context.namespace("ops"), env=server_environment(context),
             timeout=START_TIMEOUT_SECONDS)
         done.append(f"prefect server: running at {api_url(context).removesuffix('/api')}")
-    run(_lifeline("deploy", "--plan", str(plan_path)), netns=context.namespace("ops"), env=client_environment(context),
-        timeout=180)
-    done.append("deployments: applied to the site pools")
+    if deploy:
+        run(_lifeline("deploy", "--plan", str(plan_path)), netns=context.namespace("ops"),
+            env=client_environment(context), timeout=180)
+        done.append("deployments: applied to the site pools")
     for site in SITES:
         if site not in context.state.powered_off:
             done.append(start_worker(context, site, plan_path))
@@ -110,8 +113,6 @@ def start_worker(context: LabContext, site: str, plan_path: Path | None = None) 
 
 
 def stop_worker(context: LabContext, site: str, *, crash: bool = False) -> list[int]:
-    import signal
-
     stopped = stop_tree(worker_pid(context, site), first_signal=signal.SIGKILL if crash else signal.SIGTERM,
                         timeout=10.0)
     context.paths.pid_file(worker_name(site)).unlink(missing_ok=True)

@@ -373,7 +373,7 @@ def heal(home: Path | None = None, log: Log = say) -> list[str]:
         for done in faults.heal_compromise(context):  # whatever a data-leak recovery revoked
             note(done)
         if context.state.control_plane:
-            for done in control_plane_of_lab.start(context, context.paths.plan_file):
+            for done in control_plane_of_lab.start(context, context.paths.plan_file, deploy=False):
                 note(done)
         if active:
             note(f"cleared faults: {', '.join(active)}")

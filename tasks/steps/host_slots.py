@@ -11,7 +11,6 @@ unless the plan says so. Every recorded run gates its SSH commands through the l
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
@@ -19,13 +18,11 @@ from lifeline.configs.plan import Plan
 from lifeline.tasks.adapters import ssh
 from lifeline.tasks.adapters.deadline import within_step
 from lifeline.tasks.run import topology
-from lifeline.tasks.steps.limits import ensure_sizes, held
+from lifeline.tasks.steps.limits import ensure_sizes, held, keyed
 
 
 def host_limit_name(target: ssh.SshTarget) -> str:
-    """Per host and address, so two plans that name one host differently share one limit."""
-    where = f"{target.user}@{target.address}:{target.port}"
-    return f"lifeline-host-{target.name}-{hashlib.sha256(where.encode()).hexdigest()[:8]}"
+    return f"lifeline-host-{keyed(target.name, f'{target.user}@{target.address}:{target.port}')}"
 
 
 def limited_hosts(plan: Plan) -> dict[str, int]:

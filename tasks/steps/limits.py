@@ -4,10 +4,16 @@ never "no limit") and a lease, so that a killed holder's slots come back."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 LEASE_SECONDS = 120  # renewed while held; a killed holder's slots come back after it
+
+
+def keyed(name: str, identity: str) -> str:
+    """`<name>-<hash of what it is>`: two plans that name one repository or host differently share the key."""
+    return f"{name}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
 
 
 def ensure_sizes(sizes: Mapping[str, int]) -> None:

@@ -10,7 +10,6 @@ and every run that uses a repository create or resize them first.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -20,7 +19,7 @@ from lifeline.configs.plan import Plan
 from lifeline.tasks.adapters.locks import repository_lock
 from lifeline.tasks.adapters.restic import ResticRepository
 from lifeline.tasks.run.record import utc_now
-from lifeline.tasks.steps.limits import ensure_sizes, held, size_of
+from lifeline.tasks.steps.limits import ensure_sizes, held, keyed, size_of
 from pydantic import BaseModel
 
 DEFAULT_SLOTS = 4
@@ -40,8 +39,7 @@ class Held(BaseModel):
 
 
 def repository_key(repository: ResticRepository) -> str:
-    """Its name and a hash of its URL: two plans that name one repository differently still share the key."""
-    return f"{repository.name}-{hashlib.sha256(repository.url.encode()).hexdigest()[:8]}"
+    return keyed(repository.name, repository.url)
 
 
 def limit_name(repository: ResticRepository) -> str:
