@@ -158,6 +158,7 @@ DEFAULT_NOTIFICATIONS: dict[str, tuple[str, ...]] = {
     "drill_started": ("liaison", "staff"),
     "drill_result": ("liaison", "leadership"),
     "backup_failed": ("oncall", "liaison"),
+    "alert_received": ("liaison", "leadership"),
     "test": (),
 }
 

@@ -88,7 +88,8 @@ def network_namespace_problems(plan: Plan) -> list[Problem]:
 
 NAMED_SECTIONS = ("repositories", "datasets", "sites", "hosts", "services", "databases", "fencing", "scenarios",
                   "contacts", "oncall", "channels", "audiences")
-WHOLE_SECTIONS = ("dns", "recovery", "escalation", "templates", "notifications", "hotline")
+WHOLE_SECTIONS = ("dns", "recovery", "escalation", "templates", "notifications", "hotline", "intake", "preparedness",
+                  "status_page")
 
 
 def _what_validates(document: dict, context: dict) -> Plan:
@@ -121,6 +122,7 @@ class Names:
     datasets: frozenset[str]
     sites: frozenset[str]
     hosts: frozenset[str]
+    services: frozenset[str]
     databases: frozenset[str]
     contacts: frozenset[str]
     oncall: frozenset[str]
@@ -183,8 +185,28 @@ def consistency_problems(plan: Plan, names: Names) -> list[Problem]:
     if plan.dns is not None and names.sites:
         for site in plan.dns.values:
             problems += names.dangling(f"dns.values.{site}", site, "sites")
-    return problems + recovery_reference_problems(plan, names) + communication_problems(
+    return problems + recovery_reference_problems(plan, names) + alert_reference_problems(plan, names) + communication_problems(
         plan, {section: getattr(names, section) for section in ("contacts", "oncall", "channels", "audiences")})
+
+
+def alert_reference_problems(plan: Plan, names: Names) -> list[Problem]:
+    """Preparedness names datasets and audiences, sites name their agents, the status page names services."""
+    problems: list[Problem] = []
+    for kind, preparation in plan.preparedness.items():
+        for index, dataset in enumerate(preparation.datasets or []):
+            problems += names.dangling(f"preparedness.{kind}.datasets.{index}", dataset, "datasets")
+        for index, audience in enumerate(preparation.notify if names.audiences else []):  # none: nobody to tell
+            problems += names.dangling(f"preparedness.{kind}.notify.{index}", audience, "audiences")
+    for site_name, site in plan.sites.items():
+        for index, agent in enumerate(site.agents):
+            problems += names.dangling(f"sites.{site_name}.agents.{index}", agent, "contacts")
+    if plan.status_page is not None:
+        for name, component in plan.status_page.components.items():
+            for index, service in enumerate(component.services):
+                problems += names.dangling(f"status_page.components.{name}.services.{index}", service, "services")
+    if plan.intake is not None and not plan.intake.token_file.is_file():
+        problems.append(Problem("intake.token_file", f"file not found: {plan.intake.token_file}"))
+    return problems
 
 
 def recovery_reference_problems(plan: Plan, names: Names) -> list[Problem]:

@@ -17,7 +17,7 @@ from pydantic import Field
 
 Event = Literal[
     "incident_declared", "approval_needed", "failover_started", "recovered", "failed", "cancelled",
-    "failback_done", "drill_started", "drill_result", "backup_failed", "test",
+    "failback_done", "drill_started", "drill_result", "backup_failed", "alert_received", "test",
 ]
 EVENTS: tuple[str, ...] = get_args(Event)
 Language = Literal["zh", "en"]
@@ -36,6 +36,9 @@ EVENT_FIELDS: dict[str, dict[str, object]] = {
     "drill_started": {"scenario": "site-loss"},
     "drill_result": {"scenario": "site-loss", "status": "completed", "rto_minutes": 4.2, "met_targets": True},
     "backup_failed": {"datasets": "crm-db", "error": "repository locked"},
+    "alert_received": {"kind": "weather", "severity": "severe", "headline": "Typhoon warning for Pudong",
+                       "description": "Winds of 120 km/h expected from 18:00.", "instruction": "Stay indoors.",
+                       "sites": "main", "exercise": False},
     "test": {"message": "Monthly roster test: please acknowledge."},
 }
 """Each event's fields, with the sample values `validate` renders templates with."""
@@ -104,10 +107,41 @@ DEFAULT_TEMPLATES: dict[str, Localized] = {
                     + _FOOT_ZH),
         en=_message("[BACKUP FAILED] {{ plan }}", "{{ at }} {{ plan }}: backup of {{ datasets }} failed: {{ error }}. "
                     "Act and acknowledge. " + _FOOT_EN)),
+    "alert_received": Localized(
+        zh=_message("【{% if exercise %}演习 {% endif %}预警】{{ headline }}",
+                    "{{ at }} {{ plan }} 收到{{ severity }}级预警（{{ kind }}，影响站点 {{ sites }}）：{{ headline }}。"
+                    "{{ description }} {{ instruction }} 应急准备已启动。" + _FOOT_ZH),
+        en=_message("[{% if exercise %}EXERCISE {% endif %}WARNING] {{ headline }}",
+                    "{{ at }} {{ plan }} received a {{ severity }} {{ kind }} warning for site {{ sites }}: {{ headline }}. "
+                    "{{ description }} {{ instruction }} Preparedness has started. " + _FOOT_EN)),
     "test": Localized(
         zh=_message("【测试】{{ plan }} 通讯测试", "{{ message }} " + _FOOT_ZH),
         en=_message("[TEST] {{ plan }} communications test", "{{ message }} " + _FOOT_EN)),
 }
+
+
+PUBLIC_TEMPLATES: dict[str, Localized] = {
+    "failover_started": Localized(
+        zh=_message("服务切换至备用站点", "我们正在将服务切换到备用站点，期间部分服务可能短暂中断。如需帮助请拨打 {{ hotline }}。"),
+        en=_message("Moving service to our backup site", "We are moving our service to our backup site; some services "
+                    "may be briefly unavailable. For help, call {{ hotline }}.")),
+    "recovered": Localized(
+        zh=_message("服务已恢复", "服务已在备用站点恢复正常。感谢您的耐心等待。"),
+        en=_message("Service restored", "Our service is running normally again from our backup site. Thank you for "
+                    "your patience.")),
+    "failback_done": Localized(
+        zh=_message("服务已回到主站点", "服务已回到主站点，运行正常。"),
+        en=_message("Service back at our main site", "Our service is back at our main site and running normally.")),
+    "alert_received": Localized(
+        zh=_message("预警：{{ headline }}", "我们已收到预警（{{ headline }}）并启动应急准备。目前服务运行正常。"
+                    "如需帮助请拨打 {{ hotline }}。"),
+        en=_message("Warning: {{ headline }}", "We have received a warning ({{ headline }}) and started our emergency "
+                    "preparations. Our service is running normally. For help, call {{ hotline }}.")),
+    "alert_cancelled": Localized(
+        zh=_message("预警解除：{{ headline }}", "预警已解除。服务运行正常。"),
+        en=_message("Warning lifted: {{ headline }}", "The warning has been lifted. Our service is running normally.")),
+}
+"""What the public status page says of an event, unless the plan's `templates.EVENT.customers` says otherwise."""
 
 
 @cache

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from lifeline.configs.alerts import AlertKind, Intake, Preparation, SiteArea, StatusPage
 from lifeline.configs.base import RESTIC_REMOTE_SCHEMES, Name, PlanModel, PlanPath, Targets, relative_to_plan
 from lifeline.configs.communications import Communications
 from lifeline.configs.drills import Scenario
@@ -139,6 +140,9 @@ class CallLog(PlanModel):
 
 class Site(PlanModel):
     description: str = ""
+    area: SiteArea | None = Field(None, description="Where the site is, for the warnings (CAP areas, Alertmanager labels).")
+    agents: list[Name] = Field(default_factory=list, description="Contact ids of the agents who work here: announced "
+                               "to staff when a public-health alert turns on staff-shortage mode.")
 
 
 class Host(PlanModel):
@@ -208,6 +212,11 @@ class Plan(Communications):
     scenarios: dict[Name, Scenario] = Field(
         default_factory=dict, description="Drill scenarios; the lab's plan carries the five built-in ones."
     )
+    intake: Intake | None = Field(None, description="`lifeline intake`: where warnings are posted.")
+    preparedness: dict[AlertKind, Preparation] = Field(
+        default_factory=dict, description="Alert kind → what a warning of that kind starts; a kind not listed starts "
+        "nothing (the alert is still recorded).")
+    status_page: StatusPage | None = Field(None, description="The public status page failovers, drills and alerts update.")
     network_namespace: Name | None = Field(
         None, description="Lifeline runs inside this network namespace (`ip netns exec NAME lifeline ...`): "
         "only from there does it reach the sites. The lab started with --netns sets ops."

@@ -62,14 +62,14 @@ def backup_flow(
     loaded = load_plan(Path(plan_path))
     settings = load_settings()
     with recorded_run("backup", loaded, settings, trigger=trigger, record_id=record_id) as journal:
-        run_backups(loaded, settings, journal, only=dataset, site=site, maintain=maintain)
+        run_backups(loaded, settings, journal, only=[dataset] if dataset else None, site=site, maintain=maintain)
         return journal.record.id
 
 
-def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: str | None = None,
+def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: list[str] | None = None,
                 site: str | None = None, maintain: bool = False) -> None:
     plan = loaded.plan
-    names = [only] if only else list(plan.datasets) if site is None else topology.dataset_sites(plan).get(site, [])
+    names = only or (list(plan.datasets) if site is None else topology.dataset_sites(plan).get(site, []))
     for name in names:
         if name not in plan.datasets:
             raise KeyError(f"dataset {name!r} is not in the plan (known: {', '.join(plan.datasets)})")

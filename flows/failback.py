@@ -118,7 +118,8 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
     readiness = failback_preflight(plan, home, away, journal=journal, step_name="preflight")
     go_or_refuse(readiness, force, journal)
     decision = ask_recorded(journal, "approval", f"Fail back {plan.name} from {away} to {home}?",
-                            readiness.markdown(), approval, plan.recovery.approval_timeout_seconds, reason)
+                            readiness.markdown(), approval, plan.recovery.approval_timeout_seconds, reason,
+                            public_events=("failback_done",))
     if not decision.approved:
         record.status, record.error = "cancelled", "not approved; nothing was changed"
         return
@@ -145,6 +146,7 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
     recovered = wait_until_recovered(plan, home, journal=journal, step_name=f"verify {home}")
     journal.milestone("recovered", recovered.recovered_at)
     measure_outage(plan, record, away, home, positions_before=before)
+    journal.public.post("failback_done", resolved=True)
 
 
 # --- what a drill left ----------------------------------------------------------------------------

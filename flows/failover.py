@@ -169,13 +169,15 @@ def fail_over(
     readiness = preflight(plan, target, journal=journal, step_name="preflight")
     go_or_refuse(readiness, force, journal)
     decision = ask_recorded(journal, "approval", f"Fail over {plan.name} from {source} to {target}?",
-                            readiness.markdown(), approval, plan.recovery.approval_timeout_seconds, reason)
+                            readiness.markdown(), approval, plan.recovery.approval_timeout_seconds, reason,
+                            public_events=("failover_started", "recovered"))
     if not decision.approved:
         record.status = "cancelled"
         record.error = f"not approved: {decision.reason or 'no reason given'}; nothing was changed"
         return
     if real:
         journal.tell("failover_started")
+    journal.public.post("failover_started")
     before = write_positions(plan, source)
     fenced = fence(plan, journal, source, force)
     record.milestones.setdefault("fenced", fenced.at)
@@ -186,6 +188,7 @@ def fail_over(
     recovered = wait_until_recovered(plan, target, journal=journal, step_name=f"verify {target}")
     journal.milestone("recovered", recovered.recovered_at)
     measure_outage(plan, record, source, target, positions_before=before)
+    journal.public.post("recovered", resolved=True)
 
 
 def fence(plan: Plan, journal: Journal, site: str, force: bool) -> StepOutcome:

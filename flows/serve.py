@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.settings import load_settings
+from lifeline.flows.alert import alert_flow
 from lifeline.flows.backup import backup_flow
 from lifeline.flows.drill import drill_flow
 from lifeline.flows.escalation import escalation_flow
@@ -80,6 +81,13 @@ def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
             name=deployment_name(plan.name, "verify"), tags=tags, schedules=cron(plan.schedules.verify),
             parameters={"plan_path": path, "trigger": "schedule"},
             description="Run every service check of the plan once.",
+        ),
+        alert_flow.to_deployment(
+            entrypoint_type=BY_MODULE,
+            name=deployment_name(plan.name, "alert"), tags=tags,
+            parameters={"plan_path": path, "approval": freeze("ui"), "trigger": "intake"},
+            description="Started by `lifeline intake` for every new warning: prepares as the plan's `preparedness` "
+                        "says, then asks a person to approve the public status page's text.",
         ),
         escalation_flow.to_deployment(
             entrypoint_type=BY_MODULE,

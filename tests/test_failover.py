@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from lifeline.configs.loading import load_plan
@@ -30,6 +31,7 @@ from lifeline.infra.lab.aws import sent_sms
 from lifeline.infra.lab.smtp import received_messages
 from lifeline.tasks.report.after_action import communications_of, render_markdown
 from lifeline.tasks.run.ledger import Deliveries
+from lifeline.tasks.steps.status_page import page_url
 
 from tests.helpers import ledger, one_line_error, run_cli, step_named, wait_for
 from tests.lab_fixtures import (
@@ -264,6 +266,13 @@ def test_main_database_down_failover_dr_takes_calls_and_the_record_matches_the_c
     report = render_markdown(record, load_plan(lab.plan).plan, (), (), *communications_of(ledger(), record))
     assert "Communications" in report and "Time to notify the liaison" in report and "(target met)" in report
     assert liaison not in report and f"{liaison[:6]}****{liaison[-4:]}" in report
+    # Customers read the public status page over plain HTTP: the incident, both updates, resolved.
+    page = httpx.get(page_url(load_plan(lab.plan).plan, "status.json"), timeout=10).json()
+    [incident] = [incident for incident in page["incidents"] if incident["id"] == record.id]
+    assert incident["resolved"] and not incident["exercise"]
+    assert [update["text"]["en"].split(" ")[:2] for update in incident["updates"]] == [["Our", "service"], ["We", "are"]]
+    assert all(component["status"] == "operational" for component in page["components"])
+    assert "服务已在备用站点恢复正常" in httpx.get(page_url(load_plan(lab.plan).plan), timeout=10).text
     # The call log tells the same story: calls failed from the fault on, none was answered anywhere until
     # dr answered, and dr began answering within a DNS TTL (plus a probe interval) of the recorded recovery.
     [(first_failed,)] = call_log(lab, "SELECT min(placed_at) FROM calls_log WHERE outcome <> 'answered' "

@@ -376,7 +376,7 @@ def _mount_lab() -> None:
 
 
 _mount_lab()
-from lifeline.flows.cli import communications, control_plane  # noqa: E402, F401 - contacts, notify, ack, server, deploy, worker
+from lifeline.flows.cli import alerts, communications, control_plane  # noqa: E402, F401 - intake, status-page, contacts, notify, ack, server, deploy, worker
 
 
 def main() -> None:

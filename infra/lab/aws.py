@@ -15,6 +15,7 @@ from lifeline.tasks.adapters.environment_file import read_environment_file
 from .state import LabPaths, LabState
 
 BUCKET = "cc-backups"
+STATUS_BUCKET = "cc-status"  # the public status page; anyone may read it
 ZONE = "callcenter.lab"
 RECORD = "crm.callcenter.lab"
 RECORD_TTL = 5

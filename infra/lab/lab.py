@@ -116,10 +116,11 @@ def _prepare_directories(context: LabContext) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(mode)
     grant_traverse(paths.root, context.user)
-    if not paths.restic_password_file.exists():
-        import secrets
+    import secrets
 
-        write_secret(paths.restic_password_file, secrets.token_urlsafe(32) + "\n")
+    for secret_file in (paths.restic_password_file, paths.intake_token_file):
+        if not secret_file.exists():
+            write_secret(secret_file, secrets.token_urlsafe(32) + "\n")
     postgres.ensure_password(context)
 
 

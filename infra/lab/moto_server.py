@@ -9,11 +9,13 @@ then the bucket, the hosted zone and its record (naming main) are created, and `
 gets this process's pid. moto keeps everything in memory: if this process dies, the next
 ``lab up`` starts a fresh one (new key, empty bucket, record naming main).
 
-Two patches to moto 5.2, both in this process only:
+Three patches to moto 5.2, all in this process only:
 - Route 53 GET requests (ListHostedZones, ListResourceRecordSets...) fail IAM signature checks:
   moto re-signs them with the request headers as a form body. An empty GET/HEAD/DELETE body is
   signed as empty, which is what the client signed.
 - Every SMS published through SNS is also appended as one JSON line to ``ops/sms.jsonl``.
+- An unsigned GET or HEAD of an object is allowed when its bucket's policy lets anyone (`Principal: "*"`)
+  `s3:GetObject`, as S3 does: the public status page is read over plain HTTP. moto would fail such a request.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .aws import BUCKET, IAM_USER, REGION, ZONE, client, endpoint_url, set_record
+from .aws import BUCKET, IAM_USER, REGION, STATUS_BUCKET, ZONE, client, endpoint_url, set_record
 from .state import LabPaths, LabState, load_state, now_iso, write_secret
 
 FREE_BOOTSTRAP_REQUESTS = 3  # CreateUser, PutUserPolicy, CreateAccessKey
@@ -46,6 +48,36 @@ def _sign_empty_bodies_as_empty() -> None:
         return original(self)
 
     IAMRequestBase._create_aws_request = create_aws_request  # type: ignore[method-assign]
+
+
+def _public_reads_allowed() -> None:
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    original = ActionAuthenticatorMixin._authenticate_and_authorize_s3_action
+
+    def authorize(self: Any, bucket_name: str | None = None, key_name: str | None = None) -> None:
+        if (key_name and bucket_name and self.method in ("GET", "HEAD") and "Authorization" not in self.headers
+                and "X-Amz-Signature" not in self.uri and _anyone_may_read(self.current_account, bucket_name)):
+            return None
+        return original(self, bucket_name, key_name)
+
+    ActionAuthenticatorMixin._authenticate_and_authorize_s3_action = authorize  # type: ignore[method-assign]
+
+
+def _anyone_may_read(account_id: str, bucket_name: str) -> bool:
+    from moto.s3.models import s3_backends
+
+    try:
+        policy = json.loads(s3_backends[account_id]["aws"].get_bucket(bucket_name).policy or b"{}")
+    except Exception:  # noqa: BLE001 - no such bucket, no policy: not public
+        return False
+    for statement in policy.get("Statement", []):
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        if statement.get("Effect") == "Allow" and statement.get("Principal") in ("*", {"AWS": "*"}) \
+                and ("s3:GetObject" in actions or "s3:*" in actions):
+            return True
+    return False
 
 
 def _record_sms_to(sms_file: Path) -> None:
@@ -85,7 +117,11 @@ def _bootstrap(paths: LabPaths, state: LabState) -> None:
                  f"[default]\naws_access_key_id = {key['AccessKeyId']}\n"
                  f"aws_secret_access_key = {key['SecretAccessKey']}\nregion = {REGION}\n")
     signed = (key["AccessKeyId"], key["SecretAccessKey"])
-    client(paths, state, "s3", access_key=signed).create_bucket(Bucket=BUCKET)
+    s3 = client(paths, state, "s3", access_key=signed)
+    s3.create_bucket(Bucket=BUCKET)
+    s3.create_bucket(Bucket=STATUS_BUCKET)
+    s3.put_bucket_policy(Bucket=STATUS_BUCKET, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{STATUS_BUCKET}/*"}]}))
     route53 = client(paths, state, "route53", access_key=signed)
     zone_id = route53.create_hosted_zone(Name=ZONE, CallerReference=f"lab-{now_iso()}")["HostedZone"]["Id"]
     set_record(route53, zone_id, state.dns_values["main"])
@@ -104,6 +140,7 @@ def serve(lab_dir: Path) -> None:
     settings.INITIAL_NO_AUTH_ACTION_COUNT = FREE_BOOTSTRAP_REQUESTS
     _sign_empty_bodies_as_empty()
     _record_sms_to(paths.sms_file)
+    _public_reads_allowed()
     ready_file = paths.run_dir / "moto.ready"
     ready_file.unlink(missing_ok=True)
     server = ThreadedMotoServer(ip_address=state.addresses.ops, port=state.ports.moto, verbose=False)

@@ -76,10 +76,18 @@ def lab_plan_values(context: LabContext) -> dict[str, Any]:
                      "passfile": str(paths.postgres_passfile)},
         "incident_record": str(paths.faults_file),
         **({"network_namespace": "ops"} if context.netns else {}),  # where Lifeline reaches the sites from
-        "sites": {
-            "main": {"description": "Primary site (lab)"},
-            "dr": {"description": "Disaster-recovery site (lab)"},
+        "sites": {  # main in Shanghai's Pudong, dr in Hangzhou: a warning for one leaves the other be
+            "main": {"description": "Primary site (lab)",
+                     "area": {"location": [31.22, 121.54], "geocodes": ["ADCODE=310115"], "labels": {"site": "main"}}},
+            "dr": {"description": "Disaster-recovery site (lab)",
+                   "area": {"location": [30.27, 120.15], "geocodes": ["ADCODE=330100"], "labels": {"site": "dr"}},
+                   "agents": ["agent-3", "agent-4"]},
         },
+        "intake": {"token_file": str(paths.intake_token_file), "host": ops, "port": state.ports.intake},
+        "status_page": {"bucket": aws.STATUS_BUCKET, "components": {
+            "phone-service": {"name": {"zh": "电话客服", "en": "Phone service"}, "services": ["crm-main", "crm-dr"]},
+            "customer-records": {"name": {"zh": "客户资料查询", "en": "Customer records"},
+                                 "services": ["crm-main", "crm-dr"]}}},
         "hosts": {
             site: {"site": site, "address": context.address(site),
                    "port": state.ports.for_component(f"sshd-{site}"), "user": context.user.name,

@@ -65,6 +65,7 @@ class Ports(BaseModel):
     # Added after the first release: last, so that from_base keeps every older port where it was.
     chat: int = 8025
     prefect: int = 4220  # the control plane's Prefect server (`lab up --control-plane`)
+    intake: int = 4221  # `lifeline intake` (warnings), when the lab's plan is served with it
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
@@ -84,7 +85,7 @@ class Ports(BaseModel):
         were a block, else the default, else (taken) one the kernel says is free."""
         if not isinstance(data, dict) or "chat" in data or "service_dr" not in data:
             return data
-        older = [name for name in cls.model_fields if name not in ("chat", "prefect")]
+        older = [name for name in cls.model_fields if name not in ("chat", "prefect", "intake")]
         if all(isinstance(data.get(name), int) for name in older) and \
                 [data[name] for name in older] == list(range(data[older[0]], data[older[0]] + len(older))):
             return {**data, "chat": data[older[0]] + len(older)}
@@ -226,6 +227,10 @@ class LabPaths:
     @property
     def aws_credentials_file(self) -> Path:
         return self.secrets_dir / "aws-credentials"
+
+    @property
+    def intake_token_file(self) -> Path:
+        return self.secrets_dir / "intake.token"
 
     # ssh (Lifeline's side)
     @property

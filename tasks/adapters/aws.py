@@ -305,3 +305,16 @@ class AwsSession:
             attributes["AWS.SNS.SMS.SenderID"] = {"DataType": "String", "StringValue": sender_id}
         answer = self.call("sns", "publish", PhoneNumber=phone_number, Message=message, MessageAttributes=attributes)
         return str(answer["MessageId"])
+
+    # S3
+
+    def put_object(self, bucket: str, key: str, body: bytes, content_type: str, cache_seconds: int = 30) -> str:
+        """Write one object (a status page's file); returns its ETag. Readers get it fresh within `cache_seconds`."""
+        answer = self.call("s3", "put_object", Bucket=bucket, Key=key, Body=body, ContentType=content_type,
+                           CacheControl=f"public, max-age={cache_seconds}")
+        return str(answer.get("ETag", "")).strip('"')
+
+    def object_url(self, bucket: str, key: str) -> str:
+        """The object's path-style URL at this endpoint (AWS's own regional one when there is none)."""
+        base = self.endpoint_url or f"https://s3.{self.region}.amazonaws.com"
+        return f"{base.rstrip('/')}/{bucket}/{key}"

@@ -29,6 +29,8 @@ class _Sql(NamedTuple):
     acknowledgements: sqlalchemy.Table
     escalations: sqlalchemy.Table
     maintenance: sqlalchemy.Table
+    alerts: sqlalchemy.Table
+    status_updates: sqlalchemy.Table
 
 
 @cache
@@ -91,7 +93,24 @@ def _sql() -> _Sql:
         sa.Column("at", sa.String(40), nullable=False),
         sa.Column("run_id", sa.String(32), nullable=False),
     )
-    return _Sql(metadata, runs, snapshots, deliveries, acknowledgements, escalations, maintenance)
+    alerts = sa.Table(  # every warning intake took, once per key: what makes intake idempotent
+        "alerts",
+        metadata,
+        sa.Column("key", sa.String(300), primary_key=True),
+        sa.Column("plan", sa.String(64), nullable=False, index=True),
+        sa.Column("received_at", sa.String(40), nullable=False),
+        sa.Column("alert", sa.Text, nullable=False),
+    )
+    status_updates = sa.Table(  # what the public status page said, and who approved it
+        "status_updates",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("plan", sa.String(64), nullable=False, index=True),
+        sa.Column("at", sa.String(40), nullable=False),
+        sa.Column("update", sa.Text, nullable=False),
+    )
+    return _Sql(metadata, runs, snapshots, deliveries, acknowledgements, escalations, maintenance, alerts,
+                status_updates)
 
 
 class SnapshotFacts(BaseModel):

@@ -11,12 +11,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-RunKind = Literal["backup", "restore", "failover", "failback", "verify", "drill"]
-Trigger = Literal["schedule", "ui", "cli"]
+RunKind = Literal["backup", "restore", "failover", "failback", "verify", "drill", "alert"]
+Trigger = Literal["schedule", "ui", "cli", "intake"]
 StepStatus = Literal["running", "completed", "failed", "skipped", "warning"]
 RunStatus = Literal["running", "completed", "failed", "cancelled"]
 
@@ -91,6 +91,27 @@ def _send_nowhere(audiences: list[str], template: str | None, message: str | Non
     return None
 
 
+class PublicPage(Protocol):
+    """The public status page as a run sees it (steps implement it; a plan without one gets `NoPublicPage`)."""
+
+    def preview(self, events: list[str]) -> str: ...
+
+    def approve(self, by: str) -> None: ...
+
+    def post(self, event: str, *, resolved: bool = False) -> None: ...
+
+
+class NoPublicPage:
+    def preview(self, events: list[str]) -> str:
+        return ""
+
+    def approve(self, by: str) -> None:
+        return None
+
+    def post(self, event: str, *, resolved: bool = False) -> None:
+        return None
+
+
 class Journal:
     """Thread-safe step log of one run; tasks running concurrently append to it."""
 
@@ -101,6 +122,7 @@ class Journal:
         self.announce: Callable[..., None] = _say_nothing  # set when the plan tells people of its runs
         self.answered_by: Callable[[str], None] = _note_nothing  # a person answered the run's approval
         self.send: Callable[..., list | None] = _send_nowhere  # a runbook `notify` step; None: nobody to tell
+        self.public: PublicPage = NoPublicPage()  # the status page, when the plan has one
 
     def tell(self, event: str, **fields: object) -> None:
         """Announce an event of this run to the audiences the plan names for it."""

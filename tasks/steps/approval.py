@@ -63,17 +63,21 @@ def ask(prompt: str, description: str, mode: ApprovalMode, timeout_seconds: floa
 
 def ask_recorded(
     journal: Journal, step_name: str, prompt: str, description: str, mode: ApprovalMode, timeout_seconds: float,
-    reason: str = "",
+    reason: str = "", public_events: tuple[str, ...] = (),
 ) -> Decision:
     """Ask, and record the wait: the step spans it, between the `awaiting_approval` milestone and the
-    `approved` (or `rejected`) one, since the time a person takes counts in the RTO."""
+    `approved` (or `rejected`) one, since the time a person takes counts in the RTO. The form also shows the
+    public status page's text for `public_events`: approving the run approves that text."""
+    description += journal.public.preview(list(public_events)) if public_events else ""
     journal.milestone("awaiting_approval")
-    if mode != "yes" and journal.record.kind != "drill":
+    if mode != "yes" and journal.record.kind not in ("drill", "alert"):
         journal.tell("approval_needed")
     with journal.step(step_name) as entry:
         decision = ask(prompt, description, mode, timeout_seconds, reason)
         entry.detail.update(decision.detail)
     journal.milestone("approved" if decision.approved else "rejected", decision.answered_at)
+    if decision.approved and public_events:
+        journal.public.approve(decision.operator)
     if decision.operator:
         journal.answered_by(decision.operator)
     return decision

@@ -106,6 +106,10 @@ def recorded_run(
     if communications is not None:
         journal.announce, journal.answered_by = communications.announce, communications.answered_by
         journal.send = communications.send
+    if loaded.plan.status_page is not None:
+        from lifeline.tasks.steps.status_page import RunPosts
+
+        journal.public = RunPosts(loaded.plan, ledger, journal)
     try:
         with hosts_limited(loaded.plan):
             yield journal

@@ -1,0 +1,105 @@
+"""The ledger's record of the outside world: warnings intake took (once per key), and what the public
+status page said, who approved it and when it went out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from lifeline.tasks.run.ledger import Ledger, _iso, _sql
+from lifeline.tasks.run.record import utc_now
+from pydantic import BaseModel, Field
+
+AlertOutcome = Literal["started", "ignored"]
+ComponentStatus = Literal["operational", "degraded", "partial_outage", "major_outage", "maintenance"]
+
+
+class TakenAlert(BaseModel):
+    key: str
+    plan: str
+    received_at: datetime = Field(default_factory=utc_now)
+    outcome: AlertOutcome
+    run_id: str | None = Field(None, description="The Lifeline run it started (its record id).")
+    flow_run_id: str | None = None
+    reason: str = Field("", description="Why it started nothing, when it did not.")
+    refers_to: list[str] = Field(default_factory=list, description="Keys of the alerts it updates or cancels.")
+    alert: dict = Field(default_factory=dict, description="The alert as parsed.")
+
+
+class Alerts:
+    def __init__(self, ledger: Ledger) -> None:
+        self.engine = ledger.engine
+
+    def take(self, taken: TakenAlert) -> tuple[bool, TakenAlert]:
+        """(True, it) when this key is new; (False, the one taken first) when it is not."""
+        import sqlalchemy
+
+        table = _sql().alerts
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(table.insert().values(key=taken.key, plan=taken.plan,
+                                                         received_at=_iso(taken.received_at),
+                                                         alert=taken.model_dump_json()))
+        except sqlalchemy.exc.IntegrityError:
+            existing = self.get(taken.key)
+            if existing is None:  # released between the two statements: take it again
+                return self.take(taken)
+            return False, existing
+        return True, taken
+
+    def update(self, taken: TakenAlert) -> None:
+        table = _sql().alerts
+        with self.engine.begin() as connection:
+            connection.execute(table.update().where(table.c.key == taken.key).values(alert=taken.model_dump_json()))
+
+    def release(self, key: str) -> None:
+        """Forget a key whose run could not be started, so that the sender's retry starts it."""
+        table = _sql().alerts
+        with self.engine.begin() as connection:
+            connection.execute(table.delete().where(table.c.key == key))
+
+    def get(self, key: str) -> TakenAlert | None:
+        table = _sql().alerts
+        with self.engine.connect() as connection:
+            row = connection.execute(table.select().with_only_columns(table.c.alert).where(table.c.key == key)).first()
+        return TakenAlert.model_validate_json(row[0]) if row else None
+
+    def of_plan(self, plan: str, last: int = 100) -> list[TakenAlert]:
+        table = _sql().alerts
+        query = (table.select().with_only_columns(table.c.alert).where(table.c.plan == plan)
+                 .order_by(table.c.received_at.desc()).limit(last))
+        with self.engine.connect() as connection:
+            return [TakenAlert.model_validate_json(text) for (text,) in connection.execute(query)]
+
+
+class StatusUpdate(BaseModel):
+    """One post on the status page: the components' statuses then, and the incident's text in both languages."""
+
+    plan: str
+    incident: str = Field(description="The incident it belongs to: the run id, or the alert's key.")
+    title: dict[str, str] = Field(description="zh and en")
+    text: dict[str, str] = Field(description="zh and en")
+    components: dict[str, ComponentStatus]
+    resolved: bool = False
+    exercise: bool = False
+    at: datetime = Field(default_factory=utc_now)
+    approved_by: str = ""
+    run_id: str = ""
+
+
+class StatusUpdates:
+    def __init__(self, ledger: Ledger) -> None:
+        self.engine = ledger.engine
+
+    def add(self, update: StatusUpdate) -> None:
+        table = _sql().status_updates
+        with self.engine.begin() as connection:
+            connection.execute(table.insert().values(plan=update.plan, at=_iso(update.at),
+                                                     update=update.model_dump_json()))
+
+    def of_plan(self, plan: str) -> list[StatusUpdate]:
+        """Oldest first."""
+        table = _sql().status_updates
+        query = table.select().with_only_columns(table.c.update).where(table.c.plan == plan).order_by(table.c.id)
+        with self.engine.connect() as connection:
+            return [StatusUpdate.model_validate_json(text) for (text,) in connection.execute(query)]

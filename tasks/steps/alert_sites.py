@@ -1,0 +1,32 @@
+"""Which of the plan's sites a warning concerns: by CAP area (geocode, polygon, circle), Alertmanager labels,
+or the sites a plain alert names."""
+
+from __future__ import annotations
+
+from lifeline.configs.plan import Plan
+from lifeline.tasks.adapters.alerts import Alert
+from lifeline.tasks.adapters.alerts.areas import covers
+
+
+def matching_sites(plan: Plan, alert: Alert) -> dict[str, str]:
+    """Site → why the alert concerns it."""
+    found: dict[str, str] = {}
+    for name, site in plan.sites.items():
+        if alert.sites:
+            if name in alert.sites:
+                found[name] = "named by the alert"
+            continue
+        area = site.area
+        if area is None:
+            continue
+        if area.labels and all(alert.labels.get(key) == value for key, value in area.labels.items()):
+            found[name] = "labels " + ", ".join(f"{key}={value}" for key, value in area.labels.items())
+            continue
+        for alert_area in alert.areas:
+            why = covers(alert_area, location=area.location, geocodes=area.geocode_pairs())
+            if why:
+                found[name] = why
+                break
+    if alert.source == "json" and not alert.sites:
+        found = dict.fromkeys(plan.sites, "a plain alert naming no site concerns every site")
+    return found
