@@ -225,6 +225,8 @@ def recovery_reference_problems(plan: Plan, names: Names) -> list[Problem]:
             problems += names.dangling(f"databases.{name}.instances.{site}.host", instance.host, "hosts")
     for site in plan.fencing:
         problems += names.dangling(f"fencing.{site}", site, "sites")
+    for index, approver in enumerate(plan.recovery.approvers):
+        problems += names.dangling(f"recovery.approvers.{index}", approver, "contacts")
     for name, dataset in plan.datasets.items():
         problems += names.dangling(f"datasets.{name}.site", dataset.site, "sites")
     for phase in ("failover", "failback"):

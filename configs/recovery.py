@@ -155,5 +155,9 @@ class Recovery(PlanModel):
     defaults: StepSettings = StepSettings()
     verification: Verification = Verification()
     approval_timeout_seconds: float = Field(900, gt=0)
+    approvers: list[Name] = Field(default_factory=list, description="Contact ids who may approve a failover, a "
+                                  "failback or a public text in its form; empty: anybody who gives a name.")
+    deputies_after_minutes: float = Field(5, ge=0, description="With no approver's answer by then, the approvers' "
+                                          "deputies are asked too and may approve (at once in staff-shortage mode).")
     failover: list[StepGroup] = Field(default_factory=list, description="Runbook from the primary site to the DR site.")
     failback: list[StepGroup] = Field(default_factory=list, description="Extra steps after the database is back at main.")

@@ -19,7 +19,9 @@ from lifeline.tasks.run.record import Journal, Trigger
 from lifeline.tasks.steps import preparedness
 from lifeline.tasks.steps.alert_sites import matching_sites
 from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
+from lifeline.tasks.steps.approvers import approvers_for
 from lifeline.tasks.steps.recorded_run import flow_result, recorded_run
+from lifeline.tasks.steps.security_readiness import check_compromise_readiness
 from prefect import flow
 
 
@@ -28,7 +30,7 @@ def alert_flow(
     plan_path: str, alert: dict, approval: ApprovalMode = "terminal", trigger: Trigger = "cli",
     record_id: str | None = None,
 ) -> str:
-    """Prepare for a warning: back up and copy off-site, preflight the DR site, tell the liaison and leadership,
+    """Prepare for a warning as the plan's `preparedness` says for its kind, tell the liaison and leadership,
     then post the public status page once a person approves its text.
 
     Args:
@@ -72,8 +74,14 @@ def prepare(loaded: LoadedPlan, settings: Settings, journal: Journal, warning: A
         journal.milestone("offsite_snapshot")
     elif warning.kind == "network":
         problems += preparedness.verify_sites(plan, journal, [home, away])
-    readiness = preflight(plan, away, journal=journal, step_name=f"preflight {away}")
-    problems += preparedness.record_readiness(journal, readiness.ready, readiness.reasons)
+    if warning.kind == "security":
+        readiness = check_compromise_readiness(plan, settings, journal=journal, step_name="ready to contain a compromise")
+        problems += [] if readiness.ready else [f"not ready to contain a compromise: {'; '.join(readiness.reasons)}"]
+    elif warning.kind == "public-health":
+        problems += preparedness.staff_shortage(plan, Ledger(settings.ledger), journal, preparation, away)
+    else:
+        readiness = preflight(plan, away, journal=journal, step_name=f"preflight {away}")
+        problems += preparedness.record_readiness(journal, readiness.ready, readiness.reasons)
     if preparation.notify:
         problems += preparedness.tell(journal, preparation.notify)
     preparedness.conclude(journal, problems)
@@ -87,4 +95,5 @@ def approve_public_text(plan, journal: Journal, approval: ApprovalMode, event: s
     fields = journal.message_fields
     ask_recorded(journal, "approve public text", f"Post this warning on the public status page of {plan.name}?",
                  f"**{fields['severity']} {fields['kind']} warning** for {fields['sites']}: {fields['headline']}",
-                 approval, plan.recovery.approval_timeout_seconds, public_events=(event,))
+                 approval, plan.recovery.approval_timeout_seconds, public_events=(event,),
+                 approvers=approvers_for(plan, Ledger(load_settings().ledger), journal))

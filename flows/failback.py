@@ -25,6 +25,7 @@ from lifeline.tasks.run.measurements import measure_outage, write_positions
 from lifeline.tasks.run.record import Journal, Trigger, utc_now
 from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
+from lifeline.tasks.steps.approvers import approvers_for
 from lifeline.tasks.steps.failover import rebuild_old_primary_as_standby, switch_database_back, switch_dns
 from lifeline.tasks.steps.preflight import assess_failback_readiness, go_or_refuse
 from lifeline.tasks.steps.recorded_run import exclusive_run, flow_result, recorded_run
@@ -119,7 +120,8 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
     go_or_refuse(readiness, force, journal)
     decision = ask_recorded(journal, "approval", f"Fail back {plan.name} from {away} to {home}?",
                             readiness.markdown(), approval, plan.recovery.approval_timeout_seconds, reason,
-                            public_events=("failback_done",))
+                            public_events=("failback_done",),
+                            approvers=approvers_for(plan, Ledger(load_settings().ledger), journal))
     if not decision.approved:
         record.status, record.error = "cancelled", "not approved; nothing was changed"
         return

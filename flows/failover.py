@@ -17,9 +17,11 @@ from lifeline.configs.settings import load_settings
 from lifeline.flows.failback import sweep_drill_leftovers
 from lifeline.flows.restore import restore_flow
 from lifeline.tasks.run import topology
+from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.measurements import measure_outage, recorded_incident_time, write_positions
 from lifeline.tasks.run.record import Journal, Trigger
 from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
+from lifeline.tasks.steps.approvers import approvers_for
 from lifeline.tasks.steps.failover import StepOutcome, fence_site
 from lifeline.tasks.steps.preflight import assess_readiness, go_or_refuse
 from lifeline.tasks.steps.recorded_run import exclusive_run, flow_result
@@ -170,7 +172,8 @@ def fail_over(
     go_or_refuse(readiness, force, journal)
     decision = ask_recorded(journal, "approval", f"Fail over {plan.name} from {source} to {target}?",
                             readiness.markdown(), approval, plan.recovery.approval_timeout_seconds, reason,
-                            public_events=("failover_started", "recovered"))
+                            public_events=("failover_started", "recovered"),
+                            approvers=approvers_for(plan, Ledger(load_settings().ledger), journal))
     if not decision.approved:
         record.status = "cancelled"
         record.error = f"not approved: {decision.reason or 'no reason given'}; nothing was changed"

@@ -90,7 +90,7 @@ def test_one_click_failover_from_the_ui_approved_in_its_form(
         page.get_by_role("menuitem", name="Resume").click()
         form = page.get_by_role("dialog")
         expect(form.get_by_text("READY", exact=True)).to_be_visible()  # the preflight result above the form
-        form.get_by_label("Operator").fill("carol")
+        form.get_by_label("Operator").fill("Wang Fang")  # the plan's approver (recovery.approvers)
         form.get_by_label("Reason").fill("UI end-to-end test")
         form.get_by_label("Approve").click()
         expect(form.get_by_role("switch")).to_have_attribute("aria-checked", "true")
@@ -109,7 +109,7 @@ def test_one_click_failover_from_the_ui_approved_in_its_form(
     assert record is not None and (record.status, record.trigger) == ("completed", "ui")
     approval = next(step for step in record.steps if step.name == "approval")
     assert (approval.detail["approved"], approval.detail["operator"], approval.detail["reason"]) == \
-        (True, "carol", "UI end-to-end test")
+        (True, "Wang Fang", "UI end-to-end test")
     assert record.milestones["approved"] <= record.milestones["recovered"]
 
     # The run record and its summary are artifacts of this run, and the run page shows them.

@@ -42,6 +42,7 @@ def lab_communication_values(context: LabContext) -> dict[str, Any]:
             **{f"agent-{index}": person(f"Agent {index}", "agent-supervisor", 50 + index, "zh", department="floor")
                for index in range(1, 5)},
         },
+        "recovery": {"approvers": ["wang-fang"], "deputies_after_minutes": 5},  # her deputy: zhou-lin
         "oncall": {"engineer": {"members": ["chen-jie", "sam-lee"], "start": "2026-01-05T09:00:00", "every": "week"}},
         "channels": {
             "sms": {"type": "sms", "attempts": 2, "backoff_seconds": 0.2},

@@ -31,6 +31,7 @@ class _Sql(NamedTuple):
     maintenance: sqlalchemy.Table
     alerts: sqlalchemy.Table
     status_updates: sqlalchemy.Table
+    modes: sqlalchemy.Table
 
 
 @cache
@@ -109,8 +110,16 @@ def _sql() -> _Sql:
         sa.Column("at", sa.String(40), nullable=False),
         sa.Column("update", sa.Text, nullable=False),
     )
+    modes = sa.Table(  # operating modes a warning turned on (staff shortage), until when
+        "modes",
+        metadata,
+        sa.Column("plan", sa.String(64), primary_key=True),
+        sa.Column("mode", sa.String(32), primary_key=True),
+        sa.Column("until", sa.String(40), nullable=False),
+        sa.Column("run_id", sa.String(32), nullable=False),
+    )
     return _Sql(metadata, runs, snapshots, deliveries, acknowledgements, escalations, maintenance, alerts,
-                status_updates)
+                status_updates, modes)
 
 
 class SnapshotFacts(BaseModel):

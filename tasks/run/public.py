@@ -103,3 +103,25 @@ class StatusUpdates:
         query = table.select().with_only_columns(table.c.update).where(table.c.plan == plan).order_by(table.c.id)
         with self.engine.connect() as connection:
             return [StatusUpdate.model_validate_json(text) for (text,) in connection.execute(query)]
+
+
+class Modes:
+    """Operating modes a warning turns on for a while: `staff-shortage` (deputies approve from the start)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.engine = ledger.engine
+
+    def turn_on(self, plan: str, mode: str, until: datetime, run_id: str) -> None:
+        table = _sql().modes
+        with self.engine.begin() as connection:
+            connection.execute(table.delete().where(table.c.plan == plan, table.c.mode == mode))
+            connection.execute(table.insert().values(plan=plan, mode=mode, until=_iso(until), run_id=run_id))
+
+    def active_until(self, plan: str, mode: str) -> datetime | None:
+        """When the mode ends, if it is on now."""
+        table = _sql().modes
+        with self.engine.connect() as connection:
+            row = connection.execute(table.select().with_only_columns(table.c.until)
+                                     .where(table.c.plan == plan, table.c.mode == mode)).first()
+        until = datetime.fromisoformat(row[0]) if row else None
+        return until if until is not None and until > utc_now() else None

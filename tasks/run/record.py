@@ -87,6 +87,10 @@ def _note_nothing(person: str) -> None:
     return None
 
 
+def _tell_nobody(event: str, contact_ids: list[str], level: int | None = None) -> None:
+    return None
+
+
 def _send_nowhere(audiences: list[str], template: str | None, message: str | None) -> None:
     return None
 
@@ -123,6 +127,7 @@ class Journal:
         self.answered_by: Callable[[str], None] = _note_nothing  # a person answered the run's approval
         self.send: Callable[..., list | None] = _send_nowhere  # a runbook `notify` step; None: nobody to tell
         self.public: PublicPage = NoPublicPage()  # the status page, when the plan has one
+        self.tell_contacts: Callable[..., None] = _tell_nobody  # an event to named people (an approver's deputies)
 
     def tell(self, event: str, **fields: object) -> None:
         """Announce an event of this run to the audiences the plan names for it."""

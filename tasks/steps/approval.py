@@ -9,6 +9,7 @@ from typing import Literal
 
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run.record import Journal, utc_now
+from lifeline.tasks.steps.approvers import Approvers
 from lifeline.tasks.steps.forms import answer_form
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
@@ -47,7 +48,8 @@ class Decision(BaseModel):
         }
 
 
-def ask(prompt: str, description: str, mode: ApprovalMode, timeout_seconds: float, reason: str = "") -> Decision:
+def ask(prompt: str, description: str, mode: ApprovalMode, timeout_seconds: float, reason: str = "",
+        approvers: Approvers | None = None) -> Decision:
     asked_at = utc_now()
     if mode == "yes":
         return Decision(approved=True, operator="--yes", reason=reason, asked_at=asked_at, answered_at=utc_now())
@@ -58,12 +60,12 @@ def ask(prompt: str, description: str, mode: ApprovalMode, timeout_seconds: floa
         answer = input(f"{prompt} [y/N] ").strip().lower()
         return Decision(approved=answer in ("y", "yes"), operator="terminal", reason=reason, asked_at=asked_at,
                         answered_at=utc_now())
-    return ask_in_ui(description, timeout_seconds, reason, asked_at)
+    return ask_in_ui(description, timeout_seconds, reason, asked_at, approvers)
 
 
 def ask_recorded(
     journal: Journal, step_name: str, prompt: str, description: str, mode: ApprovalMode, timeout_seconds: float,
-    reason: str = "", public_events: tuple[str, ...] = (),
+    reason: str = "", public_events: tuple[str, ...] = (), approvers: Approvers | None = None,
 ) -> Decision:
     """Ask, and record the wait: the step spans it, between the `awaiting_approval` milestone and the
     `approved` (or `rejected`) one, since the time a person takes counts in the RTO. The form also shows the
@@ -73,7 +75,7 @@ def ask_recorded(
     if mode != "yes" and journal.record.kind not in ("drill", "alert"):
         journal.tell("approval_needed")
     with journal.step(step_name) as entry:
-        decision = ask(prompt, description, mode, timeout_seconds, reason)
+        decision = ask(prompt, description, mode, timeout_seconds, reason, approvers)
         entry.detail.update(decision.detail)
     journal.milestone("approved" if decision.approved else "rejected", decision.answered_at)
     if decision.approved and public_events:
@@ -89,7 +91,11 @@ def ask_recorded(
 PAUSE_GRACE_SECONDS = 60
 
 
-def ask_in_ui(description: str, timeout_seconds: float, reason: str, asked_at: datetime) -> Decision:
+def ask_in_ui(description: str, timeout_seconds: float, reason: str, asked_at: datetime,
+              approvers: Approvers | None = None) -> Decision:
+    """The form on this run's page; an approval by somebody who may not give it is refused there, and the form
+    asked again, until the deadline."""
+    from prefect.logging import get_run_logger
     from prefect.runtime import flow_run
 
     run_id = flow_run.id  # read here: the timer's thread has no flow run context
@@ -107,17 +113,28 @@ def ask_in_ui(description: str, timeout_seconds: float, reason: str, asked_at: d
     # A bare initial value would replace the field and drop its description from the form.
     prefilled = Field(reason, description=Approval.model_fields["reason"].description)
     deadline.start()
+    deputies_clock = approvers.start_clock() if approvers else None
+    shown = description + (approvers.markdown() if approvers else "")
     try:
-        answer = pause_flow_run(
-            wait_for_input=Approval.with_initial_data(description=description, reason=prefilled),
-            timeout=int(timeout_seconds) + PAUSE_GRACE_SECONDS,
-            poll_interval=1,
-        )
+        while True:
+            remaining = timeout_seconds - (utc_now() - asked_at).total_seconds()
+            answer = pause_flow_run(
+                wait_for_input=Approval.with_initial_data(description=shown, reason=prefilled),
+                timeout=int(max(0.0, remaining)) + PAUSE_GRACE_SECONDS,
+                poll_interval=1,
+            )
+            refused = approvers.refusal(answer.operator) if approvers and answer.approve else None
+            if refused is None or firing.is_set():
+                break
+            get_run_logger().warning("approval refused: %s", refused)
+            shown = f"**Refused: {refused}.**\n\n" + description + approvers.markdown()
     except (FlowPauseTimeout, TimeoutError):  # Prefect raises FlowPauseTimeout, which is no TimeoutError
         return Decision(approved=False, operator="", reason=no_answer, asked_at=asked_at, answered_at=utc_now())
     finally:
         pause_over.set()
         deadline.cancel()
+        if deputies_clock is not None:
+            deputies_clock.cancel()
     if firing.is_set():
         deadline.join(30)  # it may have resumed the run but not yet said so
     if answered_by_deadline.is_set():

@@ -74,6 +74,13 @@ class RunCommunications:
         if event in self.plan.escalation.events and self.plan.escalation.levels and not self.acknowledged():
             self.escalate(announcement, frozenset(recipient.contact_id for recipient in told))
 
+    def tell_contacts(self, event: str, contact_ids: list[str], level: int | None = None) -> None:
+        """The event to these people, on the channels of the first audience the event goes to."""
+        audiences = self.plan.audiences_for(event) or list(self.plan.audiences)  # type: ignore[arg-type]
+        if not audiences or not contact_ids:
+            return
+        self.notifier.announce_to(Announcement(event, self.common_fields(), level=level), contact_ids, audiences[0])
+
     def escalate(self, announcement: Announcement, already_told: frozenset[str]) -> None:
         """One escalation per run: while one is open, a later event of the same incident does not start another.
         Under `lifeline serve` it is a flow run of its own; otherwise a thread of this process."""

@@ -68,7 +68,7 @@ def known_hosts_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
-def _line_names_host(line: str, name: str) -> bool:
+def line_names_host(line: str, name: str) -> bool:
     fields = line.split()
     if len(fields) < 3 or line.lstrip().startswith("#"):
         return False
@@ -87,7 +87,7 @@ def revoke_host_key(plan: Plan, host_name: str) -> Done:
     name = known_hosts_name(host.address, host.port)
     path = Path(host.known_hosts_file)
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    removed = [line for line in lines if _line_names_host(line, name)]
+    removed = [line for line in lines if line_names_host(line, name)]
     kept = [line for line in lines if line not in removed]
     if removed:
         temporary = path.with_name(f".{path.name}.lifeline")
@@ -101,7 +101,7 @@ def revoke_host_key(plan: Plan, host_name: str) -> Done:
     })
 
 
-def _primary_instance(database: Any) -> tuple[str, Any] | None:
+def primary_instance(database: Any) -> tuple[str, Any] | None:
     ordered = sorted(database.instances.items(), key=lambda item: item[0] != database.primary)
     for site, instance in ordered:
         try:
@@ -122,7 +122,7 @@ def revoke_database_role(plan: Plan, role: str | None) -> Done:
     done: dict[str, Any] = {"database_role": role, "databases": {}}
     warnings = []
     for name, database in plan.databases.items():
-        found = _primary_instance(database)
+        found = primary_instance(database)
         if found is None:
             warnings.append(f"database {name}: no primary answers; {role} not revoked there")
             continue

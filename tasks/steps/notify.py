@@ -87,6 +87,13 @@ class Notifier:
             self._submit(recipient, announcement, 0, uuid.uuid4().hex[:16])
         return recipients
 
+    def announce_to(self, announcement: Announcement, contact_ids: list[str], channels_of: str) -> list[Recipient]:
+        """Start delivering to these contacts, on the channels of audience `channels_of` (they need not be in it)."""
+        recipients = [Recipient(contact_id, self.plan.contacts[contact_id], channels_of) for contact_id in contact_ids]
+        for recipient in recipients:
+            self._submit(recipient, announcement, 0, uuid.uuid4().hex[:16])
+        return recipients
+
     def wait(self, timeout: float | None = None) -> list[Delivery]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

@@ -79,7 +79,7 @@ def go_or_refuse(readiness: Readiness, force: bool, journal: Journal) -> None:
     journal.record.steps[-1].detail["forced_past"] = readiness.reasons
 
 
-def _guarded(name: str, probe: Callable[[], tuple[bool, str]]) -> ReadinessItem:
+def guarded(name: str, probe: Callable[[], tuple[bool, str]]) -> ReadinessItem:
     bad_input = False
     try:
         ready, detail = probe()
@@ -200,12 +200,12 @@ def _site_and_cloud_probes(plan: Plan, site: str) -> list[Probe]:
     return probes
 
 
-def _run_probes(probes: list[Probe], listings: Sequence[Callable[[], list[ReadinessItem]]] = ()) -> list[ReadinessItem]:
+def run_probes(probes: list[Probe], listings: Sequence[Callable[[], list[ReadinessItem]]] = ()) -> list[ReadinessItem]:
     """Every probe and listing runs concurrently; each failure becomes a reason, never an exception."""
     with ThreadPoolExecutor(max_workers=max(1, len(probes) + len(listings))) as pool:
         # each in a copy of this context: the step's time limit and the hosts' session gate reach the threads
         listed = [pool.submit(copy_context().run, listing) for listing in listings]
-        probed = [pool.submit(copy_context().run, _guarded, *probe) for probe in probes]
+        probed = [pool.submit(copy_context().run, guarded, *probe) for probe in probes]
         return [future.result() for future in probed] + [item for future in listed for item in future.result()]
 
 
@@ -215,7 +215,7 @@ def assess_readiness(plan: Plan, settings: Settings, target_site: str) -> Readin
         probes.append((f"database {name}", lambda name=name: _standby_ready(plan, name, target_site)))
     listings = [partial(_snapshots_fresh, plan, settings, repository)
                 for repository in sorted({dataset.repository for dataset in plan.datasets.values()})]
-    return Readiness(target_site=target_site, items=_run_probes(probes, listings))
+    return Readiness(target_site=target_site, items=run_probes(probes, listings))
 
 
 def assess_failback_readiness(plan: Plan, home: str, away: str) -> Readiness:
@@ -224,4 +224,4 @@ def assess_failback_readiness(plan: Plan, home: str, away: str) -> Readiness:
     probes = _site_and_cloud_probes(plan, home)
     for name in plan.databases_at(home, away):
         probes.append((f"database {name}", lambda name=name: _primary_to_fail_back_from(plan, name, home, away)))
-    return Readiness(target_site=home, items=_run_probes(probes), action="fail back")
+    return Readiness(target_site=home, items=run_probes(probes), action="fail back")

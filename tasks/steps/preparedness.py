@@ -2,7 +2,10 @@
 
 - weather, natural-disaster: a fresh off-site backup of the critical datasets, a preflight of the DR site, the
   liaison and leadership told with the alert's text;
-- network: both sites verified, then a preflight of the DR site, and the notice.
+- network: both sites verified, then a preflight of the DR site, and the notice;
+- security: the data-leak procedure's isolation steps and every repository's credential rotation checked;
+- public-health: staff-shortage mode (the approvers' deputies approve from the start), and the DR site's agents
+  announced to staff.
 
 The `ready` milestone is reached when every part succeeded; the public status page's text is asked for after it,
 so a person's time to approve the text never holds up the preparation.
@@ -10,16 +13,17 @@ so a person's time to approve the text never holds up the preparation.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from lifeline.configs.alerts import Preparation
 from lifeline.configs.plan import Plan
 from lifeline.tasks.adapters.alerts import Alert
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run.ledger import Ledger
-from lifeline.tasks.run.public import Alerts
-from lifeline.tasks.run.record import Journal
+from lifeline.tasks.run.public import Alerts, Modes
+from lifeline.tasks.run.record import Journal, utc_now
+from lifeline.tasks.steps.approvers import STAFF_SHORTAGE
 from lifeline.tasks.steps.verification import verify_site
-
-KINDS_WITH_ACTIONS = ("weather", "natural-disaster", "network")
 
 
 class NotPrepared(LifelineError):
@@ -93,3 +97,27 @@ def conclude(journal: Journal, problems: list[str]) -> None:
     if problems:
         raise NotPrepared("not prepared: " + "; ".join(problems))
     journal.milestone("ready")
+
+
+def staff_shortage(plan: Plan, ledger: Ledger, journal: Journal, preparation: Preparation, away: str) -> list[str]:
+    """Turn staff-shortage mode on, and announce to staff who works at the DR site; the problems."""
+    until = utc_now() + timedelta(hours=preparation.staff_shortage_hours)
+    with journal.step("staff-shortage mode on") as entry:
+        Modes(ledger).turn_on(plan.name, STAFF_SHORTAGE, until, journal.record.id)
+        deputies = {name: plan.contacts[name].deputy for name in plan.recovery.approvers if plan.contacts[name].deputy}
+        entry.detail.update(until=until.isoformat(timespec="minutes"), deputies_approve=deputies)
+    agents = [plan.contacts[name] for name in plan.sites[away].agents]
+    if not agents:
+        journal.record_skipped("announce the DR site's agents", f"sites.{away}.agents names nobody")
+        return [f"sites.{away}.agents names nobody to announce"]
+    roster = "; ".join(f"{agent.name} {agent.phones[0] if agent.phones else ''}".strip() for agent in agents)
+    text = (f"人员短缺模式已启动，至 {until:%Y-%m-%d %H:%M} UTC。{away} 站点值班坐席：{roster}。\n"
+            f"Staff-shortage mode is on until {until:%Y-%m-%d %H:%M} UTC. Agents at site {away}: {roster}.")
+    with journal.step("announce the DR site's agents") as entry:
+        told = journal.send(["staff"] if "staff" in plan.audiences else list(preparation.notify), None, text)
+        reached = {d.message_id for d in told or [] if d.status in ("delivered", "awaiting_confirmation")}
+        entry.detail.update(agents=[agent.name for agent in agents], reached=len(reached))
+        if not reached:
+            entry.status = "warning"
+            return ["nobody on staff was reached with the DR site's agents"]
+    return []

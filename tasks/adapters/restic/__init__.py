@@ -31,6 +31,7 @@ from lifeline.tasks.adapters.restic.arguments import (
     forget_arguments,
     forget_snapshots_arguments,
     init_arguments,
+    key_list_arguments,
     ls_arguments,
     prune_arguments,
     restore_arguments,
@@ -315,6 +316,10 @@ class ResticRepository:
             kept=tuple(snapshot["id"] for group in groups for snapshot in group.get("keep") or ()),
             removed=tuple(snapshot["id"] for group in groups for snapshot in group.get("remove") or ()),
         )
+
+    def keys(self) -> list[dict[str, Any]]:
+        """The repository's keys (passwords that open it): opening it proves the current password works."""
+        return json.loads(self._run("key list", key_list_arguments()).stdout_text or "[]") or []
 
     def forget_snapshots(self, snapshot_ids: Sequence[str]) -> None:
         self._run("forget", forget_snapshots_arguments(snapshot_ids))

@@ -95,5 +95,9 @@ def init_arguments(copy_chunker_params: bool = False) -> tuple[str, ...]:
     return ("init", "--copy-chunker-params") if copy_chunker_params else ("init",)
 
 
+def key_list_arguments() -> tuple[str, ...]:
+    return ("key", "list", "--json")
+
+
 def unlock_arguments() -> tuple[str, ...]:
     return ("unlock",)  # plain unlock: only locks restic itself calls stale; a live backup's lock stays
