@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from lifeline.configs.base import PlanModel, PlanPath, Targets
+from lifeline.configs.base import Name, PlanModel, PlanPath, Targets
 from pydantic import Field
 
 
@@ -38,12 +38,45 @@ class LeakRecovery(PlanModel):
     database_role: str | None = Field(None, description="Role the host used at the CRM database: login revoked.")
 
 
+class NotifyRecovery(PlanModel):
+    """A message that must reach people although the fault took their first channel down."""
+
+    audiences: list[Name] = Field(default_factory=lambda: ["liaison"], min_length=1)
+    message: str = Field("Drill: communications check, please ignore. 演习：通讯测试，请忽略。", min_length=1)
+
+
+class ApprovalRecovery(PlanModel):
+    """An approval whose approver does not answer: the escalation must reach a deputy, who approves."""
+
+    absent: Name = Field(description="The approver (under recovery.approvers) who does not answer.")
+    deputies_after_seconds: float = Field(10, gt=0, description="The drill's own, shorter wait before the deputies.")
+
+
+class AlertRecovery(PlanModel):
+    """A CAP warning (status Exercise) posted to `lifeline intake`: the preparedness run must get ready in time."""
+
+    site: Name = Field(description="The site whose area the warning covers.")
+    kind: Literal["weather", "natural-disaster", "network", "security", "public-health"] = "weather"
+    severity: Literal["minor", "moderate", "severe", "extreme"] = "severe"
+    headline: str = "Drill: severe weather warning"
+
+
 class ScenarioRecovery(PlanModel):
-    """Exactly one: a failover (with failback afterwards), a restore, or the data-leak procedure."""
+    """Exactly one: a failover (with failback afterwards), a restore, the data-leak procedure, or a rehearsal of
+    the communication plan: a message through the fallback channel, an approval by a deputy, a warning's
+    preparedness."""
 
     failover: bool = False
     restore: RestoreRecovery | None = None
     leak: LeakRecovery | None = None
+    notify: NotifyRecovery | None = None
+    approval: ApprovalRecovery | None = None
+    alert: AlertRecovery | None = None
+
+    @property
+    def needs_no_fault_command(self) -> bool:
+        """The rehearsal plays its own fault: nobody answers, a warning is posted."""
+        return self.approval is not None or self.alert is not None
 
 
 class SentinelSettings(PlanModel):
@@ -58,7 +91,8 @@ class SentinelSettings(PlanModel):
 
 class Scenario(PlanModel):
     description: str
-    kind: Literal["natural-disaster", "network-outage", "system-crash", "data-corruption", "security-incident", "other"] = "other"
+    kind: Literal["natural-disaster", "network-outage", "system-crash", "data-corruption", "security-incident",
+                  "communications-failure", "staff-shortage", "other"] = "other"
     fault: Fault
     recovery: ScenarioRecovery
     sentinel: SentinelSettings = SentinelSettings()

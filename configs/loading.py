@@ -246,6 +246,16 @@ def recovery_reference_problems(plan: Plan, names: Names) -> list[Problem]:
         if scenario.recovery.leak is not None:
             problems += names.dangling(f"{where}.recovery.leak.host", scenario.recovery.leak.host, "hosts")
             problems += names.dangling(f"{where}.recovery.leak.dataset", scenario.recovery.leak.dataset, "datasets")
+        recovery = scenario.recovery
+        for index, audience in enumerate(recovery.notify.audiences if recovery.notify else []):
+            problems += names.dangling(f"{where}.recovery.notify.audiences.{index}", audience, "audiences")
+        if recovery.approval is not None and recovery.approval.absent not in plan.recovery.approvers:
+            problems.append(Problem(f"{where}.recovery.approval.absent",
+                                    f"{recovery.approval.absent!r} is not one of recovery.approvers"))
+        if recovery.alert is not None:
+            problems += names.dangling(f"{where}.recovery.alert.site", recovery.alert.site, "sites")
+            if plan.intake is None:
+                problems.append(Problem(f"{where}.recovery.alert", "needs the plan's `intake`: the warning is posted there"))
         problems += names.dangling(f"{where}.sentinel.database", scenario.sentinel.database, "databases")
         problems += names.dangling(f"{where}.sentinel.dataset", scenario.sentinel.dataset, "datasets")
     return problems

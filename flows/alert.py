@@ -70,7 +70,7 @@ def prepare(loaded: LoadedPlan, settings: Settings, journal: Journal, warning: A
     problems: list[str] = []
     if warning.kind in ("weather", "natural-disaster"):
         datasets = preparedness.critical_datasets(plan, preparation)
-        run_backups(loaded, settings, journal, only=datasets)  # raises when one fails: not prepared
+        run_backups(loaded, settings, journal, only=datasets, retention=False)  # raises when one fails
         journal.milestone("offsite_snapshot")
     elif warning.kind == "network":
         problems += preparedness.verify_sites(plan, journal, [home, away])

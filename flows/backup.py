@@ -67,7 +67,9 @@ def backup_flow(
 
 
 def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: list[str] | None = None,
-                site: str | None = None, maintain: bool = False) -> None:
+                site: str | None = None, maintain: bool = False, retention: bool = True) -> None:
+    """`retention=False`: back up and copy only (a warning's preparedness: the fresh copy off-site first; forget
+    takes the repository whole and would hold the copies up), and no prune or check either."""
     plan = loaded.plan
     names = only or (list(plan.datasets) if site is None else topology.dataset_sites(plan).get(site, []))
     for name in names:
@@ -105,7 +107,7 @@ def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: 
             wait_for=[ready[dataset.repository]],
         )
         after_backup[dataset.repository].append(backups[name])
-        if dataset.retention:
+        if dataset.retention and retention:
             after_backup[dataset.repository].append(
                 apply_retention.submit(
                     repository, tags, dataset.retention, locks,
@@ -127,6 +129,8 @@ def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: 
     def due(name: str, operation: Operation) -> bool:
         reason = None if maintain else not_due(plan, name, repositories[name], operation, ledger,
                                                journal.record.started_at)
+        if not retention:
+            reason = "a backup for a warning: the next nightly backup keeps the repository"
         if reason:
             journal.record_skipped(f"{operation} {name}", reason)
         return reason is None

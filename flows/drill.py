@@ -21,7 +21,7 @@ from lifeline.tasks.run import topology
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.measurements import recorded_incident_time
 from lifeline.tasks.run.record import Journal, Trigger, utc_now
-from lifeline.tasks.steps import drills
+from lifeline.tasks.steps import communication_drills, drills
 from lifeline.tasks.steps.recorded_run import exclusive_run
 from lifeline.tasks.steps.restore import restore_dataset
 from lifeline.tasks.steps.verification import verify_site
@@ -71,7 +71,8 @@ def drill_flow(
 
 def most_overdue_scenario(loaded: LoadedPlan, settings: Settings) -> str:
     """The scenario whose last drill is oldest relative to its cadence (never drilled comes first)."""
-    runnable = {name: s for name, s in loaded.plan.scenarios.items() if not s.needs_netns and s.fault.command}
+    runnable = {name: s for name, s in loaded.plan.scenarios.items()
+                if not s.needs_netns and (s.fault.command or s.recovery.needs_no_fault_command)}
     if not runnable:
         raise UnknownScenario("the plan has no scenario a scheduled drill can run")
     last: dict[str, float] = {}
@@ -153,6 +154,10 @@ def failure_message(journal: Journal, error: BaseException) -> str:
 def inject_fault(plan, journal: Journal, scenario: Scenario) -> None:
     fault = scenario.fault
     with journal.step("inject fault") as entry:
+        if fault.command is None and scenario.recovery.needs_no_fault_command:
+            entry.detail["result"] = fault.instructions or "the rehearsal plays the fault itself"
+            journal.record.incident_at = journal.milestone("incident")
+            return
         if fault.command is None:
             raise DrillFailed(f"this scenario's fault needs a person: {fault.instructions or 'no instructions'}; "
                               "run it from a deployment, where the drill can wait for them")
@@ -205,8 +210,16 @@ def recover(loaded, settings, journal: Journal, scenario: Scenario, marker, home
         from lifeline.tasks.steps.leak_recovery import recover_from_leak
 
         recover_from_leak(loaded, settings, journal, recovery.leak)
+    elif recovery.notify is not None:
+        communication_drills.rehearse_fallback(journal, recovery.notify, scenario.targets or plan.targets)
+    elif recovery.approval is not None:
+        communication_drills.rehearse_deputy_approval(plan, Ledger(settings.ledger), journal, recovery.approval,
+                                                      scenario.targets or plan.targets)
+    elif recovery.alert is not None:
+        communication_drills.rehearse_warning(plan, Ledger(settings.ledger), journal, recovery.alert,
+                                              scenario.targets or plan.targets)
     else:
-        raise DrillFailed("the scenario names no recovery (failover, restore or leak)")
+        raise DrillFailed("the scenario names no recovery (failover, restore, leak, notify, approval or alert)")
 
 
 def check_sentinel(plan, journal: Journal, scenario: Scenario, sentinel: drills.Sentinel) -> None:

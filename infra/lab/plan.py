@@ -133,7 +133,8 @@ def lab_recovery_values(context: LabContext) -> dict[str, Any]:
 
 
 def lab_scenarios(context: LabContext) -> dict[str, Any]:
-    """The emergency plan's five drills, wired to the lab's fault and power verbs."""
+    """The emergency plan's drills, wired to the lab's fault and power verbs: the five of issue 6, and three
+    that rehearse the communication plan."""
     paths = context.paths
     lab = [sys.executable, "-m", "lifeline.infra.lab", "--home", str(paths.root.parent)]
     row = {"database": "crm", "table": "drill_sentinels", "row_survives": True}
@@ -177,6 +178,31 @@ def lab_scenarios(context: LabContext) -> dict[str, Any]:
                                   "database_role": "crm_app"}},
             "sentinel": {"dataset": "recordings", "file_survives": False},
             "targets": {"rto_minutes": 30, "rpo_minutes": 1500}, "cadence_days": 365,
+        },
+        "comms-failure": {
+            "description": "Communications failure: SMS is down. The liaison and leadership must still be told, "
+                           "through the fallback channel, within targets.notify_minutes.",
+            "kind": "communications-failure",
+            "fault": {"command": [*lab, "fault", "sms-down"], "undo": [*lab, "heal"]},
+            "recovery": {"notify": {"audiences": ["liaison", "leadership"]}},
+            "targets": {"rto_minutes": 2, "rpo_minutes": 0, "notify_minutes": 2}, "cadence_days": 90,
+        },
+        "staff-shortage": {
+            "description": "Staff shortage: the approver does not answer. The escalation reaches her deputy, "
+                           "who approves in the form.",
+            "kind": "staff-shortage",
+            "fault": {"instructions": "wang-fang does not answer: in the lab nobody plays her"},
+            "recovery": {"approval": {"absent": "wang-fang", "deputies_after_seconds": 5}},
+            "targets": {"rto_minutes": 5, "rpo_minutes": 0}, "cadence_days": 180,
+        },
+        "severe-weather": {
+            "description": "Severe weather: a weather service's CAP warning (an exercise) for main's area reaches "
+                           "intake. Preparedness must make a fresh off-site snapshot, find dr READY and tell "
+                           "leadership within the targets.",
+            "kind": "natural-disaster",
+            "fault": {"instructions": "the drill posts the warning to `lifeline intake`, as the weather service would"},
+            "recovery": {"alert": {"site": "main", "kind": "weather", "headline": "Drill: typhoon warning for Pudong"}},
+            "targets": {"rto_minutes": 10, "rpo_minutes": 0, "notify_minutes": 10}, "cadence_days": 180,
         },
     }
 

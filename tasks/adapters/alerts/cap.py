@@ -137,3 +137,48 @@ def _circle(text: str) -> tuple[float, float, float]:
     centre, radius = text.split()
     latitude, longitude = (float(value) for value in centre.split(","))
     return latitude, longitude, float(radius)
+
+
+CATEGORY_OF_KIND = {"weather": "Met", "natural-disaster": "Geo", "network": "Infra", "security": "Security",
+                    "public-health": "Health", "other": "Other"}
+
+
+def compose_cap(*, identifier: str, sender: str, sent: datetime, status: str = "Exercise", message_type: str = "Alert",
+                kind: str = "weather", severity: str = "Severe", headline: str, area: str,
+                geocodes: list[tuple[str, str]] = (), references: list[str] = ()) -> bytes:
+    """A CAP 1.2 message (as the drills and the benchmark post it); `references` are sender,identifier,sent."""
+    from xml.etree.ElementTree import Element, SubElement, tostring
+
+    def child(parent: Element, name: str, text: str) -> Element:
+        element = SubElement(parent, _tag(name))
+        element.text = text
+        return element
+
+    alert = Element(_tag("alert"))
+    for name, text in (("identifier", identifier), ("sender", sender), ("sent", cap_time(sent)), ("status", status),
+                       ("msgType", message_type), ("scope", "Public")):
+        child(alert, name, text)
+    if references:
+        child(alert, "references", " ".join(references))
+    info = SubElement(alert, _tag("info"))
+    for name, text in (("category", CATEGORY_OF_KIND[kind]), ("event", headline), ("urgency", "Expected"),
+                       ("severity", severity.capitalize()), ("certainty", "Likely"), ("headline", headline)):
+        child(info, name, text)
+    where = SubElement(info, _tag("area"))
+    child(where, "areaDesc", area)
+    for name, value in geocodes:
+        code = SubElement(where, _tag("geocode"))
+        child(code, "valueName", name)
+        child(code, "value", value)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + tostring(alert, encoding="utf-8", xml_declaration=False,
+                                                                 default_namespace=NAMESPACE)
+
+
+def cap_time(moment: datetime) -> str:
+    """CAP's form: seconds, and an explicit offset (never "Z")."""
+    text = moment.isoformat(timespec="seconds")
+    return text.replace("+00:00", "-00:00") if text.endswith("+00:00") else text
+
+
+def reference_to(sender: str, identifier: str, sent: datetime) -> str:
+    return f"{sender},{identifier},{cap_time(sent)}"
