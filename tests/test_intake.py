@@ -63,9 +63,13 @@ def intake(lab: Lab, prefect_server: str, tmp_path_factory) -> Intake:
 
     wait_for(healthy, 90, f"intake to listen ({log})")
     assert process.poll() is None, log.read_text()
-    yield Intake(url, loaded.plan.intake.token_file.read_text().strip(), prefect_server.rstrip("/"), deployment_id)
+    intake = Intake(url, loaded.plan.intake.token_file.read_text().strip(), prefect_server.rstrip("/"), deployment_id)
+    yield intake
     process.terminate()
     process.wait(10)
+    for run in intake.runs():  # nobody ran them: a later `lifeline serve` of the plan must not
+        httpx.delete(f"{intake.api}/flow_runs/{run['id']}", timeout=10)
+    httpx.delete(f"{intake.api}/deployments/{deployment_id}", timeout=10)
 
 
 def test_a_cap_warning_its_update_cancel_and_an_exercise_each_start_one_run(intake: Intake) -> None:

@@ -117,6 +117,11 @@ class Modes:
             connection.execute(table.delete().where(table.c.plan == plan, table.c.mode == mode))
             connection.execute(table.insert().values(plan=plan, mode=mode, until=_iso(until), run_id=run_id))
 
+    def turn_off(self, plan: str, mode: str) -> None:
+        table = _sql().modes
+        with self.engine.begin() as connection:
+            connection.execute(table.delete().where(table.c.plan == plan, table.c.mode == mode))
+
     def active_until(self, plan: str, mode: str) -> datetime | None:
         """When the mode ends, if it is on now."""
         table = _sql().modes

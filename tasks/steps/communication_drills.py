@@ -23,6 +23,7 @@ from lifeline.tasks.steps.approvers import approvers_for
 from lifeline.tasks.steps.forms import answer_form
 
 DRILL_SENDER = "lifeline-drill@localhost"
+CANCEL_SECONDS = 120
 
 
 class RehearsalFailed(LifelineError):
@@ -136,7 +137,13 @@ def rehearse_warning(plan: Plan, ledger: Ledger, journal: Journal, recovery: Ale
                              headline=recovery.headline, area=recovery.site,
                              references=[reference_to(DRILL_SENDER, identifier, sent)])
         with journal.step("cancel the warning") as entry:
-            entry.detail["answer"] = post_alert(url, token, cancel)[1]
+            answer = post_alert(url, token, cancel)[1]
+            entry.detail["cancel_run"] = answer.get("run_id")
+            entry.detail["cancelled"] = bool(answer.get("run_id")) and wait_until(
+                lambda: getattr(ledger.run(answer["run_id"]), "status", "running") != "running",
+                timeout=CANCEL_SECONDS, interval=0.5)
+            if not entry.detail["cancelled"]:
+                entry.status = "warning"  # the public page still shows the exercise open: said in the record
     recovered(journal, ready)
 
 

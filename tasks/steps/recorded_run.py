@@ -27,7 +27,7 @@ def artifact_key(plan: str, kind: str, suffix: str) -> str:
 
 def actual_trigger(trigger: Trigger) -> Trigger:
     """A deployment run started by its schedule says so, even on a deployment meant for clicks."""
-    if trigger == "cli":
+    if trigger not in ("ui", "schedule"):  # the CLI, intake: they say who they are
         return trigger
     from prefect.client.orchestration import get_client
     from prefect.runtime import flow_run
