@@ -14,7 +14,7 @@ demo: setup
 	@infra/demo.sh
 
 test: setup lint
-	uv run --frozen pytest -q --durations=25 $(PYTEST_ARGS)
+	uv run --frozen pytest -q -n 2 --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 bench: setup
 	uv run --frozen python -m tests.benchmarks.run $(BENCH_ARGS)

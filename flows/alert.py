@@ -44,7 +44,8 @@ def alert_flow(
     settings = load_settings()
     warning = Alert.model_validate(alert)
     with recorded_run("alert", loaded, settings, trigger=trigger, record_id=record_id,
-                      scenario=f"{warning.kind} {warning.message_type}") as journal:
+                      scenario=f"{warning.kind} {warning.message_type}" + (" exercise" if warning.exercise else "")
+                      ) as journal:
         prepare(loaded, settings, journal, warning, "yes" if warning.exercise else approval)
     return flow_result(journal)
 

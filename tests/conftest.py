@@ -40,6 +40,16 @@ os.environ.pop("LIFELINE_LEDGER_URL", None)
 
 pytest_plugins = ["tests.pg_fixtures", "tests.lab_fixtures", "tests.serve_fixtures"]
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` runs two pytest-xdist workers (`--dist loadgroup`): every test on the lab goes to one of them,
+    in file order, so there is one lab; the other tests share both workers. Each worker has its own session
+    folder, Prefect server and LIFELINE_HOME."""
+    for item in items:
+        if item.get_closest_marker("lab") is not None:
+            item.add_marker(pytest.mark.xdist_group("lab"))
+
+
 # The session server, as `prefect server start` runs in production, with two changes: its UI is on
 # (the browser test drives it; it costs nothing measurable at start, the bundle is copied once per
 # install), and the scheduler's loops are short (60 s and 5 s by default), so a deployment served

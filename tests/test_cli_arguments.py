@@ -24,7 +24,7 @@ def plan(tmp_path) -> Path:
     (["runs", "--last", "-5"], "lifeline: Invalid value for '--last': Input should be greater than or equal to 1"),
     (["runs", "--last", "0"], "lifeline: Invalid value for '--last': Input should be greater than or equal to 1"),
     (["runs", "--kind", "backups"], "lifeline: Invalid value for '--kind': 'backups' is not one of 'backup', 'restore', "
-                                    "'failover', 'failback', 'verify', 'drill'."),
+                                    "'failover', 'failback', 'verify', 'drill', 'alert'."),
     (["runs", "--last"], "lifeline: Option '--last' requires an argument."),
     (["snapshots", "--datasets", "x"], "lifeline: No such option: --datasets (Possible options: --dataset)"),
     (["serve", "--query-seconds", "0"], "lifeline: --query-seconds: must be more than 0, not 0.0"),

@@ -112,7 +112,7 @@ def test_severe_weather_a_cap_exercise_gets_the_centre_ready_and_the_page_says_e
     assert {"liaison", "leadership"} <= told
     # The drill cancelled its warning, and the public page marks the incident an exercise, resolved.
     cancelled = ledger().run(step_named(record, "cancel the warning").detail["cancel_run"])
-    assert cancelled.status == "completed" and cancelled.scenario == "weather cancel"
+    assert cancelled.status == "completed" and cancelled.scenario == "weather cancel exercise"
     page = httpx.get(page_url(plan, "status.json"), timeout=10).json()
     [incident] = [incident for incident in page["incidents"] if incident["id"] == prepared.id]
     assert incident["exercise"] and incident["resolved"] and len(incident["updates"]) == 2

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from lifeline.configs.loading import load_plan
 from lifeline.flows.alert import alert_flow
 from lifeline.flows.serve import deployment_name
@@ -24,7 +25,7 @@ from tests.lab_fixtures import Lab
 from tests.servers import free_port
 from tests.test_alerts import DATA, TYPHOON, cap_variant
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_server")]
 
 
 class Intake:
@@ -148,3 +149,59 @@ def test_intake_refuses_to_start_without_its_token_file(lab: Lab, tmp_path: Path
     result = subprocess.run([sys.executable, "-m", "lifeline.flows.cli", "intake", "--plan", str(plan)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "intake.token_file" in result.stderr and "Traceback" not in result.stderr
+
+
+ATOM = """<?xml version="1.0" encoding="UTF-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom">
+  <id>urn:test:feed</id><title>Weather warnings</title><updated>2026-12-04T10:00:00+08:00</updated>
+  <entry><id>urn:test:linked</id><title>linked</title><updated>2026-12-04T10:00:00+08:00</updated>
+    <link type="application/cap+xml" href="{base}/linked.xml"/></entry>
+  <entry><id>urn:test:inline</id><title>inline</title><updated>2026-12-04T10:00:00+08:00</updated>
+    <content type="text/xml">{inline}</content></entry>
+</feed>"""
+
+
+def test_intake_polls_an_atom_feed_and_starts_one_run_per_warning_however_often_it_polls(
+    intake: Intake, lab: Lab, tmp_path: Path
+) -> None:
+    import http.server
+    import threading
+
+    linked = cap_variant("CN-SH-MET-FEED-LINKED").encode()
+    inline = cap_variant("CN-SH-MET-FEED-INLINE").split("?>", 1)[1].strip()
+    polled: list[str] = []
+
+    class Feed(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            polled.append(self.path)
+            body = linked if self.path == "/linked.xml" else ATOM.format(base=base, inline=inline).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Feed)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    document = yaml.safe_load(lab.plan.read_text())
+    document["intake"] = {**document["intake"], "feeds": [{"url": f"{base}/feed.atom", "every_seconds": 5}]}
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(document, allow_unicode=True))
+    before = len(intake.runs())
+    process = subprocess.Popen([sys.executable, "-m", "lifeline.flows.cli", "intake", "--plan", str(plan),
+                                "--host", "127.0.0.1", "--port", str(free_port())], env=os.environ.copy(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: polled.count("/feed.atom") >= 2, 60, "two polls of the feed")
+    finally:
+        process.terminate()
+        process.wait(10)
+        server.shutdown()
+    runs = intake.runs()
+    started = [run for run in runs if run["parameters"]["alert"]["identifier"].startswith("CN-SH-MET-FEED-")]
+    assert sorted(run["parameters"]["alert"]["identifier"] for run in started) == \
+        ["CN-SH-MET-FEED-INLINE", "CN-SH-MET-FEED-LINKED"]
+    assert len(runs) == before + 2

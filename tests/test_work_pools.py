@@ -23,7 +23,7 @@ from lifeline.tasks.run import topology
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.steps.host_slots import host_limit_name
 
-from tests.helpers import ledger, wait_for
+from tests.helpers import ledger, step_named, wait_for
 from tests.lab_fixtures import Lab, WriteMonitor, back_to_main_with_one_primary_at_a_time, new_lab_home
 from tests.pg_fixtures import PostgresServer
 from tests.serve_fixtures import Api
@@ -128,14 +128,23 @@ def test_failover_runs_on_drs_worker_with_main_powered_off_and_mains_backup_wait
         run = plane.api.create_run(failover["id"], {"reason": "main powered off"})
         plane.api.wait_for_state(run["id"], {"PAUSED"}, 120)
         plane.api.wait_for_input_form(run["id"], 30)
+        # Zhou Lin is the approver's deputy, not asked yet: refused in the form, which is asked again.
+        first_pause = plane.api.flow_run(run["id"])["state"]["id"]
+        refused = plane.api.post(f"/flow_runs/{run['id']}/resume",
+                                 {"run_input": {"operator": "Zhou Lin", "reason": "main is dark", "approve": True}})
+        assert refused["status"] == "ACCEPT", refused
+        wait_for(lambda: (lambda now: now["state_type"] == "PAUSED" and now["state"]["id"] != first_pause)(
+            plane.api.flow_run(run["id"])), 60, "the form asked again")
+        plane.api.wait_for_input_form(run["id"], 30)
         answer = plane.api.post(f"/flow_runs/{run['id']}/resume",
-                                {"run_input": {"operator": "Zhou Lin", "reason": "main is dark", "approve": True}})
+                                {"run_input": {"operator": "Wang Fang", "reason": "main is dark", "approve": True}})
         assert answer["status"] == "ACCEPT", answer
         done = plane.api.wait_for_state(run["id"], {"COMPLETED"}, 180)
         assert done["work_pool_name"] == "lifeline-dr"
         assert f"Flow run '{done['name']}' submitted" in (plane.logs / "worker-dr.log").read_text(errors="replace")
         record = ledger().run(plane.api.record_id(run["id"], "failover"))
         assert record.status == "completed" and record.trigger == "ui" and lab.status().dns.points_at == "dr"
+        assert step_named(record, "approval").detail["operator"] == "Wang Fang"
 
         backup = plane.api.create_run(plane.api.deployment("backup", f"{plan.name}-backup-main")["id"])
         wait_for(lambda: plane.api.flow_run(backup["id"])["state_type"] == "SCHEDULED", 10, "main's backup queued")

@@ -108,7 +108,7 @@ def status_command(
     if plane := report["control_plane"]:
         workers = ", ".join(f"{site} {'up' if pid else 'DOWN'}" for site, pid in plane["workers"].items())
         print(f"  control plane: server {'up' if plane['server_pid'] else 'DOWN'} at {plane['api_url']} "
-              f"({plane['database']}); workers: {workers}")
+              f"({plane['database']}); workers: {workers}; intake {'up' if plane.get('intake_pid') else 'DOWN'}")
     for reason in report["not_normal_because"]:
         print(f"  - {reason}")
 

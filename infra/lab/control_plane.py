@@ -1,9 +1,10 @@
 """The lab's control plane (`lab up --control-plane`): a Prefect server on the ops side, on a database of the
-ops PostgreSQL cluster (the one that holds the call log), the lab plan deployed to a work pool per site, and a
-Prefect worker per site. Powering a site off stops its worker with it; powering it on starts it again.
+ops PostgreSQL cluster (the one that holds the call log), the lab plan deployed to a work pool per site, a
+Prefect worker per site, and `lifeline intake` (the warnings' service) on the ops side. Powering a site off
+stops its worker with it; powering it on starts it again.
 
-Each piece is Lifeline's own command, as an operator runs it: `lifeline server start|stop`, `lifeline deploy`
-and `lifeline worker --site`. With --netns the server runs in the ops namespace; the workers run there too,
+Each piece is Lifeline's own command, as an operator runs it: `lifeline server start|stop`, `lifeline deploy`,
+`lifeline worker --site` and `lifeline intake`. With --netns the server runs in the ops namespace; the workers run there too,
 since the lab's plan makes Lifeline reach the sites from ops (`network_namespace: ops`), and each still goes
 down with its site's power.
 """
@@ -26,11 +27,15 @@ DATABASE = "prefect"
 START_TIMEOUT_SECONDS = 240.0  # the first start creates Prefect's tables; a busy 2-core machine is slow at it
 
 
+INTAKE = "intake"
+
+
 class ControlPlaneStatus(BaseModel):
     api_url: str
     server_pid: int | None
     database: str
     workers: dict[str, int | None]
+    intake_pid: int | None = None
 
 
 def worker_name(site: str) -> str:
@@ -97,7 +102,22 @@ def start(context: LabContext, plan_path: Path, *, deploy: bool = True) -> list[
     for site in SITES:
         if site not in context.state.powered_off:
             done.append(start_worker(context, site, plan_path))
+    done.append(start_intake(context, plan_path))
     return done
+
+
+def intake_pid(context: LabContext) -> int | None:
+    found = read_pid(context.paths.pid_file(INTAKE))
+    return found if is_alive(found) else None
+
+
+def start_intake(context: LabContext, plan_path: Path) -> str:
+    if intake_pid(context) is not None:
+        return f"{INTAKE}: running"
+    start_daemon(_lifeline("intake", "--plan", str(plan_path)), pid_file=context.paths.pid_file(INTAKE),
+                 log_file=context.paths.log_file(INTAKE), netns=context.namespace("ops"),
+                 env=client_environment(context))
+    return f"{INTAKE}: started on {context.address('ops')}:{context.state.ports.intake}"
 
 
 def start_worker(context: LabContext, site: str, plan_path: Path | None = None) -> str:
@@ -121,6 +141,8 @@ def stop_worker(context: LabContext, site: str, *, crash: bool = False) -> list[
 
 def stop(context: LabContext) -> list[int]:
     stopped = [pid for site in SITES for pid in stop_worker(context, site)]
+    stopped += stop_tree(intake_pid(context), timeout=10.0)
+    context.paths.pid_file(INTAKE).unlink(missing_ok=True)
     pid = server_pid(context)
     if pid is not None:
         run(_lifeline("server", "stop"), netns=context.namespace("ops"), env=server_environment(context), timeout=60,
@@ -132,4 +154,5 @@ def stop(context: LabContext) -> list[int]:
 def status(context: LabContext) -> ControlPlaneStatus:
     return ControlPlaneStatus(api_url=api_url(context), server_pid=server_pid(context),
                               database=f"{DATABASE} on postgres-calllog (ops)",
-                              workers={site: worker_pid(context, site) for site in SITES})
+                              workers={site: worker_pid(context, site) for site in SITES},
+                              intake_pid=intake_pid(context))

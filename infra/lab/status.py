@@ -203,7 +203,8 @@ def status(context: LabContext) -> LabStatus:
     plane = control_plane.status(context) if context.state.control_plane else None
     if plane is not None:
         reasons += [f"the control plane's {name} is down" for name, pid in
-                    [("prefect server", plane.server_pid), *((f"worker at {site}", pid) for site, pid in
+                    [("prefect server", plane.server_pid), ("intake", plane.intake_pid),
+                     *((f"worker at {site}", pid) for site, pid in
                                                              plane.workers.items() if site not in context.state.powered_off)]
                     if pid is None]
     memory = components.memory_kib(context)

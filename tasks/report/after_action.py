@@ -53,9 +53,11 @@ KIND_PURPOSE = {
     "failback": "Bring service home to the main site after a failover, keeping every call taken meanwhile.",
     "verify": "Prove that the call centre's critical services answer at a site.",
     "drill": "Rehearse a scenario of the emergency plan and time the recovery against the targets.",
+    "alert": "Prepare for a warning before the damage, as the plan's preparedness says for its kind; tell the liaison "
+             "and leadership; tell the public once a person approved the text.",
 }
 TRIGGERS = {"schedule": "the plan's schedule", "ui": "a person, from the Prefect UI",
-            "cli": "a person, from the command line"}
+            "cli": "a person, from the command line", "intake": "a warning posted to `lifeline intake`"}
 IMPACT_SOURCES = {"call_log": "counted in the call log", "model": "modelled: customers per hour × outage hours"}
 SCENARIO_FIELDS = ("description", "fault", "recovery", "checks", "targets", "cadence_days")
 HISTORY_ROWS = 10
@@ -125,8 +127,11 @@ def _introduction(record: RunRecord, plan: Any, targets: dict[str, float | None]
         record.kind, f"A {record.kind} run.")
     objective = Section("objective", "Objective", [Paragraph(purpose), Facts([
         ("RTO target", seconds_text(targets["rto"])), ("RPO target", seconds_text(targets["rpo"]))])])
-    if record.scenario is None:
-        about: list = [Paragraph(f"No scenario: a {record.kind} run, not a drill.")]
+    if record.kind == "alert":
+        about: list = [Paragraph(f"The warning: `{record.scenario}` (kind, message type; the `match sites` step "
+                                 "holds its key, severity and the sites it concerns).")]
+    elif record.scenario is None:
+        about = [Paragraph(f"No scenario: a {record.kind} run, not a drill.")]
     elif scenario is None:
         about = [Facts([("name", f"`{record.scenario}`"), ("in the plan", "no: the plan does not define it (now)")])]
     else:

@@ -185,7 +185,7 @@ def publish(record: RunRecord, loaded: LoadedPlan, ledger: Ledger) -> None:
         if told:
             create_table_artifact(table=deliveries_table(told), key=artifact_key(record.plan, record.kind, "deliveries"),
                                   description=f"Who was told what in {record.kind} run {record.id}")
-        if record.kind in ("drill", "failover", "failback", "restore"):
+        if record.kind in ("drill", "failover", "failback", "restore", "alert"):
             from lifeline.tasks.report.after_action import load_history, render_markdown
 
             create_markdown_artifact(

@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "notify": "tests.benchmarks.notify",
     "cli_cost": "tests.benchmarks.cli_cost",
     "scale_out": "tests.benchmarks.scale_out",
+    "warning": "tests.benchmarks.warning",
 }
 EXIT_BAD_USAGE = 2
 
