@@ -111,11 +111,16 @@ def rehearse(loaded: LoadedPlan, settings: Settings, journal: Journal, name: str
         token = drills.new_token(record.id)
         marker.sentinel_token, marker.sentinel_file = token, drills.sentinel_file_path(plan, scenario, token)
         marker.save(settings.drills_dir)
-        sentinel = drills.write_sentinel(plan, scenario, token, journal=journal, step_name="write sentinel")
+        sentinel = None
+        if scenario.sentinel.database or scenario.sentinel.dataset:
+            sentinel = drills.write_sentinel(plan, scenario, token, journal=journal, step_name="write sentinel")
+        else:
+            journal.record_skipped("write sentinel", "the scenario marks no data (no sentinel database or dataset)")
         inject_fault(plan, journal, scenario)
         detect(plan, journal, scenario, scenario.fault.probe_site or home, sentinel)
         recover(loaded, settings, journal, scenario, marker, home, away)
-        check_sentinel(plan, journal, scenario, sentinel)
+        if sentinel is not None:
+            check_sentinel(plan, journal, scenario, sentinel)
         score(plan, journal, scenario)
     except Exception as error:
         failure = DrillFailed(failure_message(journal, error))
@@ -169,7 +174,7 @@ def inject_fault(plan, journal: Journal, scenario: Scenario) -> None:
     journal.record.incident_at = journal.milestone("incident", at)
 
 
-def detect(plan, journal: Journal, scenario: Scenario, site: str, sentinel: drills.Sentinel) -> None:
+def detect(plan, journal: Journal, scenario: Scenario, site: str, sentinel: drills.Sentinel | None) -> None:
     """Probe until the scenario's data is gone or a critical service of `site` fails; how long that
     took is the time to detect. A fault with no `probe_site` that destroys no data the drill can look
     at (a compromised host) is detected when it is reported: at once."""

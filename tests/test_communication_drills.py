@@ -6,6 +6,7 @@ severe-weather runs the whole chain as in production: the drill posts a CAP exer
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from lifeline.tasks.run.record import Journal
 from lifeline.tasks.steps.approvers import STAFF_SHORTAGE, approvers_for
 from lifeline.tasks.steps.status_page import page_url
 
-from tests.helpers import ledger, step_named, wait_for
+from tests.helpers import ledger, run_cli, step_named, wait_for
 from tests.lab_fixtures import Lab
 from tests.serve_fixtures import ServedPlan
 from tests.test_drills import assert_back_to_normal, normal_lab  # noqa: F401 - the drills' own fixture
@@ -128,6 +129,8 @@ def test_a_public_health_warning_turns_staff_shortage_on_and_deputies_may_approv
     try:
         assert record.status == "completed", record.error
         assert Modes(ledger()).active_until(plan.name, STAFF_SHORTAGE) is not None
+        shown = json.loads(run_cli("contacts", "--plan", str(lab.plan), "--json").stdout)
+        assert shown["staff_shortage_until"] and shown["approvers"] == ["wang-fang"]
         announced = step_named(record, "announce the DR site's agents").detail
         assert announced["agents"] == [plan.contacts[name].name for name in plan.sites["dr"].agents]
         assert announced["reached"] == len(plan.members_of("staff", record.started_at, plan.timezone))

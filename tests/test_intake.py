@@ -191,11 +191,17 @@ def test_intake_polls_an_atom_feed_and_starts_one_run_per_warning_however_often_
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump(document, allow_unicode=True))
     before = len(intake.runs())
+    log = tmp_path / "intake.log"
     process = subprocess.Popen([sys.executable, "-m", "lifeline.flows.cli", "intake", "--plan", str(plan),
                                 "--host", "127.0.0.1", "--port", str(free_port())], env=os.environ.copy(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: polled.count("/feed.atom") >= 2, 60, "two polls of the feed")
+        # each poll starts its runs through the session's Prefect server, which a loaded machine slows: be patient
+        try:
+            wait_for(lambda: polled.count("/feed.atom") >= 2 or process.poll() is not None, 240, "two polls")
+        except AssertionError:
+            raise AssertionError(f"the feed was polled {polled}; intake said: {log.read_text(errors='replace')[-2000:]}") from None
+        assert process.poll() is None, f"intake ended: {log.read_text(errors='replace')}"
     finally:
         process.terminate()
         process.wait(10)

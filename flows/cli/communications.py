@@ -20,15 +20,22 @@ def contacts(
     on_call: Annotated[bool, typer.Option("--on-call", help="Only who holds each on-call role now.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """The emergency contact roster, and who holds each on-call role now."""
+    """The emergency contact roster, who holds each on-call role now, and who may approve."""
+    from lifeline.tasks.run.ledger import Ledger
+    from lifeline.tasks.run.public import Modes
+    from lifeline.tasks.steps.approvers import STAFF_SHORTAGE
+
     loaded = loaded_plan(plan)
     roster = loaded.plan
     now = datetime.now(UTC)
     holders = {role: rotation.holder(now, roster.timezone) for role, rotation in roster.oncall.items()}
+    shortage_until = Modes(Ledger(load_settings().ledger)).active_until(roster.name, STAFF_SHORTAGE)
     if as_json:
         people = {} if on_call else {cid: person.model_dump(mode="json") for cid, person in roster.contacts.items()}
-        typer.echo(json.dumps({"hotline": roster.hotline, "contacts": people, "on_call": holders}, ensure_ascii=False,
-                              indent=2))
+        typer.echo(json.dumps({"hotline": roster.hotline, "contacts": people, "on_call": holders,
+                               "approvers": roster.recovery.approvers,
+                               "staff_shortage_until": shortage_until.isoformat() if shortage_until else None},
+                              ensure_ascii=False, indent=2))
         return
     typer.echo(f"Emergency hotline: {roster.hotline or '— (set `hotline` in the plan)'}")
     if not on_call:
@@ -39,6 +46,11 @@ def contacts(
     for role, holder in holders.items():
         person = roster.contacts[holder]
         typer.echo(f"On call now, {role}: {holder} ({person.name}, {', '.join(person.phones) or 'no phone'})")
+    if roster.recovery.approvers:
+        typer.echo(f"Approvers: {', '.join(roster.recovery.approvers)}")
+    if shortage_until is not None:
+        typer.echo(f"Staff-shortage mode until {shortage_until.isoformat(timespec='minutes')}: the approvers' deputies "
+                   "approve from the start")
 
 
 @app.command()
