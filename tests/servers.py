@@ -1,20 +1,21 @@
 """Ports and server start-up shared by the test session and the benchmarks.
 
-Imports neither Prefect nor Lifeline: tests/conftest.py uses it before Prefect reads its settings.
+Imports no Prefect: tests/conftest.py uses it before Prefect reads its settings.
 """
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """Free now, and outside the ephemeral range like the lab's ports: a server the test stops and starts again
+    must find its port unused by the machine's outgoing connections."""
+    from lifeline.infra.lab.state import free_ports
+
+    return free_ports(["port"])["port"]
 
 
 def wait_until_healthy(api_url: str, server: subprocess.Popen, log_file: Path, timeout: float) -> None:

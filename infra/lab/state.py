@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import tempfile
 from datetime import UTC, datetime
@@ -97,20 +98,35 @@ class Ports(BaseModel):
         return int(getattr(self, component.replace("-", "_").replace("sshd_", "ssh_")))
 
 
-def free_ports(names: list[str], host: str = "127.0.0.1") -> dict[str, int]:
-    """One port per name that the kernel says is free right now."""
-    sockets: list[socket.socket] = []
+LISTEN_PORTS = range(20000, 32000)
+"""Where the lab picks free ports: below Linux's ephemeral range (32768-60999 by default). A port from that
+range is handed to any outgoing connection on the machine while its server is stopped (a fault, a drill, a
+rebuilt cluster), and the server then cannot listen again."""
+
+
+def ephemeral_ports() -> range:
     try:
-        chosen: dict[str, int] = {}
-        for name in names:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            sockets.append(sock)
-            chosen[name] = sock.getsockname()[1]
-        return chosen
-    finally:
-        for sock in sockets:
-            sock.close()
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return range(32768, 61000)
+    return range(low, high + 1)
+
+
+def free_ports(names: list[str], host: str = "127.0.0.1") -> dict[str, int]:
+    """One port per name, free right now and outside the ephemeral range, chosen at random."""
+    ephemeral = ephemeral_ports()
+    candidates = [port for port in LISTEN_PORTS if port not in ephemeral]
+    random.shuffle(candidates)
+    chosen: dict[str, int] = {}
+    for port in candidates:
+        if len(chosen) == len(names):
+            break
+        if port_free(port, host):
+            chosen[names[len(chosen)]] = port
+    if len(chosen) < len(names):
+        raise RuntimeError(f"no {len(names)} free ports in {LISTEN_PORTS.start}-{LISTEN_PORTS.stop - 1} outside the "
+                           f"ephemeral range {ephemeral.start}-{ephemeral.stop - 1}")
+    return chosen
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
