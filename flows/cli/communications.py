@@ -65,6 +65,7 @@ def notify(
     as_json: JsonOption = False,
 ) -> None:
     """Send a message by hand (the monthly roster test, an update), or confirm a manual delivery."""
+    from lifeline.tasks.run.deliveries import reach_of
     from lifeline.tasks.run.ledger import Deliveries, Ledger
     from lifeline.tasks.steps.notify import Announcement, Notifier, message_for
 
@@ -107,18 +108,18 @@ def notify(
     notifier.announce(announcement, audiences)
     sent = notifier.wait()
     notifier.close()
-    reached = {d.message_id for d in sent if d.status in ("delivered", "awaiting_confirmation")}
-    messages = {d.message_id for d in sent}
+    reach = reach_of(sent)
     if as_json:
-        typer.echo(json.dumps({"run_id": run_id, "event": event, "messages": len(messages), "reached": len(reached),
+        typer.echo(json.dumps({"run_id": run_id, "event": event, "messages": len(reach.messages),
+                               "reached": len(reach.reached),
                                "deliveries": [json.loads(d.model_dump_json()) for d in sent]}, ensure_ascii=False,
                               indent=2))
     else:
         for delivery in sent:
             print(f"{delivery.contact:<18} {delivery.channel:<10} {delivery.recipient:<22} {delivery.status:<22} "
                   f"attempt {delivery.attempt}  {delivery.answer}", file=sys.stdout)
-        typer.echo(f"{len(reached)} of {len(messages)} recipients reached (run {run_id})")
-    if len(reached) < len(messages):
+        typer.echo(f"{len(reach.reached)} of {len(reach.messages)} recipients reached (run {run_id})")
+    if reach.missed:
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -77,3 +77,39 @@ class EscalationState(BaseModel):
     status: EscalationStatus = "open"
     flow_run_id: str | None = Field(None, description="The Prefect flow run carrying it, under `lifeline serve`.")
     ended_at: datetime | None = None
+
+
+REACHED: tuple[DeliveryStatus, ...] = ("delivered", "awaiting_confirmation")
+"""A manual delivery awaiting confirmation counts: a person has the script and the number."""
+
+
+class Reach(BaseModel):
+    """How far one sending got: the messages (one per recipient), those that reached their recipient, and
+    those that went out on a fallback channel."""
+
+    messages: set[str]
+    reached: set[str]
+    fallbacks: set[str]
+    last_reached_at: datetime | None
+
+    @property
+    def everybody(self) -> bool:
+        return bool(self.messages) and self.reached == self.messages
+
+    @property
+    def missed(self) -> str | None:
+        """"2 of 5 recipients not reached", or None when nobody was missed."""
+        left = len(self.messages) - len(self.reached)
+        return f"{left} of {len(self.messages)} recipients not reached" if left else None
+
+    @property
+    def detail(self) -> dict:
+        return {"recipients": len(self.messages), "reached": len(self.reached), "fallbacks": len(self.fallbacks)}
+
+
+def reach_of(told: list[Delivery], counted: tuple[DeliveryStatus, ...] = REACHED) -> Reach:
+    reached = [delivery for delivery in told if delivery.status in counted]
+    return Reach(messages={delivery.message_id for delivery in told},
+                 reached={delivery.message_id for delivery in reached},
+                 fallbacks={delivery.message_id for delivery in told if delivery.fallback},
+                 last_reached_at=max((delivery.at for delivery in reached), default=None))

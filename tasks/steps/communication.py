@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from lifeline.configs.messages import unknown_fields, written_by_hand
 from lifeline.configs.plan import Plan
-from lifeline.tasks.run.deliveries import Delivery, EscalationState
+from lifeline.tasks.run.deliveries import Delivery, EscalationState, reach_of
 from lifeline.tasks.run.ledger import Deliveries, Escalations, Ledger
 from lifeline.tasks.run.record import Journal, RunRecord, utc_now
 from lifeline.tasks.steps.escalation import DELIVERY_WAIT_SECONDS, Escalation, acknowledge, contact_named
@@ -150,11 +150,6 @@ def notify(send: Callable[..., list[Delivery] | None], audiences: list[str], tem
     if told is None:
         warning = "the plan has no communication plan (contacts, channels, audiences): nobody was told"
         return StepOutcome(changed=False, detail={"message": message or template}, warnings=[warning])
-    messages = {delivery.message_id for delivery in told}
-    reached = {delivery.message_id for delivery in told if delivery.status in ("delivered", "awaiting_confirmation")}
-    detail = {"event": template or "test", "audiences": ",".join(audiences) or "per notifications",
-              "recipients": len(messages), "reached": len(reached),
-              "fallbacks": len({delivery.message_id for delivery in told if delivery.fallback})}
-    missed = [f"{len(messages) - len(reached)} of {len(messages)} recipients not reached"] \
-        if len(reached) < len(messages) else []
-    return StepOutcome(changed=bool(reached), detail=detail, warnings=missed)
+    reach = reach_of(told)
+    detail = {"event": template or "test", "audiences": ",".join(audiences) or "per notifications", **reach.detail}
+    return StepOutcome(changed=bool(reach.reached), detail=detail, warnings=[reach.missed] if reach.missed else [])

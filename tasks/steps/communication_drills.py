@@ -16,6 +16,7 @@ from lifeline.tasks.adapters.alerts.cap import compose_cap, reference_to
 from lifeline.tasks.adapters.alerts.posting import post_alert
 from lifeline.tasks.adapters.deadline import wait_until
 from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.run.deliveries import reach_of
 from lifeline.tasks.run.ledger import Deliveries, Ledger
 from lifeline.tasks.run.record import Journal, RunRecord, utc_now
 from lifeline.tasks.steps.approval import ask_recorded
@@ -43,16 +44,15 @@ def rehearse_fallback(journal: Journal, recovery: NotifyRecovery, targets: Targe
         told = journal.send(list(recovery.audiences), None, recovery.message)
         if told is None:
             raise RehearsalFailed("the plan has no communication plan: nobody to tell")
-        messages = {d.message_id for d in told}
-        reached = {d.message_id: d for d in told if d.status == "delivered"}
+        reach = reach_of(told, counted=("delivered",))  # a manual delivery is not the fallback carrying it
         failed_first = {d.message_id for d in told if not d.fallback and d.status == "failed"}
-        entry.detail.update(recipients=len(messages), reached=len(reached), first_channel_failed=len(failed_first),
-                            channels=sorted({d.channel for d in reached.values()}))
-        if len(reached) < len(messages):
-            raise RehearsalFailed(f"{len(messages) - len(reached)} of {len(messages)} recipients not reached by any channel")
+        entry.detail.update(reach.detail, first_channel_failed=len(failed_first),
+                            channels=sorted({d.channel for d in told if d.status == "delivered"}))
+        if not reach.everybody:
+            raise RehearsalFailed(f"{reach.missed or 'nobody to tell'} by any channel")
         if not failed_first:
             raise RehearsalFailed("the first channel did not fail: the fallback was not exercised (is the fault on?)")
-    last = max(d.at for d in reached.values())
+    last = reach.last_reached_at
     journal.milestone("notified", last)
     recovered(journal, last)
     took = (last - journal.record.incident_at).total_seconds()

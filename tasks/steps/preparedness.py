@@ -19,6 +19,7 @@ from lifeline.configs.alerts import Preparation
 from lifeline.configs.plan import Plan
 from lifeline.tasks.adapters.alerts import Alert
 from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.run.deliveries import reach_of
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.public import Alerts, Modes
 from lifeline.tasks.run.record import Journal, utc_now
@@ -75,15 +76,13 @@ def tell(journal: Journal, audiences: list[str]) -> list[str]:
             entry.status = "warning"
             entry.detail["reason"] = "the plan has no communication plan: nobody was told"
             return ["nobody was told: the plan has no communication plan"]
-        messages = {d.message_id for d in told}
-        reached = {d.message_id for d in told if d.status in ("delivered", "awaiting_confirmation")}
-        entry.detail.update(recipients=len(messages), reached=len(reached),
-                            fallbacks=len({d.message_id for d in told if d.fallback}))
-        if reached == messages and messages:
-            journal.milestone("notified", max(d.at for d in told if d.message_id in reached))
+        reach = reach_of(told)
+        entry.detail.update(reach.detail)
+        if reach.everybody:
+            journal.milestone("notified", reach.last_reached_at)
             return []
         entry.status = "warning"
-        return [f"{len(messages) - len(reached)} of {len(messages)} recipients not reached"]
+        return [reach.missed or "nobody to tell"]
 
 
 def record_readiness(journal: Journal, ready: bool, reasons: list[str]) -> list[str]:
@@ -115,9 +114,9 @@ def staff_shortage(plan: Plan, ledger: Ledger, journal: Journal, preparation: Pr
             f"Staff-shortage mode is on until {until:%Y-%m-%d %H:%M} UTC. Agents at site {away}: {roster}.")
     with journal.step("announce the DR site's agents") as entry:
         told = journal.send(["staff"] if "staff" in plan.audiences else list(preparation.notify), None, text)
-        reached = {d.message_id for d in told or [] if d.status in ("delivered", "awaiting_confirmation")}
-        entry.detail.update(agents=[agent.name for agent in agents], reached=len(reached))
-        if not reached:
+        reach = reach_of(told or [])
+        entry.detail.update(agents=[agent.name for agent in agents], **reach.detail)
+        if not reach.reached:
             entry.status = "warning"
             return ["nobody on staff was reached with the DR site's agents"]
     return []
