@@ -44,6 +44,6 @@ def verify_flow(plan_path: str, site: str | None = None, trigger: Trigger = "cli
                 )
             )
         if not checked.critical_healthy:
-            unhealthy = [f"{r.service} ({r.detail})" for r in checked.results if r.critical and not r.healthy]
-            raise Unhealthy(f"critical services unhealthy at {site or 'every site'}: {', '.join(unhealthy)}")
+            raise Unhealthy(f"critical services unhealthy at {site or 'every site'}: "
+                            f"{', '.join(checked.critical_failures)}")
         return journal.record.id

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from lifeline.configs.checks import Check, HttpCheck, SqlCheck, TcpCheck
+from lifeline.configs.plan import Aws
 from lifeline.configs.recovery import Database, DatabaseInstance
+from lifeline.tasks.adapters.aws import AwsSession
 from lifeline.tasks.adapters.probes import HttpProbe, Probe, SqlProbe, SshProbe, TcpProbe
 from lifeline.tasks.adapters.replication.database import DatabaseNode, ReplicatedDatabase
 
@@ -40,3 +42,9 @@ def replicated_database(database: Database) -> ReplicatedDatabase:
         replication_user=database.replication_user,
         replication_slot=database.replication_slot,
     )
+
+
+def aws_session(aws: Aws) -> AwsSession:
+    """The plan's AWS account (its `aws` section), shared per process for the same endpoint and credentials."""
+    return AwsSession.from_credentials_file(region=aws.region, endpoint_url=aws.endpoint_url,
+                                            credentials_file=aws.credentials_file)

@@ -7,10 +7,9 @@ from collections.abc import Mapping
 
 from lifeline.configs.plan import Host, Plan
 from lifeline.tasks.adapters import replication
-from lifeline.tasks.adapters.aws import AwsSession
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.ssh import DEFAULT_CONNECT_TIMEOUT_SECONDS, SshTarget
-from lifeline.tasks.run.adapter_inputs import replicated_database
+from lifeline.tasks.run.adapter_inputs import aws_session, replicated_database
 
 
 def ssh_target(name: str, host: Host, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS) -> SshTarget:
@@ -59,10 +58,7 @@ def _dns_values(plan: Plan) -> tuple[str, ...] | None:
     """What the call centre's DNS record holds now; None when the plan has no record or no AWS account to read it."""
     if plan.dns is None or plan.aws is None:
         return None
-    aws = AwsSession.from_credentials_file(
-        region=plan.aws.region, endpoint_url=plan.aws.endpoint_url, credentials_file=plan.aws.credentials_file
-    )
-    values, _ = aws.record_value(plan.dns.zone, plan.dns.record)
+    values, _ = aws_session(plan.aws).record_value(plan.dns.zone, plan.dns.record)
     return tuple(values)
 
 

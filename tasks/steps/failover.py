@@ -27,7 +27,7 @@ from lifeline.tasks.adapters.postgres.connection import (
 )
 from lifeline.tasks.adapters.replication import failback as replication_failback
 from lifeline.tasks.run import topology
-from lifeline.tasks.run.adapter_inputs import database_node, replicated_database
+from lifeline.tasks.run.adapter_inputs import aws_session, database_node, replicated_database
 from lifeline.tasks.run.record import utc_now
 from lifeline.tasks.steps.step import step
 from prefect.logging import get_run_logger
@@ -49,12 +49,10 @@ class StepOutcome(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="Non-empty: the step is marked `warning`.")
 
 
-def aws_session(plan: Plan) -> AwsSession:
+def dns_account(plan: Plan) -> AwsSession:
     if plan.aws is None:
-        raise StepFailed("the plan has no `aws` section: DNS switches and SMS need it")
-    return AwsSession.from_credentials_file(
-        region=plan.aws.region, endpoint_url=plan.aws.endpoint_url, credentials_file=plan.aws.credentials_file
-    )
+        raise StepFailed("the plan has no `aws` section: DNS switches need it")
+    return aws_session(plan.aws)
 
 
 def _site_answers(plan: Plan, site: str, targets: dict[str, ssh.SshTarget]) -> bool:
@@ -196,7 +194,7 @@ def switch_dns(plan: Plan, site: str) -> StepOutcome:
     if dns is None:
         raise StepFailed("the plan has no `dns` section to switch")
     value = dns.values[site]
-    switch = aws_session(plan).switch_record(dns.zone, dns.record, value, dns.ttl)
+    switch = dns_account(plan).switch_record(dns.zone, dns.record, value, dns.ttl)
     return StepOutcome(changed=switch.changed, detail={"record": dns.record, "value": value, "site": site})
 
 

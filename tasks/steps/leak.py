@@ -35,11 +35,11 @@ import paramiko
 from lifeline.configs.base import RESTIC_REMOTE_SCHEMES
 from lifeline.configs.plan import Plan
 from lifeline.configs.settings import Settings
-from lifeline.tasks.adapters.aws import AwsSession
 from lifeline.tasks.adapters.environment_file import read_environment_file
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.postgres.connection import PostgresError, connection_info, database_session
 from lifeline.tasks.adapters.restic import ResticRepository, WrongPassword
+from lifeline.tasks.run.adapter_inputs import aws_session
 from lifeline.tasks.steps.step import step
 from psycopg import sql
 
@@ -161,8 +161,7 @@ def revoke_storage_access(plan: Plan, repository_name: str) -> Done:
         why = "it is also Lifeline's own AWS key" if own == key_id else "the plan has no `aws` section"
         detail["deactivated"] = False
         return Done(detail=detail, warnings=[f"access key …{key_id[-4:]} not deactivated ({why}): rotate it by hand"])
-    session = AwsSession.from_credentials_file(region=plan.aws.region, endpoint_url=plan.aws.endpoint_url,
-                                               credentials_file=plan.aws.credentials_file)
+    session = aws_session(plan.aws)
     owner = session.call("iam", "get_access_key_last_used", AccessKeyId=key_id).get("UserName")
     parameters = {"AccessKeyId": key_id, "Status": "Inactive", **({"UserName": owner} if owner else {})}
     session.call("iam", "update_access_key", **parameters)

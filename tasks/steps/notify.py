@@ -22,6 +22,7 @@ from lifeline.configs.plan import Plan
 from lifeline.tasks.adapters.aws import AwsSession
 from lifeline.tasks.adapters.channels import ChannelFailed, Sent, SmtpServer, send_chat, send_email, send_sms
 from lifeline.tasks.adapters.environment_file import read_environment_file
+from lifeline.tasks.run.adapter_inputs import aws_session
 from lifeline.tasks.run.deliveries import Delivery, mask_recipient
 from lifeline.tasks.run.ledger import Deliveries
 from lifeline.tasks.run.record import utc_now
@@ -197,8 +198,7 @@ class Notifier:
         aws = self.plan.aws
         if aws is None:
             raise ChannelFailed("sms: the plan has no `aws` section", transient=False)
-        return AwsSession.from_credentials_file(region=aws.region, endpoint_url=aws.endpoint_url,
-                                                credentials_file=aws.credentials_file)
+        return aws_session(aws)
 
     def _smtp(self, name: str, channel: EmailChannel) -> SmtpServer:
         with self._lock:

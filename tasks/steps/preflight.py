@@ -18,7 +18,7 @@ from lifeline.tasks.adapters import replication, ssh
 from lifeline.tasks.adapters.aws import AwsSession
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run import topology
-from lifeline.tasks.run.adapter_inputs import replicated_database
+from lifeline.tasks.run.adapter_inputs import aws_session, replicated_database
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.record import Journal, utc_now
 from lifeline.tasks.steps.repositories import dataset_tags, open_repository, snapshot_file_present
@@ -191,9 +191,7 @@ def _site_and_cloud_probes(plan: Plan, site: str) -> list[Probe]:
         if host.site == site:
             probes.append((f"host {name}", lambda target=targets[name]: _host_reachable(target)))
     if plan.aws is not None:
-        aws = AwsSession.from_credentials_file(
-            region=plan.aws.region, endpoint_url=plan.aws.endpoint_url, credentials_file=plan.aws.credentials_file
-        )
+        aws = aws_session(plan.aws)
         probes.append(("aws credentials", lambda: _credentials(aws)))
         if plan.dns is not None:
             probes.append((f"dns zone {plan.dns.zone}", lambda: _dns_zone(aws, plan)))

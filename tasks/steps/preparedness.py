@@ -60,11 +60,10 @@ def verify_sites(plan: Plan, journal: Journal, sites: list[str]) -> list[str]:
     for site in sites:
         with journal.step(f"verify {site}") as entry:
             checked = verify_site(plan, site)
-            unhealthy = [f"{r.service} ({r.detail})" for r in checked.results if r.critical and not r.healthy]
-            entry.detail.update(checks=len(checked.results), unhealthy=unhealthy)
-            if unhealthy:
+            entry.detail.update(checks=len(checked.results), unhealthy=checked.critical_failures)
+            if checked.critical_failures:
                 entry.status = "warning"
-                problems.append(f"{site}: {', '.join(unhealthy)}")
+                problems.append(f"{site}: {', '.join(checked.critical_failures)}")
     return problems
 
 

@@ -13,6 +13,7 @@ from lifeline.configs.messages import PUBLIC_TEMPLATES, Localized, render_text
 from lifeline.configs.plan import Plan
 from lifeline.tasks.adapters.aws import AwsError, AwsSession
 from lifeline.tasks.report.status_page import page_facts, render_html, render_json
+from lifeline.tasks.run.adapter_inputs import aws_session
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.public import ComponentStatus, StatusUpdate, StatusUpdates
 from lifeline.tasks.run.record import Journal, utc_now
@@ -35,8 +36,7 @@ def _session(plan: Plan) -> AwsSession:
     aws = plan.aws
     if aws is None:
         raise AwsError("status_page: the plan has no `aws` section to reach its bucket with")
-    return AwsSession.from_credentials_file(region=aws.region, endpoint_url=aws.endpoint_url,
-                                            credentials_file=aws.credentials_file)
+    return aws_session(aws)
 
 
 def _key(plan: Plan, name: str) -> str:

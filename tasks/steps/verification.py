@@ -46,6 +46,11 @@ class VerificationRound(BaseModel):
         return all(result.healthy for result in self.results if result.critical)
 
     @property
+    def critical_failures(self) -> list[str]:
+        """"service (what failed)" for each critical check that failed."""
+        return [f"{r.service} ({r.detail})" for r in self.results if r.critical and not r.healthy]
+
+    @property
     def detail(self) -> dict:
         unhealthy = [f"{r.service}: {r.detail}" for r in self.results if not r.healthy]
         return {"site": self.site, "checks": len(self.results), "unhealthy": unhealthy}

@@ -95,7 +95,7 @@ def probes(lab: LabRun, rounds: int, samples: Samples) -> None:
     from lifeline.configs.settings import load_settings
     from lifeline.tasks.adapters.commands import run_command
     from lifeline.tasks.run.ledger import Ledger
-    from lifeline.tasks.steps.failover import aws_session
+    from lifeline.tasks.steps.failover import dns_account
     from lifeline.tasks.steps.preflight import assess_readiness
     from lifeline.tasks.steps.repositories import open_repository
 
@@ -134,6 +134,6 @@ def probes(lab: LabRun, rounds: int, samples: Samples) -> None:
             samples.add("probe restic snapshots no-lock", seconds)
         samples.add("probe ledger newest backup",
                     timed(lambda: Ledger(settings.ledger).runs(kind="backup", plan=plan.name, last=1))[0])
-        seconds, session = timed(lambda: aws_session(plan))
+        seconds, session = timed(lambda: dns_account(plan))
         samples.add("probe aws cold", seconds + timed(lambda s=session: s.record_value(dns.zone, dns.record))[0])
         samples.add("probe aws warm", timed(lambda s=session: s.record_value(dns.zone, dns.record))[0])
