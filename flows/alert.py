@@ -51,50 +51,49 @@ def alert_flow(
 
 
 def prepare(loaded: LoadedPlan, settings: Settings, journal: Journal, warning: Alert, approval: ApprovalMode) -> None:
-    plan = loaded.plan
+    plan, ledger = loaded.plan, Ledger(settings.ledger)
     journal.milestone("alerted", warning.sent)
     with journal.step("match sites") as entry:
         sites = matching_sites(plan, warning)
         entry.detail.update(sites=sites, key=warning.key, severity=warning.severity, status=warning.status)
     journal.message_fields.update(preparedness.alert_fields(warning, sites))
-    original = preparedness.original_run(Ledger(settings.ledger), warning)
-    if original:
-        journal.message_fields["incident"] = original
+    if original := preparedness.original_run(ledger, warning):
+        journal.message_fields["incident"] = original  # the status page's incident this one updates
     if warning.message_type == "cancel":
         journal.record_skipped("prepare", f"the warning was cancelled (run {original or 'unknown'} prepared for it)")
-        approve_public_text(plan, journal, approval, "alert_cancelled")
+        approve_public_text(plan, ledger, journal, approval, "alert_cancelled")
         journal.public.post("alert_cancelled", resolved=True)
         return
     preparation = plan.preparedness[warning.kind]
     home = topology.normal_primary_site(plan)
     away = topology.other_site(plan, home)
     problems: list[str] = []
-    if warning.kind in ("weather", "natural-disaster"):
-        datasets = preparedness.critical_datasets(plan, preparation)
-        run_backups(loaded, settings, journal, only=datasets, retention=False)  # raises when one fails
-        journal.milestone("offsite_snapshot")
-    elif warning.kind == "network":
-        problems += preparedness.verify_sites(plan, journal, [home, away])
     if warning.kind == "security":
         readiness = check_compromise_readiness(plan, settings, journal=journal, step_name="ready to contain a compromise")
         problems += [] if readiness.ready else [f"not ready to contain a compromise: {'; '.join(readiness.reasons)}"]
     elif warning.kind == "public-health":
-        problems += preparedness.staff_shortage(plan, Ledger(settings.ledger), journal, preparation, away)
-    else:
+        problems += preparedness.staff_shortage(plan, ledger, journal, preparation, away)
+    else:  # weather, natural disaster, network and any other kind the plan prepares for: the DR site ready
+        if warning.kind in ("weather", "natural-disaster"):
+            run_backups(loaded, settings, journal, only=preparedness.critical_datasets(plan, preparation),
+                        housekeeping=False)  # raises when one fails: not prepared
+            journal.milestone("offsite_snapshot")
+        elif warning.kind == "network":
+            problems += preparedness.verify_sites(plan, journal, [home, away])
         readiness = preflight(plan, away, journal=journal, step_name=f"preflight {away}")
         problems += preparedness.record_readiness(journal, readiness.ready, readiness.reasons)
     if preparation.notify:
         problems += preparedness.tell(journal, preparation.notify)
     preparedness.conclude(journal, problems)
-    approve_public_text(plan, journal, approval, "alert_received")
+    approve_public_text(plan, ledger, journal, approval, "alert_received")
     journal.public.post("alert_received")
 
 
-def approve_public_text(plan, journal: Journal, approval: ApprovalMode, event: str) -> None:
+def approve_public_text(plan, ledger: Ledger, journal: Journal, approval: ApprovalMode, event: str) -> None:
     if plan.status_page is None:
         return
     fields = journal.message_fields
     ask_recorded(journal, "approve public text", f"Post this warning on the public status page of {plan.name}?",
                  f"**{fields['severity']} {fields['kind']} warning** for {fields['sites']}: {fields['headline']}",
                  approval, plan.recovery.approval_timeout_seconds, public_events=(event,),
-                 approvers=approvers_for(plan, Ledger(load_settings().ledger), journal))
+                 approvers=approvers_for(plan, ledger, journal))

@@ -67,9 +67,9 @@ def backup_flow(
 
 
 def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: list[str] | None = None,
-                site: str | None = None, maintain: bool = False, retention: bool = True) -> None:
-    """`retention=False`: back up and copy only (a warning's preparedness: the fresh copy off-site first; forget
-    takes the repository whole and would hold the copies up), and no prune or check either."""
+                site: str | None = None, maintain: bool = False, housekeeping: bool = True) -> None:
+    """`housekeeping=False`: back up and copy only, without retention, prune or check (a warning's preparedness
+    wants the fresh copy off-site first, and forget takes the repository whole: it would hold the copies up)."""
     plan = loaded.plan
     names = only or (list(plan.datasets) if site is None else topology.dataset_sites(plan).get(site, []))
     for name in names:
@@ -107,7 +107,7 @@ def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: 
             wait_for=[ready[dataset.repository]],
         )
         after_backup[dataset.repository].append(backups[name])
-        if dataset.retention and retention:
+        if dataset.retention and housekeeping:
             after_backup[dataset.repository].append(
                 apply_retention.submit(
                     repository, tags, dataset.retention, locks,
@@ -127,10 +127,11 @@ def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: 
     ledger = Ledger(settings.ledger)
 
     def due(name: str, operation: Operation) -> bool:
-        reason = None if maintain else not_due(plan, name, repositories[name], operation, ledger,
-                                               journal.record.started_at)
-        if not retention:
+        if not housekeeping:
             reason = "a backup for a warning: the next nightly backup keeps the repository"
+        else:
+            reason = None if maintain else not_due(plan, name, repositories[name], operation, ledger,
+                                                   journal.record.started_at)
         if reason:
             journal.record_skipped(f"{operation} {name}", reason)
         return reason is None

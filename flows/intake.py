@@ -20,16 +20,16 @@ from dataclasses import dataclass
 from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.settings import load_settings
 from lifeline.flows.serve import deployment_name
-from lifeline.tasks.adapters.alerts import Alert, MalformedAlert
+from lifeline.tasks.adapters.alerts import MAX_BYTES, Alert, MalformedAlert
 from lifeline.tasks.adapters.alerts.alertmanager import parse_alertmanager
 from lifeline.tasks.adapters.alerts.cap import parse_cap
 from lifeline.tasks.adapters.alerts.feeds import read_feed
+from lifeline.tasks.adapters.alerts.plain import parse_plain
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.public import Alerts, TakenAlert
 from lifeline.tasks.steps.alert_sites import matching_sites
 from lifeline.tasks.steps.preparedness import original_run
 
-MAX_BODY_BYTES = 1024 * 1024
 ALERT_FLOW = "alert"
 
 
@@ -119,9 +119,13 @@ def asgi_app(intake: Intake):
             if not intake.authorised(request.headers.get("authorization")):
                 return JSONResponse({"error": "a valid bearer token is required"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
+            too_large = JSONResponse({"error": f"the body is larger than {MAX_BYTES} bytes"}, status_code=413)
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > MAX_BYTES:
+                return too_large  # said up front: refused before it is read
             body = await request.body()
-            if len(body) > MAX_BODY_BYTES:
-                return JSONResponse({"error": f"the body is larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
+            if len(body) > MAX_BYTES:
+                return too_large
             try:
                 alert = await run_in_threadpool(parse, kind, body)
             except MalformedAlert as error:
@@ -148,11 +152,7 @@ def parse(kind: str, body: bytes) -> Alert:
         payload = json.loads(body)
     except ValueError as error:
         raise MalformedAlert(f"the body is not JSON: {error}") from None
-    if kind == "alertmanager":
-        return parse_alertmanager(payload)
-    from lifeline.tasks.adapters.alerts.plain import parse_plain
-
-    return parse_plain(payload)
+    return parse_alertmanager(payload) if kind == "alertmanager" else parse_plain(payload)
 
 
 def poll_feeds(intake: Intake, stop: threading.Event, log) -> list[threading.Thread]:

@@ -25,14 +25,14 @@ def intake(
     from lifeline.flows.cli.control_plane import lasting_api_url
     from lifeline.flows.intake import Intake, asgi_app, poll_feeds, read_token
     from lifeline.tasks.adapters.alerts import MalformedAlert
-    from lifeline.tasks.adapters.alerts.cap import _schema
+    from lifeline.tasks.adapters.alerts.cap import schema
 
     try:
         service = Intake(loaded, read_token(loaded))
     except (OSError, MalformedAlert) as error:
         fail(f"intake.token_file: {error}")
     lasting_api_url("intake")
-    _schema()  # the CAP schema loads in ~0.8 s: before the first warning, not during it
+    schema()  # before the first warning, not during it
     import uvicorn
 
     stop = threading.Event()

@@ -14,6 +14,7 @@ so a person's time to approve the text never holds up the preparation.
 from __future__ import annotations
 
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from lifeline.configs.alerts import Preparation
 from lifeline.configs.plan import Plan
@@ -109,8 +110,9 @@ def staff_shortage(plan: Plan, ledger: Ledger, journal: Journal, preparation: Pr
         journal.record_skipped("announce the DR site's agents", f"sites.{away}.agents names nobody")
         return [f"sites.{away}.agents names nobody to announce"]
     roster = "; ".join(f"{agent.name} {agent.phones[0] if agent.phones else ''}".strip() for agent in agents)
-    text = (f"人员短缺模式已启动，至 {until:%Y-%m-%d %H:%M} UTC。{away} 站点值班坐席：{roster}。\n"
-            f"Staff-shortage mode is on until {until:%Y-%m-%d %H:%M} UTC. Agents at site {away}: {roster}.")
+    ends = until.astimezone(ZoneInfo(plan.timezone)).strftime("%Y-%m-%d %H:%M %Z")  # the plan's time, labelled
+    text = (f"人员短缺模式已启动，至 {ends}。{away} 站点值班坐席：{roster}。\n"
+            f"Staff-shortage mode is on until {ends}. Agents at site {away}: {roster}.")
     with journal.step("announce the DR site's agents") as entry:
         told = journal.send(["staff"] if "staff" in plan.audiences else list(preparation.notify), None, text)
         reach = reach_of(told or [])

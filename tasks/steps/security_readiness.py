@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 
+from lifeline.configs.base import RESTIC_REMOTE_SCHEMES
 from lifeline.configs.drills import LeakRecovery
 from lifeline.configs.plan import Plan
 from lifeline.configs.settings import Settings
@@ -53,8 +54,8 @@ def role_revocable(plan: Plan, role: str | None) -> tuple[bool, str]:
 
 def clean_repository_creatable(leak: LeakRecovery) -> tuple[bool, str]:
     problems = []
-    if "://" not in leak.new_repository_url and ":" not in leak.new_repository_url.split("/")[0]:
-        target = Path(leak.new_repository_url)
+    if not leak.new_repository_url.startswith(RESTIC_REMOTE_SCHEMES):  # a local repository: its folder
+        target = Path(leak.new_repository_url.removeprefix("local:"))
         if target.exists() and any(target.iterdir()):
             problems.append(f"{target} exists and is not empty")
         elif not writable_folder(target.parent):

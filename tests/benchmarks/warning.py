@@ -20,6 +20,7 @@ off-site one): what preparedness costs beyond the data it must move.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -151,7 +152,8 @@ def by_hand(lab: LabRun) -> float:
             dump.stdout.close()
             if dump.wait() != 0:
                 raise RuntimeError("pg_dump failed")
-        snapshot = [line for line in backup.stdout.splitlines() if '"snapshot_id"' in line][-1].split('"snapshot_id":"')[1][:64]
+        messages = [json.loads(line) for line in backup.stdout.splitlines() if line.startswith("{")]
+        snapshot = [message for message in messages if message.get("message_type") == "summary"][-1]["snapshot_id"]
         for target in dataset.copy_to:
             snapshots.setdefault(f"{dataset.repository}>{target}", []).append(snapshot)
     for route, ids in snapshots.items():

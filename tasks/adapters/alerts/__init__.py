@@ -8,15 +8,20 @@ of the alerts an update or a cancel changes.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TypeVar
+from typing import Literal, TypeVar, get_args
 
 from lifeline.tasks.adapters.errors import LifelineError
 from pydantic import BaseModel, Field, ValidationError
 
 Form = TypeVar("Form", bound=BaseModel)
 
-SEVERITIES = ("unknown", "minor", "moderate", "severe", "extreme")
+Kind = Literal["weather", "natural-disaster", "network", "security", "public-health", "other"]
+Severity = Literal["unknown", "minor", "moderate", "severe", "extreme"]
+KINDS: tuple[str, ...] = get_args(Kind)
+SEVERITIES: tuple[str, ...] = get_args(Severity)
 """From least to most severe (CAP's order; `unknown` below everything)."""
+MAX_BYTES = 1024 * 1024
+"""The largest warning taken, posted or read from a feed."""
 
 
 class MalformedAlert(LifelineError):

@@ -10,12 +10,11 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Literal
 
-from lifeline.tasks.adapters.alerts import SEVERITIES, Alert, MalformedAlert, validated
+from lifeline.tasks.adapters.alerts import KINDS, SEVERITIES, Alert, MalformedAlert, validated
 from pydantic import BaseModel
 
 SEVERITY_OF_LABEL = {"critical": "severe", "page": "severe", "error": "severe", "warning": "moderate",
                      "info": "minor", "none": "minor"}
-KINDS = ("weather", "natural-disaster", "network", "security", "public-health", "other")
 
 
 class _Alert(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from lifeline.tasks.adapters.alerts import Alert, validated
+from lifeline.tasks.adapters.alerts import Alert, Kind, Severity, validated
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -13,8 +13,8 @@ class PlainAlert(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=200)
-    kind: Literal["weather", "natural-disaster", "network", "security", "public-health", "other"]
-    severity: Literal["extreme", "severe", "moderate", "minor", "unknown"] = "unknown"
+    kind: Kind
+    severity: Severity = "unknown"
     headline: str = Field(min_length=1, max_length=500)
     description: str = Field("", max_length=10_000)
     instruction: str = Field("", max_length=10_000)
