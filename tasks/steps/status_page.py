@@ -7,7 +7,7 @@ ledger; the page (index.html and status.json) is rendered from all of them and w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lifeline.configs.messages import PUBLIC_TEMPLATES, Localized, render_text
 from lifeline.configs.plan import Plan
@@ -71,26 +71,27 @@ def publish(plan: Plan, ledger: Ledger) -> Published:
 
 @dataclass
 class RunPosts:
-    """A run's posts (`Journal.public`). Nothing goes out before `approve`; a drill's posts are exercises,
-    approved by the drill's start."""
+    """A run's posts (`Journal.public`). Nothing goes out before a person approved the text in the run's form;
+    a drill's posts are exercises, approved by whoever started the drill."""
 
     plan: Plan
     ledger: Ledger
     journal: Journal
-    fields: dict = field(default_factory=dict)
     approved_by: str = ""
-
-    def __post_init__(self) -> None:
-        if self.exercise:
-            self.approved_by = f"drill ({self.journal.record.trigger})"
 
     @property
     def exercise(self) -> bool:
         record = self.journal.record
         return record.kind == "drill" or (record.kind == "alert" and bool(self.journal.message_fields.get("exercise")))
 
+    @property
+    def approver(self) -> str:
+        if self.approved_by:
+            return self.approved_by
+        return f"drill ({self.journal.record.trigger})" if self.journal.record.kind == "drill" else ""
+
     def _values(self) -> dict:
-        return {**self.journal.message_fields, **self.fields}
+        return self.journal.message_fields
 
     def preview(self, events: list[str]) -> str:
         lines = ["", "**Public status page** — this text goes out when you approve:", ""]
@@ -104,7 +105,7 @@ class RunPosts:
 
     def post(self, event: str, *, resolved: bool = False) -> None:
         name = f"status page: {event.replace('_', ' ')}"
-        if not self.approved_by:
+        if not self.approver:
             self.journal.record_skipped(name, "nobody approved the public text")
             return
         record = self.journal.record
@@ -113,14 +114,14 @@ class RunPosts:
             status = STATUS_OF_EVENT[event]
             components = {} if status is None else dict.fromkeys(self.plan.status_page.components, status)
             StatusUpdates(self.ledger).add(StatusUpdate(
-                plan=self.plan.name, incident=str(self.journal.message_fields.get("incident") or record.parent_id or record.id), title=title, text=text,
-                components=components, resolved=resolved, exercise=self.exercise, approved_by=self.approved_by,
-                run_id=record.id))
+                plan=self.plan.name, title=title, text=text, components=components, resolved=resolved,
+                incident=str(self.journal.message_fields.get("incident") or record.parent_id or record.id),
+                exercise=self.exercise, approved_by=self.approver, run_id=record.id))
             try:
                 published = publish(self.plan, self.ledger)
             except AwsError as error:  # the post is kept: the next one publishes it too
                 entry.status = "warning"
                 entry.detail["error"] = str(error)
                 return
-            entry.detail.update(url=published.url, approved_by=self.approved_by, exercise=self.exercise,
+            entry.detail.update(url=published.url, approved_by=self.approver, exercise=self.exercise,
                                 title=title["en"])

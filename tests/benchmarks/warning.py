@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from lifeline.tasks.adapters.deadline import wait_until
 
 from tests.benchmarks.common import bench_tmpdir, log, median, print_table, quiet_prefect_environment, spread
 from tests.benchmarks.lab import LabRun, backed_up_lab
@@ -43,14 +44,6 @@ def start(argv: list[str], log_file: Path) -> subprocess.Popen:
                                 env=os.environ.copy(), start_new_session=True)
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {timeout:g} s")
-        time.sleep(0.2)
-
-
 def serve_and_intake(lab: LabRun, root: Path) -> tuple[list[subprocess.Popen], str]:
     from lifeline.configs.loading import load_plan
 
@@ -60,7 +53,8 @@ def serve_and_intake(lab: LabRun, root: Path) -> tuple[list[subprocess.Popen], s
     processes = [start([*cli, "serve", "--plan", str(lab.plan)], root / "serve.log"),
                  start([*cli, "intake", "--plan", str(lab.plan)], root / "intake.log")]
 
-    wait_until(lambda: healthy(url) and served(lab), 120, "lifeline serve and lifeline intake")
+    if not wait_until(lambda: healthy(url) and served(lab), timeout=120, interval=0.2):
+        raise RuntimeError("lifeline serve and lifeline intake: not up within 120 s")
     return processes, f"{url}/v1/alerts/cap"
 
 
