@@ -9,12 +9,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from lifeline.infra.lab.state import free_ports  # at import: two threads importing it late deadlocked
+
 
 def free_port() -> int:
     """Free now, and outside the ephemeral range like the lab's ports: a server the test stops and starts again
     must find its port unused by the machine's outgoing connections."""
-    from lifeline.infra.lab.state import free_ports
-
     return free_ports(["port"])["port"]
 
 
