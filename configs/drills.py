@@ -61,10 +61,21 @@ class AlertRecovery(PlanModel):
     headline: str = "Drill: severe weather warning"
 
 
+class PointInTimeRecovery(PlanModel):
+    """A bad write at time T (a buggy release, a wrong UPDATE): replication carries it to the standby at once.
+    A check query finds it; a repair-mode restore to just before T brings the tables back."""
+
+    database: Name = Field(description="The database (under `databases`, with `pitr`) the bad write hits.")
+    tables: list[str] = Field(min_length=1, description="Tables (schema.table) the repair copies back.")
+    check: str = Field(description="SQL returning one number: the rows that look corrupted (0 when healthy).")
+    rewind_seconds: float = Field(1, ge=0, description="The restore goes to T minus this; the drill writes its "
+                                  "sentinel this long (and a second more) before the bad write.")
+
+
 class ScenarioRecovery(PlanModel):
-    """Exactly one: a failover (with failback afterwards), a restore, the data-leak procedure, or a rehearsal of
-    the communication plan: a message through the fallback channel, an approval by a deputy, a warning's
-    preparedness."""
+    """Exactly one: a failover (with failback afterwards), a restore, a point-in-time repair, the data-leak
+    procedure, or a rehearsal of the communication plan: a message through the fallback channel, an approval by a
+    deputy, a warning's preparedness."""
 
     failover: bool = False
     restore: RestoreRecovery | None = None
@@ -72,6 +83,7 @@ class ScenarioRecovery(PlanModel):
     notify: NotifyRecovery | None = None
     approval: ApprovalRecovery | None = None
     alert: AlertRecovery | None = None
+    point_in_time: PointInTimeRecovery | None = None
 
     @property
     def needs_no_fault_command(self) -> bool:
@@ -91,8 +103,8 @@ class SentinelSettings(PlanModel):
 
 class Scenario(PlanModel):
     description: str
-    kind: Literal["natural-disaster", "network-outage", "system-crash", "data-corruption", "security-incident",
-                  "communications-failure", "staff-shortage", "other"] = "other"
+    kind: Literal["natural-disaster", "network-outage", "system-crash", "data-corruption", "logical-corruption",
+                  "security-incident", "communications-failure", "staff-shortage", "other"] = "other"
     fault: Fault
     recovery: ScenarioRecovery
     sentinel: SentinelSettings = SentinelSettings()

@@ -10,6 +10,7 @@ from typing import get_args
 import yaml
 from lifeline.configs.base import Problem
 from lifeline.configs.communications import communication_problems
+from lifeline.configs.pitr import Pitr
 from lifeline.configs.plan import Plan
 from pydantic import TypeAdapter, ValidationError
 
@@ -209,6 +210,21 @@ def alert_reference_problems(plan: Plan, names: Names) -> list[Problem]:
     return problems
 
 
+def pitr_problems(plan: Plan, where: str, pitr: Pitr) -> list[Problem]:
+    problems = []
+    if pitr.dataset is not None:
+        dataset = plan.datasets.get(pitr.dataset)
+        if dataset is None:
+            problems.append(Problem(f"{where}.dataset", f"no dataset named {pitr.dataset!r}"))
+        elif dataset.kind != "postgres":
+            problems.append(Problem(f"{where}.dataset", f"dataset {pitr.dataset!r} is not a postgres dataset"))
+    for index, repository in enumerate(pitr.repositories):
+        if repository.s3 is not None and not repository.s3.credentials_file.is_file():
+            problems.append(Problem(f"{where}.repositories.{index}.s3.credentials_file",
+                                    f"file not found: {repository.s3.credentials_file}"))
+    return problems
+
+
 def recovery_reference_problems(plan: Plan, names: Names) -> list[Problem]:
     """Services, databases, fencing, runbook steps and scenarios name sites, hosts, databases and datasets."""
     problems: list[Problem] = []
@@ -223,6 +239,8 @@ def recovery_reference_problems(plan: Plan, names: Names) -> list[Problem]:
         for site, instance in database.instances.items():
             problems += names.dangling(f"databases.{name}.instances.{site}", site, "sites")
             problems += names.dangling(f"databases.{name}.instances.{site}.host", instance.host, "hosts")
+        if database.pitr is not None:
+            problems += pitr_problems(plan, f"databases.{name}.pitr", database.pitr)
     for site in plan.fencing:
         problems += names.dangling(f"fencing.{site}", site, "sites")
     for index, approver in enumerate(plan.recovery.approvers):
@@ -243,6 +261,12 @@ def recovery_reference_problems(plan: Plan, names: Names) -> list[Problem]:
         problems += names.dangling(f"{where}.fault.probe_site", scenario.fault.probe_site, "sites")
         if scenario.recovery.restore is not None:
             problems += names.dangling(f"{where}.recovery.restore.dataset", scenario.recovery.restore.dataset, "datasets")
+        point_in_time = scenario.recovery.point_in_time
+        if point_in_time is not None:
+            database = plan.databases.get(point_in_time.database)
+            if database is None or database.pitr is None:
+                problems.append(Problem(f"{where}.recovery.point_in_time.database",
+                                        f"no database named {point_in_time.database!r} with a `pitr` section"))
         if scenario.recovery.leak is not None:
             problems += names.dangling(f"{where}.recovery.leak.host", scenario.recovery.leak.host, "hosts")
             problems += names.dangling(f"{where}.recovery.leak.dataset", scenario.recovery.leak.dataset, "datasets")

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from lifeline.configs.base import Name, PlanModel, PlanPath
 from lifeline.configs.checks import Check
 from lifeline.configs.messages import Event
+from lifeline.configs.pitr import Pitr
 from pydantic import Field, model_validator
 
 
@@ -27,6 +28,8 @@ class DatabaseInstance(PlanModel):
     passfile: PlanPath | None = None
     data_dir: Path = Field(description="The instance's data directory on its host.")
     bin_dir: Path = Field(Path("/usr/lib/postgresql/15/bin"), description="Where pg_ctl and pg_rewind live on the host.")
+    socket_dir: Path | None = Field(None, description="The instance's Unix socket folder on its host: pgBackRest "
+                                    "connects through it (default /var/run/postgresql).")
 
 
 class Database(PlanModel):
@@ -37,6 +40,7 @@ class Database(PlanModel):
     replication_slot: str | None = Field(None, description="Slot the standby streams from.")
     replication_user: str = "lifeline"
     rpo_minutes: float | None = Field(None, ge=0)
+    pitr: Pitr | None = Field(None, description="Continuous WAL archiving and point-in-time restores (pgBackRest).")
 
 
 class Fencing(PlanModel):

@@ -7,14 +7,17 @@ was killed leaves a marker, and the next failover, failback or drill of the plan
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
-from lifeline.configs.drills import Scenario
+from lifeline.configs.drills import PointInTimeRecovery, Scenario
 from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.settings import Settings, load_settings
 from lifeline.flows.failback import clean_up_drill, sweep_drill_leftovers
 from lifeline.flows.failover import default_runbook, fail_over
+from lifeline.flows.pitr import restore_to_point
 from lifeline.tasks.adapters.deadline import wait_until
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run import topology
@@ -22,6 +25,7 @@ from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.measurements import recorded_incident_time
 from lifeline.tasks.run.record import Journal, Trigger, utc_now
 from lifeline.tasks.steps import communication_drills, drills
+from lifeline.tasks.steps.corruption_drill import check_corruption_gone, corrupted_rows, show_corruption_at_standbys
 from lifeline.tasks.steps.recorded_run import exclusive_run
 from lifeline.tasks.steps.restore import restore_dataset
 from lifeline.tasks.steps.verification import verify_site
@@ -116,6 +120,8 @@ def rehearse(loaded: LoadedPlan, settings: Settings, journal: Journal, name: str
             sentinel = drills.write_sentinel(plan, scenario, token, journal=journal, step_name="write sentinel")
         else:
             journal.record_skipped("write sentinel", "the scenario marks no data (no sentinel database or dataset)")
+        if scenario.recovery.point_in_time is not None and sentinel is not None:
+            time.sleep(scenario.recovery.point_in_time.rewind_seconds + 1)  # the sentinel before the restore's target
         inject_fault(plan, journal, scenario)
         detect(plan, journal, scenario, scenario.fault.probe_site or home, sentinel)
         recover(loaded, settings, journal, scenario, marker, home, away)
@@ -180,6 +186,12 @@ def detect(plan, journal: Journal, scenario: Scenario, site: str, sentinel: dril
     at (a compromised host) is detected when it is reported: at once."""
     with journal.step(f"detect at {site}") as entry:
         def detected() -> bool:
+            if scenario.recovery.point_in_time is not None:
+                found = corrupted_rows(plan, scenario.recovery.point_in_time, site)
+                if found:
+                    journal.milestone("detected")
+                    entry.detail["corrupted_rows"] = found
+                return bool(found)
             if missing := drills.missing_data(plan, scenario, sentinel):
                 journal.milestone("detected")
                 entry.detail["missing"] = missing
@@ -211,6 +223,8 @@ def recover(loaded, settings, journal: Journal, scenario: Scenario, marker, home
         target = recovery.restore.target or str(dataset.paths[0])
         restore_dataset(loaded, settings, journal, recovery.restore.dataset, target, replace=True,
                         incident_at=journal.record.incident_at)
+    elif recovery.point_in_time is not None:
+        repair_corruption(loaded, settings, journal, recovery.point_in_time, home)
     elif recovery.leak is not None:
         from lifeline.tasks.steps.leak_recovery import recover_from_leak
 
@@ -224,7 +238,18 @@ def recover(loaded, settings, journal: Journal, scenario: Scenario, marker, home
         communication_drills.rehearse_warning(plan, Ledger(settings.ledger), journal, recovery.alert,
                                               scenario.targets or plan.targets)
     else:
-        raise DrillFailed("the scenario names no recovery (failover, restore, leak, notify, approval or alert)")
+        raise DrillFailed("the scenario names no recovery (failover, restore, point_in_time, leak, notify, approval "
+                          "or alert)")
+
+
+def repair_corruption(loaded, settings, journal: Journal, recovery: PointInTimeRecovery, home: str) -> None:
+    """Show the bad write at the standby too, repair the tables from a restore to just before it, check again."""
+    plan, record = loaded.plan, journal.record
+    show_corruption_at_standbys(plan, recovery, home, journal=journal, step_name="show the corruption at the standby")
+    to_time = record.incident_at - timedelta(seconds=recovery.rewind_seconds)
+    restore_to_point(loaded, settings, journal, recovery.database, to_time, None, "repair", recovery.tables,
+                     approval="yes", reason=f"drill {record.scenario}")
+    check_corruption_gone(plan, recovery, home, journal=journal, step_name="check the corruption is gone")
 
 
 def check_sentinel(plan, journal: Journal, scenario: Scenario, sentinel: drills.Sentinel) -> None:

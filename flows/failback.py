@@ -27,6 +27,7 @@ from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
 from lifeline.tasks.steps.approvers import approvers_for
 from lifeline.tasks.steps.failover import rebuild_old_primary_as_standby, switch_database_back, switch_dns
+from lifeline.tasks.steps.pitr import keep_archiving
 from lifeline.tasks.steps.preflight import assess_failback_readiness, go_or_refuse
 from lifeline.tasks.steps.recorded_run import exclusive_run, flow_result, recorded_run
 from lifeline.tasks.steps.step import step
@@ -147,6 +148,7 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
         journal.milestone("dns_switched")
     recovered = wait_until_recovered(plan, home, journal=journal, step_name=f"verify {home}")
     journal.milestone("recovered", recovered.recovered_at)
+    keep_archiving(plan, journal, home)
     measure_outage(plan, record, away, home, positions_before=before)
     journal.public.post("failback_done", resolved=True)
 

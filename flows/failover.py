@@ -23,6 +23,7 @@ from lifeline.tasks.run.record import Journal, Trigger
 from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
 from lifeline.tasks.steps.approvers import approvers_for
 from lifeline.tasks.steps.failover import StepOutcome, fence_site
+from lifeline.tasks.steps.pitr import keep_archiving
 from lifeline.tasks.steps.preflight import assess_readiness, go_or_refuse
 from lifeline.tasks.steps.recorded_run import exclusive_run, flow_result
 from lifeline.tasks.steps.runbook import INLINE_STEPS, describe_runbook, run_inline_step, step_title, submit_step
@@ -190,6 +191,7 @@ def fail_over(
         return
     recovered = wait_until_recovered(plan, target, journal=journal, step_name=f"verify {target}")
     journal.milestone("recovered", recovered.recovered_at)
+    keep_archiving(plan, journal, target)
     measure_outage(plan, record, source, target, positions_before=before)
     journal.public.post("recovered", resolved=True)
 

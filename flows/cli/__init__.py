@@ -56,17 +56,35 @@ def backup(
 
 @app.command()
 def restore(
-    dataset: Annotated[str, typer.Argument(help="Dataset to restore.")],
-    target: Annotated[str, typer.Option(help="Folder for files; a postgresql:// DSN for a database.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset to restore (or a database with `pitr`).")],
+    target: Annotated[str | None, typer.Option(help="Folder for files; a postgresql:// DSN for a database. "
+                                               "Without it, a database with `pitr` is restored to a point in time.")]
+    = None,
     plan: PlanOption = None,
     snapshot: Annotated[str, typer.Option(help="Snapshot id (or prefix), or latest.")] = "latest",
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Newest snapshot at or before this ISO time.")] = None,
-    replace: Annotated[bool, typer.Option(help="Move existing data at the target aside instead of refusing.")] = False,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Newest snapshot at or before this ISO time; with "
+                                              "`pitr`, the same as --to-time.")] = None,
+    to_time: Annotated[str | None, typer.Option("--to-time", help="PITR: to just before this ISO time.")] = None,
+    before_transaction: Annotated[int | None, typer.Option("--before-transaction", min=3,
+                                                           help="PITR: to just before this transaction id.")] = None,
+    tables: Annotated[str | None, typer.Option(help="PITR repair mode: copy these tables (a,b or schema.a) back "
+                                               "into the live primary; their current rows are kept aside.")] = None,
+    replace: Annotated[bool, typer.Option(help="Move existing data at the target aside instead of refusing; with "
+                                          "`pitr`, rewind the whole primary (asks for approval).")] = False,
     incident_at: Annotated[str | None, typer.Option("--incident-at", help="When the data was lost (ISO time).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="PITR replace: approve the rewind without asking.")] = False,
+    reason: Annotated[str, typer.Option(help="Why (the record and the approval show it).")] = "",
     as_json: JsonOption = False,
 ) -> None:
-    """Restore into staging, verify, and only then put the data in place."""
+    """Restore into staging, verify, and only then put the data in place; or bring a database back to a moment."""
     loaded = loaded_plan(plan)
+    if target is None:
+        from lifeline.flows.cli.pitr import restore_to_point
+
+        restore_to_point(loaded, dataset, to_time or as_of, before_transaction, tables, replace, yes, reason, as_json)
+        return
+    if to_time is not None or before_transaction is not None or tables is not None:
+        fail("--to-time, --before-transaction and --tables restore a database with `pitr`: leave out --target")
     if dataset not in loaded.plan.datasets:
         fail(f"no dataset named {dataset!r} (known: {', '.join(loaded.plan.datasets)})")
     is_database = loaded.plan.datasets[dataset].postgres is not None
@@ -317,8 +335,8 @@ def serve(
         serve_plan(loaded, query_seconds=query_seconds or load_settings().serve_query_seconds)
 
 
-def run_and_report(flow_function, as_json: bool, **parameters) -> None:
-    """Run a flow here, then print its record from the ledger and exit with its verdict."""
+def run_and_report(flow_function, as_json: bool, **parameters) -> str:
+    """Run a flow here, then print its record from the ledger and exit with its verdict; returns the record's id."""
     from lifeline.flows.cli.display import configure_quiet_tracebacks, print_record, show_progress
     from lifeline.tasks.run.ledger import Ledger
 
@@ -347,6 +365,7 @@ def run_and_report(flow_function, as_json: bool, **parameters) -> None:
             raise typer.Exit(EXIT_BAD_INPUT)
         bad_input = getattr(error, "user_error", False)
         fail(str(error) or type(error).__name__, EXIT_BAD_INPUT if bad_input else EXIT_FAILED)
+    return record_id
 
 
 def prefect_for_cli():
@@ -376,7 +395,7 @@ def _mount_lab() -> None:
 
 
 _mount_lab()
-from lifeline.flows.cli import alerts, communications, control_plane  # noqa: E402, F401 - intake, status-page, contacts, notify, ack, server, deploy, worker
+from lifeline.flows.cli import alerts, communications, control_plane, pitr  # noqa: E402, F401 - intake, status-page, contacts, notify, ack, server, deploy, worker, pitr
 
 
 def main() -> None:

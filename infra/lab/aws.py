@@ -16,6 +16,7 @@ from .state import LabPaths, LabState
 
 BUCKET = "cc-backups"
 STATUS_BUCKET = "cc-status"  # the public status page; anyone may read it
+PITR_BUCKET = "cc-pitr"  # pgBackRest's off-site repository (through s3-tls)
 ZONE = "callcenter.lab"
 RECORD = "crm.callcenter.lab"
 RECORD_TTL = 5

@@ -1,6 +1,6 @@
 """The lab's components by name: how to start, stop, find and reach each one.
 
-Names: ``moto``, ``smtp``, ``chat``, ``sshd-main``, ``sshd-dr``, ``postgres-main``, ``postgres-dr``,
+Names: ``moto``, ``s3-tls``, ``smtp``, ``chat``, ``sshd-main``, ``sshd-dr``, ``postgres-main``, ``postgres-dr``,
 ``postgres-calllog``, ``service-main``, ``service-dr``, ``callgen``.
 """
 
@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from . import postgres, sshd
+from . import postgres, s3_tls, sshd
 from .context import LabContext
 from .processes import (
     LabError,
@@ -143,6 +143,13 @@ def start(context: LabContext, name: str) -> int:
     running = pid(context, name)
     if running:
         return running
+    if name == "s3-tls":
+        check_port_free(context, name)
+        started = s3_tls.start(context)
+        if not wait_until(lambda: listening(context, name) or not is_alive(started), 10, 0.05) or \
+                not is_alive(started):
+            raise LabError(f"s3-tls did not come up: {log_tail(context.paths.log_file(name))}")
+        return started
     started = start_python(context, name)
     wait_python(context, name, started)
     return started

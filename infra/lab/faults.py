@@ -36,6 +36,8 @@ FAULT_DESCRIPTIONS: dict[str, str] = {
     "main-ssh-down": "main's sshd (and its sessions) stopped",
     "main-unreachable": "main's service and sshd stopped: nothing of main answers (a network outage without --netns)",
     "recordings-lost": "main's recordings folder deleted",
+    "crm-corrupted": ("a buggy release's UPDATE at main overwrites the e-mail of every gold and platinum customer "
+                      "(replication carries it to dr at once)"),
     "main-compromised": ("main's host compromised: only the incident time is recorded (nothing breaks); "
                          "`heal` re-trusts main's host key and gives crm_app its login back"),
     "site-link-cut": "all of main's links down (--netns only)",
@@ -108,6 +110,16 @@ def _lose_recordings(context: LabContext) -> str:
     return f"deleted {folder} ({count} files)"
 
 
+CORRUPTED_EMAIL = "unknown@callcenter.invalid"
+CORRUPTION_CHECK = f"SELECT count(*) FROM customers WHERE email = '{CORRUPTED_EMAIL}'"
+
+
+def _corrupt_customers(context: LabContext) -> str:
+    rows = postgres.query(context, "main", "UPDATE customers SET email = %s WHERE tier IN ('gold', 'platinum') "
+                          "RETURNING id", database=postgres.CRM_DATABASE, parameters=(CORRUPTED_EMAIL,))
+    return f"{len(rows)} customers' e-mail overwritten at main"
+
+
 def _cut(context: LabContext, links: list[str]) -> Callable[[], str]:
     def action() -> str:
         from . import netns
@@ -157,6 +169,7 @@ def fault(context: LabContext, name: str) -> tuple[str, str]:
         "main-ssh-down": _stop(context, "sshd-main"),
         "main-unreachable": lambda: "; ".join(_stop(context, name)() for name in FAULT_STOPS["main-unreachable"]),
         "recordings-lost": lambda: _lose_recordings(context),
+        "crm-corrupted": lambda: _corrupt_customers(context),
         "main-compromised": lambda: "incident time recorded; nothing else changed",
         "site-link-cut": _cut(context, ["main-ops", "main-dr"]),
         "replication-cut": _cut(context, ["main-dr"]),

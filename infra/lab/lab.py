@@ -6,6 +6,7 @@ Every verb takes ``home`` (default ``$LIFELINE_HOME`` or ``~/.lifeline``); the l
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -116,6 +117,10 @@ def _prepare_directories(context: LabContext) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(mode)
     grant_traverse(paths.root, context.user)
+    for owned in (paths.pgbackrest_dir, paths.pgbackrest_repository_dir):  # pgBackRest runs as the lab user
+        owned.mkdir(mode=0o700, exist_ok=True)
+        if not context.user.is_current:
+            os.chown(owned, context.user.uid, context.user.gid)
     import secrets
 
     for secret_file in (paths.restic_password_file, paths.intake_token_file):
@@ -160,6 +165,8 @@ def _databases(context: LabContext, blocked: dict[str, str], create: bool, log: 
         name = f"postgres-{cluster}"
         if create:
             postgres.initialise(context, cluster)
+            if applied := postgres.apply_settings(context, cluster):  # a running cluster from an older lab
+                log(applied)
         elif not postgres.initialised(context, cluster):
             log(f"{name}: no cluster; `lab up` creates it")
             return
@@ -187,6 +194,8 @@ def _databases(context: LabContext, blocked: dict[str, str], create: bool, log: 
             log("postgres-dr: no cluster and main is not a running primary to clone it from")
     elif create:
         postgres.configure(context, "dr")
+        if applied := postgres.apply_settings(context, "dr"):
+            log(applied)
     if postgres.initialised(context, "dr"):
         primary_reason = faults.replaced_primary_reason(context, "dr")
         if primary_reason and postgres.pid(context, "dr") is None:
@@ -218,6 +227,7 @@ def _ensure_running(context: LabContext, create: bool, log: Log) -> None:
         components.wait_python(context, "moto", moto_started)
         for done in faults.reapply_channel_faults(context):  # a fresh moto has a fresh IAM
             log(done)
+    _start_unless_blocked(context, "s3-tls", blocked, log)
     if postgres.pid(context, "calllog") is not None:
         _start_unless_blocked(context, "callgen", blocked, log)
 
@@ -359,8 +369,9 @@ def heal(home: Path | None = None, log: Log = say) -> list[str]:
 
             namespaces.ensure_links()
             note("links: all up")
-        if "recordings-lost" in active:
-            note("recordings-lost: cleared (the lab does not restore data: that is Lifeline's restore)")
+        for lost in ("recordings-lost", "crm-corrupted"):
+            if lost in active:
+                note(f"{lost}: cleared (the lab does not restore data: that is Lifeline's restore)")
         context.state.powered_off = []
         save_state(context.paths, context.state)
         save_faults(context.paths, {})

@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .aws import BUCKET, IAM_USER, REGION, STATUS_BUCKET, ZONE, client, endpoint_url, set_record
+from .aws import BUCKET, IAM_USER, PITR_BUCKET, REGION, STATUS_BUCKET, ZONE, client, endpoint_url, set_record
 from .state import LabPaths, LabState, load_state, now_iso, write_secret
 
 FREE_BOOTSTRAP_REQUESTS = 3  # CreateUser, PutUserPolicy, CreateAccessKey
@@ -120,6 +120,7 @@ def _bootstrap(paths: LabPaths, state: LabState) -> None:
     s3 = client(paths, state, "s3", access_key=signed)
     s3.create_bucket(Bucket=BUCKET)
     s3.create_bucket(Bucket=STATUS_BUCKET)
+    s3.create_bucket(Bucket=PITR_BUCKET)
     s3.put_bucket_policy(Bucket=STATUS_BUCKET, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{STATUS_BUCKET}/*"}]}))
     route53 = client(paths, state, "route53", access_key=signed)

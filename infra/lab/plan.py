@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import aws, postgres
+from . import aws, faults, postgres
 from .context import LabContext
 from .roster import lab_communication_values
 from .state import SITES
@@ -120,15 +120,34 @@ def lab_recovery_values(context: LabContext) -> dict[str, Any]:
                 "instances": {
                     site: {"host": site, "dsn": postgres.dsn(context, site, postgres.CRM_DATABASE),
                            "passfile": str(paths.postgres_passfile), "data_dir": str(paths.data_dir(site)),
-                           "bin_dir": str(postgres.binaries())}
+                           "bin_dir": str(postgres.binaries()), "socket_dir": str(paths.socket_dir(site))}
                     for site in SITES
                 },
                 "replication_slot": postgres.REPLICATION_SLOT,
                 "replication_user": context.user.name,
+                "pitr": lab_pitr_values(context),
             }
         },
         "fencing": {site: {"command": [*fence, site, "off"]} for site in SITES},
         "scenarios": lab_scenarios(context),
+    }
+
+
+def lab_pitr_values(context: LabContext) -> dict[str, Any]:
+    """pgBackRest for the CRM database: a folder on the (one) lab machine and the bucket cc-pitr behind the lab's
+    TLS (named `localhost`: with --netns the sites do not reach it by that name, so archiving there needs the
+    folder repository only; see the lab's README); WAL archived at least every 10 s while there are writes."""
+    paths, state = context.paths, context.state
+    return {
+        "stanza": "crm", "dataset": "crm-db", "work_dir": str(paths.pgbackrest_dir),
+        "staging_port": state.ports.postgres_staging, "archive_timeout_seconds": 10, "rpo_minutes": 1,
+        "repositories": [
+            {"path": str(paths.pgbackrest_repository_dir), "retention_full": 2},
+            {"s3": {"bucket": aws.PITR_BUCKET, "endpoint": "localhost",
+                    "port": state.ports.s3_tls, "region": aws.REGION, "uri_style": "path",
+                    "ca_file": str(paths.tls_ca_file), "credentials_file": str(paths.aws_environment_file)},
+             "retention_full": 2},
+        ],
     }
 
 
@@ -178,6 +197,16 @@ def lab_scenarios(context: LabContext) -> dict[str, Any]:
                                   "database_role": "crm_app"}},
             "sentinel": {"dataset": "recordings", "file_survives": False},
             "targets": {"rto_minutes": 30, "rpo_minutes": 1500}, "cadence_days": 365,
+        },
+        "logical-corruption": {
+            "description": "Logical corruption: a buggy release overwrites the e-mail of every gold and platinum "
+                           "customer at main; replication carries it to dr at once. The check query finds it; "
+                           "the customers table is repaired from a point-in-time restore to the second before.",
+            "kind": "logical-corruption",
+            "fault": {"command": [*lab, "fault", "crm-corrupted"], "undo": [*lab, "heal"]},
+            "recovery": {"point_in_time": {"database": "crm", "tables": ["customers", "drill_sentinels"],
+                                           "check": faults.CORRUPTION_CHECK, "rewind_seconds": 1}},
+            "sentinel": row, "targets": {"rto_minutes": 10, "rpo_minutes": 1}, "cadence_days": 90,
         },
         "comms-failure": {
             "description": "Communications failure: SMS is down. The liaison and leadership must still be told, "

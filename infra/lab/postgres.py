@@ -107,7 +107,9 @@ def lab_settings(context: LabContext, cluster: str) -> str:
             "# written by the Lifeline lab; included from postgresql.conf",
             f"listen_addresses = '{listen}'",
             f"port = {port(context, cluster)}",
-            "unix_socket_directories = ''",
+            f"unix_socket_directories = '{context.paths.socket_dir(cluster)}'  # pgBackRest's way in; clients use TCP",
+            "archive_mode = on                # archive_command is Lifeline's to set (`lifeline pitr setup`)",
+            "track_commit_timestamp = on      # a restored point's newest transaction, to the microsecond",
             f"cluster_name = 'lab-{cluster}'",
             "fsync = off                      # lab only: a crash of the machine is not a lab scenario",
             "full_page_writes = on",
@@ -138,6 +140,7 @@ def hba_text(context: LabContext) -> str:
             f"host all         {user} {network} scram-sha-256",
             f"host replication {user} {network} scram-sha-256",
             f"host all         {user} 127.0.0.1/32 scram-sha-256",
+            f"local all        {user} peer   # pgBackRest, as the cluster's owner, through the socket folder",
             "",
         ]
     )
@@ -165,8 +168,31 @@ def make_owned_directory(context: LabContext, path: Path) -> None:
 
 def configure(context: LabContext, cluster: str) -> None:
     data = context.paths.data_dir(cluster)
+    sockets = context.paths.socket_dir(cluster)
+    sockets.mkdir(mode=0o700, exist_ok=True)
+    if not context.user.is_current:
+        os.chown(sockets, context.user.uid, context.user.gid)
     _write_owned(data / "lab.conf", lab_settings(context, cluster), context)
     _write_owned(data / "pg_hba.conf", hba_text(context), context)
+
+
+def apply_settings(context: LabContext, cluster: str) -> str | None:
+    """A running cluster takes what ``configure`` wrote: restarted (fast) when a setting only a restart changes
+    differs from the running one (a cluster from before its socket folder and WAL archiving), else reloaded
+    (pg_hba.conf). Returns what was done when it restarted, None otherwise."""
+    if pid(context, cluster) is None:
+        return None
+    try:  # pg_file_settings reads the files now: "could not be applied" is a setting that waits for a restart
+        waiting = [name for (name,) in query(context, cluster, "SELECT DISTINCT name FROM pg_file_settings "
+                                             "WHERE error = 'setting could not be applied' ORDER BY name")]
+    except Exception:  # noqa: BLE001 - not answering (a cut link): reloaded now, checked again by the next `up`
+        waiting = []
+    if not waiting:
+        run([tool("pg_ctl"), "-D", str(context.paths.data_dir(cluster)), "reload"], user=context.user, timeout=15)
+        return None
+    stop(context, cluster)
+    start(context, cluster)
+    return f"postgres-{cluster}: restarted to apply {', '.join(waiting)}"
 
 
 def _complete_marker(context: LabContext, cluster: str) -> Path:
@@ -237,6 +263,8 @@ def start(context: LabContext, cluster: str) -> int:
     if not context.user.is_current:
         os.chown(log, context.user.uid, context.user.gid)
     (data / "postmaster.pid").unlink(missing_ok=True)  # stale after a kill: pg_ctl would refuse
+    # the socket's lock too: a killed postmaster nobody reaped yet still "exists" for PostgreSQL's check
+    (context.paths.socket_dir(cluster) / f".s.PGSQL.{port(context, cluster)}.lock").unlink(missing_ok=True)
     completed = run(
         [tool("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "30", "start"],
         user=context.user,

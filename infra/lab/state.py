@@ -29,6 +29,7 @@ STATE_VERSION = 1
 # Component name -> the side (namespace) it lives on.
 COMPONENT_SIDES: dict[str, str] = {
     "moto": "ops",
+    "s3-tls": "ops",
     "smtp": "ops",
     "chat": "ops",
     "sshd-main": "main",
@@ -67,6 +68,8 @@ class Ports(BaseModel):
     chat: int = 8025
     prefect: int = 4220  # the control plane's Prefect server (`lab up --control-plane`)
     intake: int = 4221  # `lifeline intake` (warnings), when the lab's plan is served with it
+    s3_tls: int = 9443  # nginx: TLS (a certificate for "localhost" from the lab's CA) in front of moto, for pgBackRest
+    postgres_staging: int = 5436  # the staging cluster a point-in-time restore starts (at main's host)
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
@@ -86,7 +89,7 @@ class Ports(BaseModel):
         were a block, else the default, else (taken) one the kernel says is free."""
         if not isinstance(data, dict) or "chat" in data or "service_dr" not in data:
             return data
-        older = [name for name in cls.model_fields if name not in ("chat", "prefect", "intake")]
+        older = [name for name in cls.model_fields if name not in ("chat", "prefect", "intake", "s3_tls", "postgres_staging")]
         if all(isinstance(data.get(name), int) for name in older) and \
                 [data[name] for name in older] == list(range(data[older[0]], data[older[0]] + len(older))):
             return {**data, "chat": data[older[0]] + len(older)}
@@ -303,6 +306,30 @@ class LabPaths:
     def chat_file(self) -> Path:
         """One JSON line per message the chat webhook receiver got."""
         return self.side_dir("ops") / "chat.jsonl"
+
+    def socket_dir(self, cluster: str) -> Path:
+        """The cluster's Unix socket folder (pgBackRest connects through it; libpq clients use TCP)."""
+        side = "ops" if cluster == "calllog" else cluster
+        return self.side_dir(side) / "postgres" / f"socket-{cluster}"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The lab's CA and the S3 endpoint's certificate."""
+        return self.root / "tls"
+
+    @property
+    def tls_ca_file(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    @property
+    def pgbackrest_dir(self) -> Path:
+        """pgBackRest's work folder on the database hosts (configs, logs, staging clusters), owned by the lab user."""
+        return self.root / "pgbackrest"
+
+    @property
+    def pgbackrest_repository_dir(self) -> Path:
+        """pgBackRest's local repository (the S3 one is the bucket cc-pitr)."""
+        return self.root / "pgbackrest-repo"
 
     def pid_file(self, component: str) -> Path:
         return self.run_dir / f"{component}.pid"

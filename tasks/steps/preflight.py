@@ -21,6 +21,7 @@ from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import aws_session, replicated_database
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.record import Journal, utc_now
+from lifeline.tasks.steps.pitr import archive_lag
 from lifeline.tasks.steps.repositories import dataset_tags, open_repository, snapshot_file_present
 from pydantic import BaseModel
 
@@ -118,6 +119,23 @@ def _standby_ready(plan: Plan, database_name: str, target_site: str) -> tuple[bo
     return within, f"streaming, lag {lag.bytes} bytes, {lag.seconds or 0:.1f} s (target {target.total_seconds():g} s)"
 
 
+def _archive_current(plan: Plan, database_name: str) -> tuple[bool, str]:
+    """With PITR the database's RPO target is its `pitr.rpo_minutes`: WAL not yet archived is what a loss of
+    the primary's site would cost a point-in-time restore."""
+    primary = topology.primary_site(plan, database_name)
+    if primary is None:
+        return True, "no primary answers: the archive holds what was archived before (see `lifeline pitr status`)"
+    lag = archive_lag(plan, database_name, primary)
+    status, exposure = lag.status, lag.status.exposure_seconds
+    if exposure is None:
+        return False, f"nothing archived yet at {primary} (`lifeline pitr setup`)"
+    last = f"last WAL archived {(status.now - status.last_archived_at).total_seconds():.0f} s ago" \
+        if status.last_archived_at else "nothing archived yet"
+    failing = f"; archive_command failing since {status.last_failed_at:%H:%M:%S}" if status.failing else ""
+    return lag.within_target, (f"{last}, {status.pending_segments} segment(s) waiting; unarchived data "
+                               f"{exposure:.0f} s (target {lag.target_seconds:g} s){failing}")
+
+
 def _snapshot_item(plan: Plan, name: str, newest: datetime | None, source: str) -> ReadinessItem:
     if newest is None:
         return ReadinessItem(name=f"backup {name}", ready=False, detail="no snapshot yet")
@@ -211,6 +229,9 @@ def assess_readiness(plan: Plan, settings: Settings, target_site: str) -> Readin
     probes = _site_and_cloud_probes(plan, target_site)
     for name in plan.databases_at(target_site):
         probes.append((f"database {name}", lambda name=name: _standby_ready(plan, name, target_site)))
+    for name, database in plan.databases.items():
+        if database.pitr is not None:
+            probes.append((f"archive {name}", lambda name=name: _archive_current(plan, name)))
     listings = [partial(_snapshots_fresh, plan, settings, repository)
                 for repository in sorted({dataset.repository for dataset in plan.datasets.values()})]
     return Readiness(target_site=target_site, items=run_probes(probes, listings))

@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "cli_cost": "tests.benchmarks.cli_cost",
     "scale_out": "tests.benchmarks.scale_out",
     "warning": "tests.benchmarks.warning",
+    "pitr": "tests.benchmarks.pitr",
 }
 EXIT_BAD_USAGE = 2
 

@@ -138,7 +138,7 @@ def _data_directory_kind(target: SshTarget, data_dir: Path) -> Literal["missing"
     return "cluster" if {"PG_VERSION", "global"} <= names else "incomplete"
 
 
-def _move_aside(target: SshTarget, data_dir: Path, suffix: str) -> Path:
+def move_aside(target: SshTarget, data_dir: Path, suffix: str) -> Path:
     kept = data_dir.with_name(f"{data_dir.name}.{suffix}-{datetime.now(UTC).strftime(STAMP_FORMAT)}")
     remote(target, ["mv", "-n", "-T", data_dir, kept])
     if remote(target, ["test", "-e", data_dir], check=False).succeeded:
@@ -202,8 +202,8 @@ def preserve_and_rebuild_standby(
                              f"{old.data_dir} cannot be moved aside; nothing was changed")
     kind = _data_directory_kind(target, old.data_dir)
     if kind == "incomplete":
-        _move_aside(target, old.data_dir, "incomplete")
-    kept = _move_aside(target, old.data_dir, "split") if kind == "cluster" else _newest_kept_copy(target, old.data_dir)
+        move_aside(target, old.data_dir, "incomplete")
+    kept = move_aside(target, old.data_dir, "split") if kind == "cluster" else _newest_kept_copy(target, old.data_dir)
     split = report_split(database, old_primary_site, kept, new_primary_site, targets, spare_port=spare_port,
                          start_timeout=start_timeout) if kept else None
     _drop_inactive_slot(database, new_primary_site, slot)

@@ -17,6 +17,7 @@ import contextvars
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from lifeline.tasks.adapters.deadline import within_step
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_SECONDS", "AuthenticationFailed", "HostKeyMismatch", "HostUnreachable", "SshCommandFailed",
     "SshCommandTimeout", "SshError", "SshResult", "SshTarget", "UnknownHostKey", "close_all", "command_line",
-    "default_pool", "program_name", "run", "sessions_gated_by",
+    "default_pool", "program_name", "run", "sessions_gated_by", "write_file",
 ]
 
 _default_pool: SshPool | None = None
@@ -80,6 +81,13 @@ def run(target: SshTarget, command: Sequence[str] | str, timeout: float, *, chec
     gate = _session_gate.get()
     with gate(target) if gate is not None else nullcontext():
         return default_pool().run(target, command, within_step(timeout) or timeout, check=check)
+
+
+def write_file(target: SshTarget, path: PurePosixPath, data: bytes, mode: int = 0o600) -> None:
+    """Replace a file on target with `data` (mode 0600 unless told), never passing the data on a command line."""
+    gate = _session_gate.get()
+    with gate(target) if gate is not None else nullcontext():
+        default_pool().write_file(target, path, data, mode)
 
 
 def close_all() -> None:

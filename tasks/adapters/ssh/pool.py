@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 import paramiko
 from lifeline.tasks.adapters.ssh.target import (
@@ -231,6 +232,26 @@ class SshPool:
                 raise SshCommandFailed(target, result)
             return result
         raise HostUnreachable(target, "no session could be opened (the server refuses more sessions)")
+
+    def write_file(self, target: SshTarget, path: PurePosixPath, data: bytes, mode: int = 0o600) -> None:
+        """Write `data` to `path` on target over SFTP: into a hidden temporary file made `mode` before a byte is
+        written, then renamed over `path`, so a reader sees the old file or the whole new one."""
+        connection = self._acquire(target)
+        temporary = path.with_name(f".{path.name}.lifeline-tmp")
+        try:
+            assert connection.client is not None
+            with connection.client.open_sftp() as sftp:
+                with sftp.file(str(temporary), "wb") as handle:
+                    handle.chmod(mode)
+                    handle.write(data)
+                sftp.posix_rename(str(temporary), str(path))
+        except OSError as error:
+            self._release(connection)
+            raise SshError(target, f"cannot write {path}: {error.strerror or error}") from None
+        except (paramiko.SSHException, EOFError) as error:
+            self._release(connection, broken=True)
+            raise HostUnreachable(target, f"the connection dropped while writing {path}: {error}") from None
+        self._release(connection)
 
     def close_all(self) -> None:
         with self._lock:

@@ -1,0 +1,79 @@
+"""pgBackRest's command lines, its configuration and its `info` output, from plain values (the adapter's pure half)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+
+import pytest
+from lifeline.tasks.adapters.pgbackrest import parse_info, render_config
+from lifeline.tasks.adapters.pgbackrest.archiving import ArchiverStatus
+from lifeline.tasks.adapters.pgbackrest.arguments import (
+    archive_command,
+    backup_arguments,
+    restore_arguments,
+    restore_target,
+)
+from lifeline.tasks.adapters.pgbackrest.errors import classify
+
+INFO = [{"name": "crm", "status": {"code": 0, "message": "ok"},
+         "archive": [{"id": "15-1", "min": "000000010000000000000001", "max": "000000010000000000000003"}],
+         "backup": [{"label": "20261204-054710F", "type": "full", "database": {"id": 1, "repo-key": 2},
+                     "timestamp": {"start": 1796363230, "stop": 1796363234},
+                     "archive": {"start": "000000010000000000000003", "stop": "000000010000000000000003"},
+                     "info": {"size": 23066305, "repository": {"size": 3050822, "delta": 3050822}, "delta": 23066305}}]}]
+
+
+def test_a_staging_restore_stops_before_the_target_promotes_and_never_archives_into_the_live_stanza() -> None:
+    moment = datetime(2026, 12, 4, 5, 47, 10, 123456, tzinfo=UTC)
+    target = restore_target(to_time=moment)
+    assert target == ("--type=time", "--target=2026-12-04 05:47:10.123456+00:00", "--target-exclusive",
+                      "--target-action=promote")
+    assert restore_arguments(PurePosixPath("/srv/staging"), target, port=5499) == (
+        "restore", "--pg1-path=/srv/staging", "--archive-mode=off", "--recovery-option=port=5499", *target)
+    replacing = restore_arguments(PurePosixPath("/srv/data"), restore_target(before_xid=742), archiving=True)
+    assert "--archive-mode=preserve" in replacing and replacing[-4:-2] == ("--type=xid", "--target=742")
+    with pytest.raises(ValueError, match="exactly one"):
+        restore_target(to_time=moment, before_xid=1)
+    with pytest.raises(ValueError, match="not one of"):
+        backup_arguments("weekly", 1)
+    assert backup_arguments("diff", 2) == ("backup", "--type=diff", "--repo=2")
+
+
+def test_archive_command_quotes_every_part_for_the_shell_postgresql_runs_it_in() -> None:
+    assert archive_command("pgbackrest", PurePosixPath("/etc/life line/pgbackrest.conf"), "crm") == \
+        "pgbackrest '--config=/etc/life line/pgbackrest.conf' --stanza=crm archive-push %p"
+
+
+def test_info_gives_the_backups_with_their_repository_and_the_archived_wal_range() -> None:
+    [crm] = parse_info(json.dumps(INFO))
+    assert (crm.stanza, crm.status, crm.wal_min, crm.wal_max) == (
+        "crm", "ok", "000000010000000000000001", "000000010000000000000003")
+    assert crm.backups[0].repository == 2 and crm.newest_backup(1) is None
+    assert crm.oldest_restorable == datetime.fromtimestamp(1796363235, UTC)  # pgBackRest wants a later second
+
+
+def test_the_config_is_rendered_in_sections_and_refuses_a_value_that_would_add_a_line() -> None:
+    text = render_config({"repo1-type": "s3", "repo1-s3-key-secret": "s3cr3t"}, {"crm": {"pg1-port": 5433}})
+    assert text == "[global]\nrepo1-type=s3\nrepo1-s3-key-secret=s3cr3t\n\n[crm]\npg1-port=5433\n"
+    with pytest.raises(ValueError, match="one line"):
+        render_config({"repo1-path": "/srv\n[evil]"}, {})
+
+
+def test_errors_name_the_code_and_only_lock_and_network_codes_are_retried() -> None:
+    lock = classify(50, "P00  ERROR: [050]: unable to acquire lock on file '/tmp/crm.lock'", "backup", "stanza crm")
+    assert lock.transient and lock.code == "050" and "[050]: unable to acquire lock" in str(lock)
+    wrong = classify(28, "ERROR: [028]: backup and archive info files exist but do not match", "check", "stanza crm")
+    assert not wrong.transient and "check (stanza crm) failed [028]" in str(wrong)
+
+
+def test_exposure_is_zero_while_only_the_segment_being_written_is_unarchived() -> None:
+    now = datetime(2026, 12, 4, 6, 0, 0, tzinfo=UTC)
+    current = ArchiverStatus("on", "pgbackrest ...", "000000010000000000000005", "000000010000000000000004",
+                             datetime(2026, 12, 4, 5, 59, 0, tzinfo=UTC), None, None, now, 0)
+    assert current.exposure_seconds == 0.0
+    behind = ArchiverStatus("on", "pgbackrest ...", "000000010000000000000009", "000000010000000000000004",
+                            datetime(2026, 12, 4, 5, 59, 0, tzinfo=UTC), "000000010000000000000005",
+                            datetime(2026, 12, 4, 5, 59, 30, tzinfo=UTC), now, 4)
+    assert behind.failing and behind.exposure_seconds == 60.0
