@@ -18,6 +18,7 @@ from lifeline.flows.drill import drill_flow
 from lifeline.flows.escalation import escalation_flow
 from lifeline.flows.failback import failback_flow
 from lifeline.flows.failover import failover_flow
+from lifeline.flows.pitr import pitr_backup_flow, pitr_restore_flow
 from lifeline.flows.restore import restore_flow
 from lifeline.flows.verify import verify_flow
 from lifeline.tasks.run.ledger import Ledger
@@ -95,7 +96,36 @@ def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
             description="Started by a run whose incident needs a person: tells the plan's escalation levels until "
                         "somebody acknowledges in the run's form or with `lifeline ack`.",
         ),
+        *pitr_deployments(loaded, cron, tags),
     ]]
+
+
+def pitr_deployments(loaded: LoadedPlan, cron, tags: list[str]) -> list[RunnerDeployment]:  # noqa: ANN001
+    """Per database with `pitr`: its full, diff and incr backups on their schedules; and, when any database has
+    it, a point-in-time restore one click away (side mode by default; replace asks in a form)."""
+    plan, path = loaded.plan, str(loaded.path)
+    found: list[RunnerDeployment] = []
+    for database, entry in plan.databases.items():
+        if entry.pitr is None:
+            continue
+        for kind in ("full", "diff", "incr"):
+            schedule = getattr(entry.pitr.schedules, kind)
+            if schedule is None:
+                continue
+            found.append(pitr_backup_flow.to_deployment(
+                entrypoint_type=BY_MODULE, name=deployment_name(plan.name, f"pitr-{database}-{kind}"), tags=tags,
+                schedules=cron(schedule),
+                parameters={"plan_path": path, "database": database, "kind": kind, "trigger": "schedule"},
+                description=f"pgBackRest {kind} backup of {database} into every repository; archiving checked first.",
+            ))
+    if found:
+        found.append(pitr_restore_flow.to_deployment(
+            entrypoint_type=BY_MODULE, name=deployment_name(plan.name, "pitr-restore"), tags=tags,
+            parameters={"plan_path": path, "approval": freeze("ui"), "trigger": "ui"},
+            description="Restore a database with `pitr` to a moment: side (a staging cluster to inspect), repair "
+                        "(chosen tables) or replace (the whole primary, after approval in a form).",
+        ))
+    return found
 
 
 def with_supplied_defaults(deployment: RunnerDeployment) -> RunnerDeployment:

@@ -39,6 +39,12 @@ restored_db="crm_restored_$(date +%Y%m%d%H%M%S)"
 step "Restoring the CRM database into $restored_db, row counts proven"
 lifeline restore crm-db --target "$crm_server/$restored_db"
 
+step "Point-in-time recovery: WAL archived by pgBackRest, a full backup, then the CRM back to a second ago"
+lifeline pitr backup --type full
+moment=$(date --utc +%Y-%m-%dT%H:%M:%S.%N+00:00)
+sleep 1
+lifeline restore crm-db --to-time "$moment"   # side mode: a staging cluster, left running for inspection
+
 if [[ ${LIFELINE_DEMO_FAILOVER:-1} == 1 ]]; then
   step "Main's database goes down; failing over to dr"
   lifeline lab fault main-db-down >/dev/null
