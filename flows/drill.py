@@ -224,7 +224,9 @@ def recover(loaded, settings, journal: Journal, scenario: Scenario, marker, home
         restore_dataset(loaded, settings, journal, recovery.restore.dataset, target, replace=True,
                         incident_at=journal.record.incident_at)
     elif recovery.point_in_time is not None:
-        repair_corruption(loaded, settings, journal, recovery.point_in_time, home)
+        marker.repair_schema = f"lifeline_drill_{journal.record.id}"
+        marker.save(settings.drills_dir)
+        repair_corruption(loaded, settings, journal, recovery.point_in_time, home, marker.repair_schema)
     elif recovery.leak is not None:
         from lifeline.tasks.steps.leak_recovery import recover_from_leak
 
@@ -242,13 +244,14 @@ def recover(loaded, settings, journal: Journal, scenario: Scenario, marker, home
                           "or alert)")
 
 
-def repair_corruption(loaded, settings, journal: Journal, recovery: PointInTimeRecovery, home: str) -> None:
+def repair_corruption(loaded, settings, journal: Journal, recovery: PointInTimeRecovery, home: str,
+                      aside_schema: str) -> None:
     """Show the bad write at the standby too, repair the tables from a restore to just before it, check again."""
     plan, record = loaded.plan, journal.record
     show_corruption_at_standbys(plan, recovery, home, journal=journal, step_name="show the corruption at the standby")
     to_time = record.incident_at - timedelta(seconds=recovery.rewind_seconds)
     restore_to_point(loaded, settings, journal, recovery.database, to_time, None, "repair", recovery.tables,
-                     approval="yes", reason=f"drill {record.scenario}")
+                     approval="yes", reason=f"drill {record.scenario}", aside_schema=aside_schema)
     check_corruption_gone(plan, recovery, home, journal=journal, step_name="check the corruption is gone")
 
 

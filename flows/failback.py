@@ -26,6 +26,7 @@ from lifeline.tasks.run.record import Journal, Trigger, utc_now
 from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
 from lifeline.tasks.steps.approvers import approvers_for
+from lifeline.tasks.steps.corruption_drill import drop_repair_schema
 from lifeline.tasks.steps.failover import rebuild_old_primary_as_standby, switch_database_back, switch_dns
 from lifeline.tasks.steps.pitr import keep_archiving
 from lifeline.tasks.steps.preflight import assess_failback_readiness, go_or_refuse
@@ -172,6 +173,8 @@ def clean_up_drill(loaded: LoadedPlan, settings: Settings, scenario: Scenario, m
             done["failback_run"] = failback.record.id
         if scenario.fault.undo:
             drills.run_fault_command(scenario.fault.undo, "undo fault")  # faults the failback's restarts recorded
+    if marker.repair_schema and scenario.recovery.point_in_time is not None:
+        done["repair_schema_dropped"] = drop_repair_schema(plan, scenario.recovery.point_in_time, marker.repair_schema)
     if marker.sentinel_token:
         done["sentinels_removed"] = drills.remove_sentinels(plan, scenario, marker.sentinel_token, marker.sentinel_file)
     marker.remove(settings.drills_dir)

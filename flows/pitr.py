@@ -122,7 +122,7 @@ def pitr_restore_flow(plan_path: str, database: str, to_time: datetime | None = 
 
 def restore_to_point(loaded: LoadedPlan, settings: Settings, journal: Journal, database: str,
                      to_time: datetime | None, before_xid: int | None, mode: RestoreMode, tables: list[str] | None,
-                     approval: ApprovalMode, reason: str) -> PointProven:
+                     approval: ApprovalMode, reason: str, aside_schema: str | None = None) -> PointProven:
     """The runbook of a point-in-time restore, for its own run and for the logical-corruption drill. RTO runs
     from the moment T was known (the run's start; a drill's detection) to the data back in service; RPO is the
     incident (a restore's own target time) minus the newest transaction the restore kept."""
@@ -155,7 +155,7 @@ def restore_to_point(loaded: LoadedPlan, settings: Settings, journal: Journal, d
         rewind_primary(plan, database, primary, to_time, before_xid, journal=journal,
                        step_name=f"rewind {database} at {primary}")
     if mode == "repair":
-        aside = f"lifeline_repair_{datetime.now(UTC):%Y%m%d_%H%M%S}"
+        aside = aside_schema or f"lifeline_repair_{datetime.now(UTC):%Y%m%d_%H%M%S}"
         repair_from_staging(plan, database, primary, connection, list(tables or []), aside, journal=journal,
                             step_name=f"repair {', '.join(tables or [])} at {primary}")
         stop_staging(plan, database, staging, journal=journal, step_name="stop the staging cluster")

@@ -190,3 +190,27 @@ def test_lifeline_outside_the_plans_network_namespace_says_where_to_run_it(plan_
     assert result.returncode == 2 and "Traceback" not in result.stderr
     [line] = result.stderr.splitlines()
     assert line.endswith("ip netns exec lifeline-test-elsewhere lifeline ...")
+
+
+def test_pitr_names_a_postgres_dataset_existing_credentials_and_folders_on_the_hosts(plan_dir):
+    document = valid_document()
+    document["sites"] = {"main": {}}
+    document["hosts"] = {"db": {"site": "main", "address": "10.0.0.5", "user": "postgres", "key_file": "./key",
+                                "known_hosts_file": "./known_hosts"}}
+    instance = {"host": "db", "dsn": "postgresql://lifeline@10.0.0.5/crm", "data_dir": "/srv/pgdata"}
+    document["databases"] = {"crm": {"primary": "main", "instances": {"main": instance}, "pitr": {
+        "stanza": "crm", "dataset": "recordings", "work_dir": "/var/lib/lifeline/pgbackrest",
+        "repositories": [{"path": "/backup/pgbackrest"},
+                         {"s3": {"bucket": "cc-pitr", "credentials_file": "./aws.env"}}]}}}
+    document["scenarios"] = {"bad-release": {
+        "description": "a buggy UPDATE", "fault": {"instructions": "run the bad release"},
+        "recovery": {"point_in_time": {"database": "billing", "tables": ["customers"], "check": "SELECT 0"}}}}
+    assert problems(plan_dir, document) == [
+        "databases.crm.pitr.dataset: dataset 'recordings' is not a postgres dataset",
+        "databases.crm.pitr.repositories.1.s3.credentials_file: file not found: " + str(plan_dir / "aws.env"),
+        "scenarios.bad-release.recovery.point_in_time.database: no database named 'billing' with a `pitr` section",
+    ]
+    document["databases"]["crm"]["pitr"]["repositories"] = [{"path": "backup", "s3": {"bucket": "cc-b",
+                                                                                      "credentials_file": "./pw"}}]
+    found = problems(plan_dir, document)
+    assert "databases.crm.pitr.repositories.0: give one of path and s3" in found, found

@@ -10,6 +10,7 @@ from lifeline.tasks.adapters.postgres.connection import database_session
 from lifeline.tasks.run.adapter_inputs import replicated_database
 from lifeline.tasks.run.pitr_inputs import instance_connection, pitr_of
 from lifeline.tasks.steps.step import LifelineError, step
+from psycopg import sql
 from pydantic import BaseModel
 
 
@@ -39,6 +40,15 @@ def show_corruption_at_standbys(plan: Plan, recovery: PointInTimeRecovery, prima
             replication.wait_caught_up(replicated_database(database), primary, site, 60)
             seen[site] = corrupted_rows(plan, recovery, site)
     return CorruptionSeen(detail={"corrupted_rows": seen, "reached_standbys": all(seen.values())})
+
+
+def drop_repair_schema(plan: Plan, recovery: PointInTimeRecovery, schema: str) -> str:
+    """The drill's own corrupted rows, kept aside by its repair: a drill leaves nothing behind."""
+    database, _ = pitr_of(plan, recovery.database)
+    with database_session(instance_connection(database, database.primary), "drop the drill's repair schema at") \
+            as session:
+        session.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    return schema
 
 
 @step(retries=2, retry_delay_seconds=1, timeout_seconds=120)

@@ -51,6 +51,8 @@ class DrillMarker(BaseModel):
     failed_over: bool = False
     fault_undone: bool = False
     kept: bool = Field(False, description="Left for inspection by --keep: the next failback of the plan cleans it up.")
+    repair_schema: str | None = Field(None, description="The schema a point-in-time drill's repair kept the corrupted "
+                                      "rows in: dropped with the sentinels.")
 
     def path(self, drills_dir: Path) -> Path:
         return drills_dir / f"{self.record_id}.json"
