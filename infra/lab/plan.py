@@ -135,19 +135,20 @@ def lab_recovery_values(context: LabContext) -> dict[str, Any]:
 
 def lab_pitr_values(context: LabContext) -> dict[str, Any]:
     """pgBackRest for the CRM database: a folder on the (one) lab machine and the bucket cc-pitr behind the lab's
-    TLS (named `localhost`: with --netns the sites do not reach it by that name, so archiving there needs the
-    folder repository only; see the lab's README); WAL archived at least every 10 s while there are writes."""
+    TLS; WAL archived at least every 10 s while there are writes. The TLS endpoint is named `localhost`, which the
+    sites of a --netns lab do not reach: there only the folder (an unreachable repository stops all archiving)."""
     paths, state = context.paths, context.state
+    repositories: list[dict[str, Any]] = [{"path": str(paths.pgbackrest_repository_dir), "retention_full": 2}]
+    if not context.netns:
+        repositories.append(
+            {"s3": {"bucket": aws.PITR_BUCKET, "endpoint": "localhost", "port": state.ports.s3_tls,
+                    "region": aws.REGION, "uri_style": "path", "ca_file": str(paths.tls_ca_file),
+                    "credentials_file": str(paths.aws_environment_file)},
+             "retention_full": 2})
     return {
         "stanza": "crm", "dataset": "crm-db", "work_dir": str(paths.pgbackrest_dir),
         "staging_port": state.ports.postgres_staging, "archive_timeout_seconds": 10, "rpo_minutes": 1,
-        "repositories": [
-            {"path": str(paths.pgbackrest_repository_dir), "retention_full": 2},
-            {"s3": {"bucket": aws.PITR_BUCKET, "endpoint": "localhost",
-                    "port": state.ports.s3_tls, "region": aws.REGION, "uri_style": "path",
-                    "ca_file": str(paths.tls_ca_file), "credentials_file": str(paths.aws_environment_file)},
-             "retention_full": 2},
-        ],
+        "repositories": repositories,
     }
 
 
