@@ -23,6 +23,7 @@ from lifeline.tasks.steps.pitr_restore import (
     PointProven,
     find_restorable_window,
     prove_point,
+    refuse_unrepairable,
     repair_from_staging,
     restore_into_staging,
     staging_connection,
@@ -131,6 +132,8 @@ def restore_to_point(loaded: LoadedPlan, settings: Settings, journal: Journal, d
     if to_time is not None:
         journal.milestone("target", to_time)
     primary = current_primary(plan, database)
+    if mode == "repair":
+        refuse_unrepairable(plan, database, primary, tables or [])
     find_restorable_window(plan, database, primary, to_time, journal=journal, step_name="find the restorable window")
     staging = restore_into_staging(plan, database, primary, record.id, to_time, before_xid, journal=journal,
                                    step_name=f"restore {database} into a staging cluster")

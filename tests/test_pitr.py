@@ -140,6 +140,11 @@ def test_a_time_outside_the_restorable_window_is_exit_2_naming_the_window(pitr_l
     assert result.returncode == 2, result.stderr
     message = one_line_error(result.stderr)
     assert "outside the restorable window" in message and ".." in message
+    # a table the repair could not match rows in is refused before anything is restored
+    recently = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
+    result = run_cli("restore", "crm-db", "--to-time", recently, "--tables", "customers,no_such_table",
+                     "--plan", str(lab.plan), timeout=300)
+    assert result.returncode == 2 and "no table no_such_table" in one_line_error(result.stderr), result.stderr
 
 
 def test_replace_rewinds_the_primary_exports_the_rows_it_rewinds_and_rebuilds_the_standby(pitr_lab: Lab) -> None:

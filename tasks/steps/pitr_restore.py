@@ -12,8 +12,8 @@ from lifeline.configs.plan import Plan
 from lifeline.tasks.adapters import postgres, ssh
 from lifeline.tasks.adapters.deadline import wait_until
 from lifeline.tasks.adapters.pgbackrest.archiving import switch_and_wait_archived
+from lifeline.tasks.adapters.postgres import repair
 from lifeline.tasks.adapters.postgres.connection import ConnectionInfo, PostgresError, database_session, redact_dsn
-from lifeline.tasks.adapters.postgres.repair import repair_tables
 from lifeline.tasks.adapters.replication import ServerState, server_status, start_server, stop_server
 from lifeline.tasks.run.adapter_inputs import database_node
 from lifeline.tasks.run.pitr_inputs import instance_connection, pgbackrest_at, pitr_of, site_directory
@@ -100,6 +100,12 @@ def staging_connection(plan: Plan, database_name: str, site: str, port: int) -> 
     return replaced_copy(instance_connection(database, site), port=port)
 
 
+def refuse_unrepairable(plan: Plan, database_name: str, primary: str, tables: list[str]) -> None:
+    """A table that does not exist or has no primary key is refused before the (long) restore."""
+    database, _ = pitr_of(plan, database_name)
+    repair.refuse_unrepairable(instance_connection(database, primary), tables)
+
+
 def _stop_earlier_staging(plan: Plan, database_name: str, site: str) -> list[str]:
     """A staging cluster left running for inspection holds the staging port: stopped (its files stay)."""
     database, pitr = pitr_of(plan, database_name)
@@ -169,7 +175,7 @@ def prove_point(connection: ConnectionInfo, to_time: datetime | None, before_xid
 def repair_from_staging(plan: Plan, database_name: str, primary: str, staging: ConnectionInfo, tables: list[str],
                         aside_schema: str) -> Repaired:
     database, _ = pitr_of(plan, database_name)
-    done = repair_tables(instance_connection(database, primary), staging, tables, aside_schema)
+    done = repair.repair_tables(instance_connection(database, primary), staging, tables, aside_schema)
     return Repaired(aside_schema=aside_schema,
                     tables={table.table: {"rows_kept_aside": table.rows_kept_aside, "updated": table.rows_updated,
                                           "inserted": table.rows_inserted, "deleted": table.rows_deleted}

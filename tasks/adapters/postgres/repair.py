@@ -84,6 +84,19 @@ def _repair_one(target: psycopg.Connection, source: psycopg.Connection, name: st
     return TableRepaired(f"{schema}.{table}", int(kept), updated, inserted, deleted)
 
 
+def refuse_unrepairable(live: ConnectionInfo, tables: Sequence[str]) -> None:
+    """Before any restore: each table exists at `live` and has a primary key to match rows by."""
+    if not tables:
+        raise RepairRefused("a repair names at least one table")
+    with database_session(live, "look at the tables to repair at") as session:
+        for name in tables:
+            columns, key = _columns(session, name)
+            if not columns:
+                raise RepairRefused(f"{live.address}: no table {name}")
+            if not key:
+                raise RepairRefused(f"{live.address}: table {name} has no primary key: rows cannot be matched")
+
+
 def repair_tables(live: ConnectionInfo, restored: ConnectionInfo, tables: Sequence[str],
                   aside_schema: str) -> list[TableRepaired]:
     """Make `tables` at `live` what they are at `restored`, in one transaction that first copies their live rows
