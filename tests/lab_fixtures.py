@@ -128,7 +128,9 @@ def in_recovery(lab: Lab, site: str) -> bool | None:
 @dataclass
 class FreshBackups:
     """Preflight refuses a failover without recent snapshots: back the lab up again before they age past
-    the shortest RPO target of its datasets (less `PREFLIGHT_MARGIN`)."""
+    the shortest RPO target of its datasets (less `PREFLIGHT_MARGIN`). It also wants the CRM's WAL archived
+    (the plan's `pitr`): a lab whose main has no archive_command yet gets `lifeline pitr setup`'s flow, as an
+    operator runs it once."""
 
     lab: Lab
     taken_at: float = float("-inf")  # time.monotonic() when the last backup began; -inf: none yet
@@ -145,6 +147,11 @@ class FreshBackups:
             record = ledger().run(backup_flow(str(self.lab.plan)))
             assert record is not None and record.status == "completed", record and record.error
             self.taken_at = began
+        if not self.lab.query("main", "SHOW archive_command")[0][0]:
+            from lifeline.flows.pitr import pitr_backup_flow
+
+            record = ledger().run(pitr_backup_flow(str(self.lab.plan), "crm"))
+            assert record is not None and record.status == "completed", record and record.error
 
     def forget(self) -> None:
         """The lab was rebuilt, its repositories with it: back up at the next `ensure()`."""
