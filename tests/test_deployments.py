@@ -94,8 +94,14 @@ def test_serve_registers_each_deployment_with_the_plans_schedules_and_typed_para
     [verify] = registered["verify"]["schedules"]
     assert (verify["schedule"]["cron"], verify["schedule"]["timezone"], verify["active"]) == \
         (plan.schedules.verify, "Asia/Shanghai", True)
-    for unscheduled in ("failover", "failback", "restore", "escalation"):
+    for unscheduled in ("failover", "failback", "restore", "escalation", "pitr-restore"):
         assert registered[unscheduled]["schedules"] == [], unscheduled
+    pitr = plan.databases["crm"].pitr
+    for kind in ("full", "diff", "incr"):  # pgBackRest's backups, each on its own schedule
+        [scheduled] = registered[f"pitr-crm-{kind}"]["schedules"]
+        assert scheduled["schedule"]["cron"] == getattr(pitr.schedules, kind), kind
+        assert registered[f"pitr-crm-{kind}"]["parameters"]["kind"] == kind
+    assert registered["pitr-restore"]["parameters"]["approval"] == "ui"  # a replace waits for its form
 
     for deployment in registered.values():
         assert deployment["parameters"]["plan_path"] == str(lab.plan)
