@@ -68,12 +68,16 @@ def test_errors_name_the_code_and_only_lock_and_network_codes_are_retried() -> N
     assert not wrong.transient and "check (stanza crm) failed [028]" in str(wrong)
 
 
-def test_exposure_is_zero_while_only_the_segment_being_written_is_unarchived() -> None:
+def test_exposure_counts_from_the_oldest_completed_segment_still_waiting_for_the_archive() -> None:
     now = datetime(2026, 12, 4, 6, 0, 0, tzinfo=UTC)
-    current = ArchiverStatus("on", "pgbackrest ...", "000000010000000000000005", "000000010000000000000004",
-                             datetime(2026, 12, 4, 5, 59, 0, tzinfo=UTC), None, None, now, 0)
+    # after a crash pg_stat_archiver starts empty: only the segments waiting in archive_status tell the truth
+    current = ArchiverStatus("on", "pgbackrest ...", "000000010000000000000005", None, None, None, None, now, 0, None)
     assert current.exposure_seconds == 0.0
     behind = ArchiverStatus("on", "pgbackrest ...", "000000010000000000000009", "000000010000000000000004",
                             datetime(2026, 12, 4, 5, 59, 0, tzinfo=UTC), "000000010000000000000005",
-                            datetime(2026, 12, 4, 5, 59, 30, tzinfo=UTC), now, 4)
-    assert behind.failing and behind.exposure_seconds == 60.0
+                            datetime(2026, 12, 4, 5, 59, 30, tzinfo=UTC), now, 4,
+                            datetime(2026, 12, 4, 5, 59, 15, tzinfo=UTC))
+    assert behind.failing and behind.exposure_seconds == 45.0
+    unset = ArchiverStatus("on", "", "000000010000000000000009", None, None, None, None, now, 3,
+                           datetime(2026, 12, 4, 5, 0, 0, tzinfo=UTC))
+    assert not unset.configured and unset.exposure_seconds is None

@@ -128,11 +128,9 @@ def _archive_current(plan: Plan, database_name: str) -> tuple[bool, str]:
     lag = archive_lag(plan, database_name, primary)
     status, exposure = lag.status, lag.status.exposure_seconds
     if exposure is None:
-        return False, f"nothing archived yet at {primary} (`lifeline pitr setup`)"
-    last = f"last WAL archived {(status.now - status.last_archived_at).total_seconds():.0f} s ago" \
-        if status.last_archived_at else "nothing archived yet"
+        return False, f"archiving is not configured at {primary} (`lifeline pitr setup`)"
     failing = f"; archive_command failing since {status.last_failed_at:%H:%M:%S}" if status.failing else ""
-    return lag.within_target, (f"{last}, {status.pending_segments} segment(s) waiting; unarchived data "
+    return lag.within_target, (f"{status.pending_segments} completed segment(s) waiting; unarchived data "
                                f"{exposure:.0f} s (target {lag.target_seconds:g} s){failing}")
 
 

@@ -20,12 +20,17 @@ class ArchiverStatus:
     archive_mode: str
     archive_command: str
     current_wal: str | None  # None on a standby
-    last_archived_wal: str | None
+    last_archived_wal: str | None  # pg_stat_archiver: reset by a crash (an immediate stop), so only informative
     last_archived_at: datetime | None
     last_failed_wal: str | None
     last_failed_at: datetime | None
     now: datetime
-    pending_segments: int | None  # completed segments not archived yet (None on a standby)
+    pending_segments: int  # completed segments waiting for archive_command (`.ready` in pg_wal/archive_status)
+    oldest_pending_at: datetime | None  # when the oldest of them was completed
+
+    @property
+    def configured(self) -> bool:
+        return self.archive_mode != "off" and bool(self.archive_command)
 
     @property
     def failing(self) -> bool:
@@ -35,19 +40,22 @@ class ArchiverStatus:
     @property
     def exposure_seconds(self) -> float | None:
         """How much written data is not archived yet, as time: 0 when only the segment being written is
-        (archive_timeout bounds that), else since the last archive; None when nothing was ever archived."""
-        if self.pending_segments == 0 and not self.failing:
-            return 0.0
-        if self.last_archived_at is None:
+        (archive_timeout bounds that), else since the oldest waiting segment was completed; None when
+        archiving is not configured."""
+        if not self.configured:
             return None
-        return max(0.0, (self.now - self.last_archived_at).total_seconds())
+        if self.pending_segments == 0 or self.oldest_pending_at is None:
+            return 0.0
+        return max(0.0, (self.now - self.oldest_pending_at).total_seconds())
 
 
 _STATUS_SQL = """
 SELECT current_setting('archive_mode'), current_setting('archive_command'),
        CASE WHEN NOT pg_is_in_recovery() THEN pg_walfile_name(pg_current_wal_insert_lsn()) END,
-       last_archived_wal, last_archived_time, last_failed_wal, last_failed_time, now()
-FROM pg_stat_archiver
+       last_archived_wal, last_archived_time, last_failed_wal, last_failed_time, now(), waiting.count, waiting.oldest
+FROM pg_stat_archiver,
+     (SELECT count(*) AS count, min(modification) AS oldest FROM pg_ls_archive_statusdir()
+      WHERE name LIKE '%.ready') AS waiting
 """
 
 
@@ -61,15 +69,11 @@ def _position(name: str) -> tuple[int, int]:
 
 
 def archiver_status(connection: ConnectionInfo) -> ArchiverStatus:
+    """Needs a superuser or a member of pg_monitor (pg_ls_archive_statusdir)."""
     with database_session(connection, "read pg_stat_archiver at") as session:
         row = session.execute(_STATUS_SQL).fetchone()
     assert row is not None
-    mode, command, current, archived, archived_at, failed, failed_at, now = row
-    pending = None
-    if current is not None:
-        done = _segment_number(archived) if archived and archived[:8] == current[:8] else None
-        pending = max(0, _segment_number(current) - 1 - done) if done is not None else None
-    return ArchiverStatus(mode, command, current, archived, archived_at, failed, failed_at, now, pending)
+    return ArchiverStatus(*row[:8], int(row[8]), row[9])
 
 
 def set_archiving(connection: ConnectionInfo, command: str, timeout_seconds: int) -> bool:
