@@ -129,8 +129,8 @@ def in_recovery(lab: Lab, site: str) -> bool | None:
 class FreshBackups:
     """Preflight refuses a failover without recent snapshots: back the lab up again before they age past
     the shortest RPO target of its datasets (less `PREFLIGHT_MARGIN`). It also wants the CRM's WAL archived
-    (the plan's `pitr`): a lab whose main has no archive_command yet gets `lifeline pitr setup`'s flow, as an
-    operator runs it once."""
+    (the plan's `pitr`): when main's archive is not within its target, `lifeline pitr setup`'s flow runs, as an
+    operator would (once; and after the S3 keys changed: a restarted moto has new ones)."""
 
     lab: Lab
     taken_at: float = float("-inf")  # time.monotonic() when the last backup began; -inf: none yet
@@ -147,7 +147,11 @@ class FreshBackups:
             record = ledger().run(backup_flow(str(self.lab.plan)))
             assert record is not None and record.status == "completed", record and record.error
             self.taken_at = began
-        if not self.lab.query("main", "SHOW archive_command")[0][0]:
+        from lifeline.tasks.steps.pitr import archive_lag
+
+        if not archive_lag(load_plan(self.lab.plan).plan, "crm", "main").within_target:
+            # never set up, or the lab's moto restarted (a fresh moto has new keys and an empty cc-pitr): the
+            # hosts' pgBackRest configs are written again from the credentials file and the stanza created
             from lifeline.flows.pitr import pitr_backup_flow
 
             record = ledger().run(pitr_backup_flow(str(self.lab.plan), "crm"))

@@ -129,7 +129,9 @@ def _archive_current(plan: Plan, database_name: str) -> tuple[bool, str]:
     status, exposure = lag.status, lag.status.exposure_seconds
     if exposure is None:
         return False, f"archiving is not configured at {primary} (`lifeline pitr setup`)"
-    failing = f"; archive_command failing since {status.last_failed_at:%H:%M:%S}" if status.failing else ""
+    failing = (f"; archive_command failing since {status.last_failed_at:%H:%M:%S} (pgBackRest's log on the host "
+               "says why; `lifeline pitr setup` writes the hosts' configs again, e.g. after new S3 keys)") \
+        if status.failing else ""
     return lag.within_target, (f"{status.pending_segments} completed segment(s) waiting; unarchived data "
                                f"{exposure:.0f} s (target {lag.target_seconds:g} s){failing}")
 
