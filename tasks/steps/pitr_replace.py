@@ -11,6 +11,7 @@ from lifeline.configs.plan import Plan
 from lifeline.tasks.adapters import replication
 from lifeline.tasks.adapters.pgbackrest.archiving import forget_recovery_settings
 from lifeline.tasks.adapters.replication import ServerState, server_status, start_server, stop_server
+from lifeline.tasks.adapters.replication.database import DatabaseNode
 from lifeline.tasks.adapters.replication.failback import move_aside, preserve_and_rebuild_standby
 from lifeline.tasks.adapters.replication.split import report_split
 from lifeline.tasks.adapters.ssh import SshTarget
@@ -48,7 +49,7 @@ def _wait_primary(plan: Plan, database_name: str, site: str, timeout: float = 36
         raise RestoreNotProven(f"{database_name} at {site} did not finish recovery to the target")
 
 
-def _put_back(target: SshTarget, node, data_dir: Path, aside: Path) -> None:  # noqa: ANN001 - DatabaseNode
+def _put_back(target: SshTarget, node: DatabaseNode, data_dir: Path, aside: Path) -> None:
     """The restore failed: its partial directory goes aside too, the old one back in place, and it starts."""
     if server_status(node, target).state is ServerState.RUNNING:
         stop_server(node, target, mode="immediate")
@@ -58,24 +59,18 @@ def _put_back(target: SshTarget, node, data_dir: Path, aside: Path) -> None:  # 
     start_server(node, target, 120)
 
 
+def _standbys(plan: Plan, database_name: str, primary: str) -> list[tuple[str, DatabaseNode, SshTarget]]:
+    """Every instance but the primary's: (site, instance, its host)."""
+    database, _ = pitr_of(plan, database_name)
+    targets = topology.ssh_targets(plan.hosts)
+    return [(site, database_node(instance), targets[instance.host])
+            for site, instance in database.instances.items() if site != primary]
+
+
 def _stop_standbys(plan: Plan, database_name: str, primary: str) -> list[str]:
     """Before the rewind: a standby still connected would fetch the rewound primary's new timeline history and
     then refuse to start at all ("timeline N is not a child of this server's history")."""
-    database, _ = pitr_of(plan, database_name)
-    targets = topology.ssh_targets(plan.hosts)
-    stopped = []
-    for site, instance in database.instances.items():
-        if site != primary and stop_server(database_node(instance), targets[instance.host]).done:
-            stopped.append(site)
-    return stopped
-
-
-def _start_standbys(plan: Plan, database_name: str, sites: list[str]) -> None:
-    database, _ = pitr_of(plan, database_name)
-    targets = topology.ssh_targets(plan.hosts)
-    for site in sites:
-        instance = database.instances[site]
-        start_server(database_node(instance), targets[instance.host], 120)
+    return [site for site, node, target in _standbys(plan, database_name, primary) if stop_server(node, target).done]
 
 
 @step(retries=0, timeout_seconds=6 * 3600)
@@ -95,7 +90,9 @@ def rewind_primary(plan: Plan, database_name: str, primary: str, to_time: dateti
         forget_recovery_settings(instance_connection(database, primary))
     except BaseException:
         _put_back(target, node, node.data_dir, aside)
-        _start_standbys(plan, database_name, stopped_standbys)
+        for site, standby, host in _standbys(plan, database_name, primary):
+            if site in stopped_standbys:
+                start_server(standby, host, 120)
         raise
     split = report_split(replicated_database(database), primary, aside, primary, topology.ssh_targets(plan.hosts))
     return Rewound(site=primary, moved_aside=str(aside), rows_after_target_report=str(split.report_file),
@@ -109,10 +106,8 @@ def rebuild_standbys_after_rewind(plan: Plan, database_name: str, primary: str) 
     database, _ = pitr_of(plan, database_name)
     targets = topology.ssh_targets(plan.hosts)
     rebuilt = {}
-    for site, instance in database.instances.items():
-        if site == primary:
-            continue
-        stop_server(database_node(instance), targets[instance.host])
+    for site, node, host in _standbys(plan, database_name, primary):
+        stop_server(node, host)
         rebuild = preserve_and_rebuild_standby(replicated_database(database), site, primary, targets)
         rebuilt[site] = {"moved_aside": str(rebuild.split.moved_aside_dir) if rebuild.split else None,
                          "caught_up_in_seconds": round(rebuild.catch_up.seconds, 3)}

@@ -13,7 +13,7 @@ from lifeline.tasks.adapters import postgres, ssh
 from lifeline.tasks.adapters.deadline import wait_until
 from lifeline.tasks.adapters.pgbackrest.archiving import switch_and_wait_archived
 from lifeline.tasks.adapters.postgres import repair
-from lifeline.tasks.adapters.postgres.connection import ConnectionInfo, PostgresError, database_session, redact_dsn
+from lifeline.tasks.adapters.postgres.connection import ConnectionInfo, PostgresError, database_session
 from lifeline.tasks.adapters.replication import ServerState, server_status, start_server, stop_server
 from lifeline.tasks.run.adapter_inputs import database_node
 from lifeline.tasks.run.pitr_inputs import instance_connection, pgbackrest_at, pitr_of, site_directory
@@ -151,8 +151,7 @@ def restore_into_staging(plan: Plan, database_name: str, site: str, run_id: str,
 
     if not wait_until(promoted, timeout=3600, interval=0.2):
         raise RestoreNotProven(f"the staging cluster {data_dir} did not finish recovery")
-    dsn = redact_dsn(database.instances[site].dsn).replace(f":{instance_connection(database, site).port}/",
-                                                            f":{pitr.staging_port}/")
+    dsn = f"postgresql://{connection.user}@{connection.host}:{connection.port}/{connection.database}"
     return StagingCluster(site=site, host=pgbackrest.target.name, data_dir=str(data_dir), port=pitr.staging_port,
                           dsn=dsn, stopped_earlier=stopped)
 

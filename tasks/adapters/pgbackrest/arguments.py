@@ -29,14 +29,12 @@ def restore_target(*, to_time: datetime | None = None, before_xid: int | None = 
 
 
 def restore_arguments(data_directory: PurePosixPath, target: tuple[str, ...], *, port: int | None = None,
-                      archiving: bool = False, delta: bool = False) -> tuple[str, ...]:
+                      archiving: bool = False) -> tuple[str, ...]:
     """Into `data_directory`. A staging copy (`archiving` False) must never push WAL into the live stanza, and
     listens on its own `port`; a replacement of the primary keeps archiving and the primary's port."""
     options = [f"--pg1-path={data_directory}", f"--archive-mode={'preserve' if archiving else 'off'}"]
     if port is not None:
         options.append(f"--recovery-option=port={port}")
-    if delta:
-        options.append("--delta")
     return ("restore", *options, *target)
 
 

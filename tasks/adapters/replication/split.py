@@ -23,9 +23,10 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import psycopg
+from lifeline.tasks.adapters import ssh
 from lifeline.tasks.adapters.postgres.connection import ConnectionInfo, connection_info, database_session
 from lifeline.tasks.adapters.replication import (
     ReplicationError,
@@ -191,25 +192,6 @@ def _report_lines(throwaway: _Throwaway, table: _Table, found: dict[str, tuple[s
                    f'"row": {row}}}\n')
 
 
-def _write_remote(target: SshTarget, path: Path, lines: list[str]) -> None:
-    """Over SFTP: a 0600 temporary file (chmod before any row is written), then renamed into place."""
-    from lifeline.tasks.adapters.ssh.pool import connect  # paramiko: loaded when needed, not with the flows
-
-    client = connect(target)
-    try:
-        sftp = client.open_sftp()
-        temporary = f"{path}.tmp"
-        with sftp.open(temporary, "w") as handle:
-            sftp.chmod(temporary, 0o600)
-            handle.set_pipelined(True)
-            for line in lines:
-                handle.write(line.encode("utf-8"))
-        sftp.posix_rename(temporary, str(path))
-        sftp.close()
-    finally:
-        client.close()
-
-
 def _existing_report(target: SshTarget, moved_aside_dir: Path) -> SplitReport | None:
     report = report_file_for(moved_aside_dir)
     result = remote(target, ["head", "-n", "1", report], check=False)
@@ -266,5 +248,5 @@ def report_split(database: ReplicatedDatabase, site: str, moved_aside_dir: Path,
         "site": site, "new_primary": new_primary_site, "moved_aside_dir": str(moved_aside_dir),
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"), "database": ConnectionInfo.from_dsn(
             instance.dsn).database, "rows_only_at_old_primary": only, "rows_differing": differing}}
-    _write_remote(target, report.report_file, [json.dumps(summary) + "\n", *rows])
+    ssh.write_file(target, PurePosixPath(report.report_file), "".join([json.dumps(summary) + "\n", *rows]).encode())
     return report

@@ -243,6 +243,7 @@ class SshPool:
             with connection.client.open_sftp() as sftp:
                 with sftp.file(str(temporary), "wb") as handle:
                     handle.chmod(mode)
+                    handle.set_pipelined(True)
                     handle.write(data)
                 sftp.posix_rename(str(temporary), str(path))
         except OSError as error:
