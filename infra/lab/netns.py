@@ -2,7 +2,8 @@
 
 Each side has one address on its loopback (main 10.77.0.1, dr 10.77.0.2, ops 10.77.0.3) and
 point-to-point /30 links: main-ops, dr-ops and main-dr, with host routes between the site
-addresses (``src`` set, so PostgreSQL sees site addresses). ops does not forward, so cutting
+addresses (``src`` set, so PostgreSQL sees site addresses), and a trunk per site from ops (the
+carrier) to the site's PBX. ops does not forward, so cutting
 main-dr really cuts replication. A cut sets main's end of the link down: the peer keeps its
 route but loses carrier, so packets vanish and connections time out, as with a real cut.
 
@@ -32,6 +33,14 @@ LINKS: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
     "dr-ops": (("dr", "to-ops", "10.77.2.1"), ("ops", "to-dr", "10.77.2.2")),
     "main-dr": (("main", "to-dr", "10.77.3.1"), ("dr", "to-main", "10.77.3.2")),
 }
+# The carrier's trunks: one circuit from ops (where the carrier's SBC is) to each site's PBX, apart from the
+# sites' data links. A site's PBX listens on its end; the /30 is directly connected, so no routes.
+TRUNKS: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
+    "main-trunk": (("main", "trunk", "10.77.4.1"), ("ops", "trunk-main", "10.77.4.2")),
+    "dr-trunk": (("dr", "trunk", "10.77.5.1"), ("ops", "trunk-dr", "10.77.5.2")),
+}
+TRUNK_ADDRESSES: dict[str, str] = {site: ends[0][2] for site, ends in (("main", TRUNKS["main-trunk"]),
+                                                                       ("dr", TRUNKS["dr-trunk"]))}
 OWNER_FILE = Path("/run/lifeline-lab-netns.owner")
 CLONE_NEWNET = 0x40000000
 
@@ -74,7 +83,7 @@ def ensure_links() -> None:
             _ip("netns", "add", name)
         _ip("link", "set", "lo", "up", namespace=name)
         _ip("address", "replace", f"{SIDE_ADDRESSES[name]}/32", "dev", "lo", namespace=name)
-    for (namespace, device, address), (peer_namespace, peer_device, peer_address) in LINKS.values():
+    for (namespace, device, address), (peer_namespace, peer_device, peer_address) in [*LINKS.values(), *TRUNKS.values()]:
         if not _device_exists(namespace, device):
             _ip("link", "add", device, "netns", namespace, "type", "veth", "peer", "name", peer_device,
                 "netns", peer_namespace)
@@ -95,9 +104,10 @@ def _device_exists(namespace: str, device: str) -> bool:
 
 def set_link(link: str, up: bool) -> None:
     """Cut (or restore) a link at main's end. Restoring re-adds the routes the kernel dropped."""
-    if link not in LINKS:
-        raise LabUsageError(f"unknown link {link!r}; links: {', '.join(LINKS)}")
-    namespace, device, _ = LINKS[link][0]
+    links = {**LINKS, **TRUNKS}
+    if link not in links:
+        raise LabUsageError(f"unknown link {link!r}; links: {', '.join(links)}")
+    namespace, device, _ = links[link][0]
     if up:
         ensure_links()
     else:
@@ -106,7 +116,7 @@ def set_link(link: str, up: bool) -> None:
 
 def link_states() -> dict[str, bool]:
     states: dict[str, bool] = {}
-    for link, ((namespace, device, _), _peer) in LINKS.items():
+    for link, ((namespace, device, _), _peer) in {**LINKS, **TRUNKS}.items():
         completed = run([IP, "-n", namespace, "-o", "link", "show", device], check=False, timeout=10)
         states[link] = completed.returncode == 0 and ",UP" in completed.stdout.split(">")[0]
     return states
