@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Sets up everything Lifeline and its lab need on a fresh Debian/Ubuntu machine:
 # restic, OpenSSH, PostgreSQL server and client programs, pgBackRest, nginx (the lab's TLS in front of its S3),
-# iproute2, then the Python
+# Kamailio and SIPp (the lab's carrier SBC and its agents' registrations), iproute2, then the Python
 # environment from the lock file. Safe to run again; installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(restic openssh-server openssh-client postgresql postgresql-client pgbackrest nginx-light iproute2 procps util-linux passwd ca-certificates curl chromium)
+packages=(restic openssh-server openssh-client postgresql postgresql-client pgbackrest nginx-light kamailio sip-tester iproute2 procps util-linux passwd ca-certificates curl chromium)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
@@ -16,8 +16,8 @@ if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-  # Debian starts a cluster, sshd and nginx on install; the lab runs its own, on its own ports.
-  $sudo systemctl disable --now postgresql ssh nginx >/dev/null 2>&1 || true
+  # Debian starts a cluster, sshd, nginx and Kamailio on install; the lab runs its own, on its own ports.
+  $sudo systemctl disable --now postgresql ssh nginx kamailio >/dev/null 2>&1 || true
   ! pgrep -x nginx >/dev/null || $sudo nginx -s quit 2>/dev/null || true
 fi
 

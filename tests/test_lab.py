@@ -24,6 +24,7 @@ from lifeline.infra.lab import (
     down,
     fault,
     heal,
+    kamailio,
     load_faults,
     open_lab,
     postgres,
@@ -180,7 +181,7 @@ def test_dr_streams_from_main(lab: Lab) -> None:
         lab.query("main", "DROP TABLE replication_probe")
 
 
-def test_calls_go_where_the_record_points_and_are_logged(lab: Lab) -> None:
+def test_calls_go_where_the_sbc_routes_them_and_are_logged(lab: Lab) -> None:
     context = lab.context
 
     def answered_at_main() -> list[int]:
@@ -194,8 +195,6 @@ def test_calls_go_where_the_record_points_and_are_logged(lab: Lab) -> None:
         context.paths.log_file("callgen").read_text()[-2000:])
     ids = answered_at_main()
     assert lab.query("main", "SELECT count(*) FROM calls WHERE id = ANY(%s)", parameters=(ids,))[0][0] == 20
-    route53 = lab_aws.client(context.paths, context.state, "route53")
-    zone = lab_aws.hosted_zone_id(route53)
 
     def logged_since(site: str, since: float, outcome: str) -> bool:
         return bool(lab.query("calllog", "SELECT 1 FROM calls_log WHERE site = %s AND outcome = %s "
@@ -203,13 +202,17 @@ def test_calls_go_where_the_record_points_and_are_logged(lab: Lab) -> None:
                               database="calls", parameters=(site, outcome, since)))
 
     flipped = time.time()
-    lab_aws.set_record(route53, zone, context.state.dns_values["dr"])
-    try:  # clients follow within the TTL (5 s); dr is a read-only standby, so its calls fail
-        assert wait_until(lambda: logged_since("dr", flipped, "failed"), 8, 0.2)
+    kamailio.set_routing(context, "dr", "a")
+    kamailio.set_routing(context, "main", "i")
+    try:  # the carrier routes the calls to dr at once; dr's CRM is a read-only standby, so its PBX refuses them
+        assert kamailio.routing(context) == {"main": "inactive", "dr": "active"}
+        assert wait_until(lambda: logged_since("dr", flipped, "failed"), 5, 0.2)
+        assert lab.status().not_normal_because  # routing away from main is not the lab's normal state
     finally:
-        lab_aws.set_record(route53, zone, context.state.dns_values["main"])
+        kamailio.set_routing(context, "main", "a")
+        kamailio.set_routing(context, "dr", "i")
     back = time.time()
-    assert wait_until(lambda: logged_since("main", back, "answered"), 8, 0.2)
+    assert wait_until(lambda: logged_since("main", back, "answered"), 5, 0.2)
 
 
 @pytest.mark.parametrize("name", ["main-db-down", "main-service-down", "main-ssh-down", "recordings-lost"])
@@ -374,7 +377,8 @@ def test_netns_lab_reaches_sites_from_ops_and_cuts_links() -> None:
 
         assert context.in_ops(ssh_main_from_ops) == context.state.user
         fault("replication-cut", home)
-        assert netns.link_states() == {"main-ops": True, "dr-ops": True, "main-dr": False}
+        assert netns.link_states() == {"main-ops": True, "dr-ops": True, "main-dr": False, "main-trunk": True,
+                                       "dr-trunk": True}
         assert context.in_ops(ssh_main_from_ops) == context.state.user  # ops still reaches main
         heal(home, **QUIET)
         fault("site-link-cut", home)

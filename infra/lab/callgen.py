@@ -1,13 +1,13 @@
-"""The call generator (ops side): simulated customers calling the call centre.
+"""The call generator (ops side): simulated customers calling the call centre's service number.
 
-It places calls over HTTP at a steady rate to whichever site the Route 53 record names. Like a
-real client it resolves the record (through moto's Route 53 API, which serves no DNS) and keeps
-the answer for the record's TTL; if the lookup fails it keeps using the stale answer. The
-record's value is mapped to a site by the plan's ``dns.values`` (kept in the lab state).
+It places real SIP calls at a steady rate through the carrier's SBC (the lab's Kamailio), which
+routes them to the site its dispatcher names; that site's PBX answers once its CRM has recorded
+the call. Each call is short: answered, then hung up after ``HOLD_SECONDS``.
 
-Every call is logged to ``calls_log`` in the call log database: placed_at, caller_id, site,
-outcome (``answered``: HTTP 200; ``failed``: an error or refusal; ``abandoned``: no answer
-within the answer timeout), the call id the site acknowledged, and the latency.
+Every call is logged to ``calls_log`` in the call log database: placed_at, caller_id, site (the
+PBX that answered or refused it), outcome (``answered``: 200 OK; ``failed``: a SIP error or no
+response; ``abandoned``: ringing but no answer within the answer timeout), the CRM call id the
+site acknowledged, and the set-up time.
 
 Runs as ``python -m lifeline.infra.lab.callgen --lab-dir DIR [--rate 10] [--answer-timeout 2]``.
 """
@@ -15,8 +15,6 @@ Runs as ``python -m lifeline.infra.lab.callgen --lab-dir DIR [--rate 10] [--answ
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import os
 import queue
 import random
@@ -30,9 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lifeline.tasks.adapters.sip import SipEndpoint, place_call
+
 from .state import LabPaths, LabState, load_state
 
 KNOWN_CUSTOMERS = 2000
+SERVICE_NUMBER = "4008001234"  # the number customers dial (the lab plan's telephony.service_number)
+HOLD_SECONDS = 0.2
 UNKNOWN_CALLER_SHARE = 0.08
 INSERT_SQL = """INSERT INTO calls_log (placed_at, caller_id, site, outcome, call_id, latency_ms, detail)
 VALUES (%s, %s, %s, %s, %s, %s, %s)"""
@@ -61,49 +63,6 @@ class CallRecord:
 
     def row(self) -> tuple[Any, ...]:
         return (self.placed_at, self.caller_id, self.site, self.outcome, self.call_id, self.latency_ms, self.detail)
-
-
-class RecordResolver:
-    """Looks the service record up and caches the answer for its TTL."""
-
-    def __init__(self, paths: LabPaths, state: LabState) -> None:
-        self.paths = paths
-        self.state = state
-        self.sites_by_value = {value: site for site, value in state.dns_values.items()}
-        self.lock = threading.Lock()
-        self.value: str | None = None
-        self.expires = 0.0
-        self.error: str | None = None
-        self.route53: Any = None
-        self.zone_id: str | None = None
-
-    def _lookup(self) -> tuple[str | None, int]:
-        from . import aws
-
-        if self.route53 is None:
-            self.route53 = aws.client(self.paths, self.state, "route53")
-        if self.zone_id is None:
-            self.zone_id = aws.hosted_zone_id(self.route53)
-        return aws.record_value(self.route53, self.zone_id)
-
-    def current(self) -> tuple[str | None, str | None]:
-        """(site, problem): the site the cached answer names, or None and why."""
-        with self.lock:
-            if time.monotonic() >= self.expires:
-                try:
-                    self.value, ttl = self._lookup()
-                    self.expires = time.monotonic() + ttl
-                    self.error = None
-                except Exception as lookup_error:  # noqa: BLE001 - keep the stale answer, retry soon
-                    self.route53 = None  # the key may have changed (moto restarted)
-                    self.zone_id = None
-                    self.error = f"dns lookup failed: {str(lookup_error)[:120]}"
-                    self.expires = time.monotonic() + 1.0
-            value, problem = self.value, self.error
-        if value is None:
-            return None, problem or "the record has no value"
-        site = self.sites_by_value.get(value)
-        return (site, None) if site else (None, f"the record names unknown address {value}")
 
 
 class CallLogWriter:
@@ -158,7 +117,7 @@ class CallGenerator:
         self.state = state
         self.rate = rate
         self.answer_timeout = answer_timeout
-        self.resolver = RecordResolver(paths, state)
+        self.sbc = SipEndpoint(state.addresses.ops, state.ports.sip)
         self.writer = CallLogWriter(paths, state)
         self.random = random.Random()
         self.counts: dict[str, int] = {"answered": 0, "failed": 0, "abandoned": 0}
@@ -166,39 +125,16 @@ class CallGenerator:
 
     def place_call(self, caller_id: str) -> None:
         placed_at = datetime.now(UTC)
-        started = time.monotonic()
-        site, problem = self.resolver.current()
-        outcome, call_id, detail = "failed", None, problem
-        if site is not None:
-            outcome, call_id, detail = self._dial(site, caller_id)
-        latency = int((time.monotonic() - started) * 1000)
+        result = place_call(self.sbc, SERVICE_NUMBER, caller_id, answer_timeout=self.answer_timeout,
+                            hold_seconds=HOLD_SECONDS, local_address=self.state.addresses.ops)
+        site = result.headers.get("x-lifeline-site")
+        call_id = result.headers.get("x-lifeline-call-id")
+        detail = None if result.outcome == "answered" else result.summary[:200]
         with self.counts_lock:
-            self.counts[outcome] += 1
-        self.writer.add(CallRecord(placed_at, caller_id, site, outcome, call_id, latency, detail))
-
-    def _dial(self, site: str, caller_id: str) -> tuple[str, int | None, str | None]:
-        address = self.state.addresses.of(site)
-        port = self.state.ports.for_component(f"service-{site}")
-        body = json.dumps({"caller_id": caller_id})
-        connection = http.client.HTTPConnection(address, port, timeout=self.answer_timeout)
-        try:
-            connection.request("POST", "/calls", body=body, headers={"Content-Type": "application/json"})
-            response = connection.getresponse()
-            payload = response.read()
-        except TimeoutError:
-            return "abandoned", None, f"no answer within {self.answer_timeout:g}s"
-        except OSError as error:
-            return "failed", None, str(error)[:200]
-        except http.client.HTTPException as error:
-            return "failed", None, f"{type(error).__name__}: {error}"[:200]
-        finally:
-            connection.close()
-        if response.status != 200:
-            return "failed", None, f"HTTP {response.status}"
-        try:
-            return "answered", int(json.loads(payload)["call_id"]), None
-        except (ValueError, KeyError, TypeError):
-            return "failed", None, "unreadable answer"
+            self.counts[result.outcome] += 1
+        self.writer.add(CallRecord(placed_at, caller_id, site, result.outcome,
+                                   int(call_id) if call_id and call_id.isdigit() else None,
+                                   int(result.setup_seconds * 1000), detail))
 
     def run(self, stop: threading.Event) -> None:
         """Place calls until ``stop`` is set; then log what has been placed (calls still ringing
@@ -236,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    print(f"placing {rate:g} calls/s to the site {state.dns_values} names", flush=True)
+    print(f"placing {rate:g} calls/s to {SERVICE_NUMBER} through the SBC at {generator.sbc.label}", flush=True)
     generator.run(stop)
     os._exit(0)  # do not wait for calls still ringing (the executor's threads would be joined)
 

@@ -61,7 +61,8 @@ def up_command(
     context: typer.Context,
     netns: Annotated[bool, typer.Option("--netns", help="Three network namespaces main/dr/ops (root).")] = False,
     port_base: Annotated[int | None, typer.Option(
-        "--port-base", min=1024, max=65000, help="Use ports BASE..BASE+8 (first up only).")] = None,
+        "--port-base", min=1024, max=65000,
+        help="Use a block of ports from BASE, in the order of the lab's Ports (first up only).")] = None,
     free_ports: Annotated[bool, typer.Option(
         "--free-ports", help="Pick free ports (first up only; not with --netns).")] = False,
     call_rate: Annotated[float | None, typer.Option("--call-rate", min=0, help="Calls per second.")] = None,
@@ -109,6 +110,11 @@ def status_command(
         workers = ", ".join(f"{site} {'up' if pid else 'DOWN'}" for site, pid in plane["workers"].items())
         print(f"  control plane: server {'up' if plane['server_pid'] else 'DOWN'} at {plane['api_url']} "
               f"({plane['database']}); workers: {workers}; intake {'up' if plane.get('intake_pid') else 'DOWN'}")
+    if telephony := report.get("telephony"):
+        routing = ", ".join(f"{site} {state}" for site, state in telephony["routing"].items()) or "unknown"
+        agents = "; ".join(f"{site}: {', '.join(names) or 'none'}" for site, names in telephony["agents"].items())
+        print(f"  sbc routing: {routing}; agents {agents or 'unknown'}"
+              + (f" ({telephony['detail']})" if telephony.get("detail") else ""))
     for reason in report["not_normal_because"]:
         print(f"  - {reason}")
 
@@ -149,6 +155,31 @@ def power_command(
         raise typer.Exit(2)
     for line in _guard(lambda: power(site, "on" if state == "on" else "off", _home(context))):
         print(line)
+
+
+@lab_app.command("agents")
+def agents_command(
+    context: typer.Context,
+    site: Annotated[str | None, typer.Argument(help="main or dr (none: list who is registered)")] = None,
+    action: Annotated[str | None, typer.Argument(help="login or logout")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="agents, e.g. agent-3 agent-4")] = None,
+) -> None:
+    """The agents registered at the SBC per site; `agents SITE login|logout NAME...` registers (SIPp, as
+    sip:NAME@SITE.lab, from the site) or removes them."""
+    from . import agents
+    from .lab import open_lab
+
+    if site is None:
+        registered = _guard(lambda: agents.registered(open_lab(_home(context))))
+        for registered_site, registered_names in registered.items():
+            print(f"{registered_site}: {' '.join(registered_names) or '-'}")
+        return
+    if action not in ("login", "logout") or not names:
+        print("lab: usage: lab agents [SITE login|logout NAME...]", file=sys.stderr)
+        raise typer.Exit(2)
+    change = agents.login if action == "login" else agents.logout
+    _guard(lambda: change(open_lab(_home(context)), site, names))
+    print(f"{action}: {' '.join(names)} at {site}")
 
 
 def main() -> None:

@@ -1,7 +1,10 @@
 """The lab's components by name: how to start, stop, find and reach each one.
 
 Names: ``moto``, ``s3-tls``, ``smtp``, ``chat``, ``sshd-main``, ``sshd-dr``, ``postgres-main``, ``postgres-dr``,
-``postgres-calllog``, ``service-main``, ``service-dr``, ``callgen``.
+``postgres-calllog``, ``service-main``, ``service-dr``, ``callgen``, ``kamailio`` (the carrier's SBC), ``pbx-main``,
+``pbx-dr``, ``phones`` (the emergency contacts').
+
+The SIP components listen on UDP: a PBX or the phones are up when they answer OPTIONS; Kamailio when its JSON-RPC (TCP) accepts.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ import os
 import signal
 import sys
 
-from . import postgres, s3_tls, sshd
+from . import kamailio, postgres, s3_tls, sshd
 from .context import LabContext
+from .pbx import listen_address
 from .processes import (
     LabError,
     is_alive,
@@ -33,7 +37,11 @@ PYTHON_MODULES: dict[str, str] = {
     "service-main": "lifeline.infra.lab.callcenter",
     "service-dr": "lifeline.infra.lab.callcenter",
     "callgen": "lifeline.infra.lab.callgen",
+    "pbx-main": "lifeline.infra.lab.pbx",
+    "pbx-dr": "lifeline.infra.lab.pbx",
+    "phones": "lifeline.infra.lab.phones",
 }
+SITE_ARGUMENT = ("service-", "pbx-")  # components that take --site
 
 
 def side(name: str) -> str:
@@ -41,13 +49,26 @@ def side(name: str) -> str:
 
 
 def port(context: LabContext, name: str) -> int | None:
-    return None if name == "callgen" else context.state.ports.for_component(name)
+    """The port it takes requests on (None for the call generator). Kamailio's is SIP's (UDP); its JSON-RPC
+    listens on ``ports.sip_rpc`` (TCP)."""
+    if name == "callgen":
+        return None
+    if name == "kamailio":
+        return context.state.ports.sip
+    return context.state.ports.for_component(name)
+
+
+def host(context: LabContext, name: str) -> str:
+    """The address it listens on: its side's, but a PBX of a --netns lab listens on its end of the carrier's trunk."""
+    if name.startswith("pbx-"):
+        return listen_address(context.state, side(name))
+    return context.address(side(name))
 
 
 def address(context: LabContext, name: str) -> str | None:
     """``host:port`` where the component listens (None for the call generator)."""
-    listening = port(context, name)
-    return None if listening is None else f"{context.address(side(name))}:{listening}"
+    listening_port = port(context, name)
+    return None if listening_port is None else f"{host(context, name)}:{listening_port}"
 
 
 def pid(context: LabContext, name: str) -> int | None:
@@ -78,7 +99,17 @@ def memory_kib(context: LabContext) -> dict[str, dict[str, int]]:
 
 def listening(context: LabContext, name: str) -> bool:
     listening_port = port(context, name)
-    return listening_port is None or context.probe_port(side(name), listening_port)
+    if listening_port is None:
+        return True
+    if name == "kamailio":
+        return context.probe_port("ops", context.state.ports.sip_rpc)
+    if name.startswith("pbx-") or name == "phones":
+        address = host(context, name)
+        try:
+            return context.in_side(side(name), lambda: kamailio.options_ok(address, listening_port))
+        except LabError:  # the namespace is gone
+            return False
+    return context.probe_port(side(name), listening_port)
 
 
 def is_up(context: LabContext, name: str) -> bool:
@@ -87,9 +118,22 @@ def is_up(context: LabContext, name: str) -> bool:
 
 def check_port_free(context: LabContext, name: str) -> None:
     """Before starting: the port must not be held by something that is not ours."""
-    listening_port = port(context, name)
-    if listening_port is not None and context.probe_port(side(name), listening_port):
-        raise LabError(f"port {listening_port} for {name} is in use by another process "
+    taken: list[int] = []
+    if name == "kamailio":
+        ports = context.state.ports
+        ops = context.address("ops")
+        if context.probe_port("ops", ports.sip_rpc):
+            taken.append(ports.sip_rpc)
+        if not context.in_side("ops", lambda: kamailio.udp_port_free(ops, ports.sip)):
+            taken.append(ports.sip)
+    elif name.startswith("pbx-") or name == "phones":
+        address, udp_port = host(context, name), context.state.ports.for_component(name)
+        if not context.in_side(side(name), lambda: kamailio.udp_port_free(address, udp_port)):
+            taken.append(udp_port)
+    elif (listening_port := port(context, name)) is not None and context.probe_port(side(name), listening_port):
+        taken.append(listening_port)
+    if taken:
+        raise LabError(f"port {', '.join(map(str, taken))} for {name} is in use by another process "
                        f"(choose other ports: `lab up --port-base N` or `--free-ports` on a new LIFELINE_HOME)")
 
 
@@ -105,8 +149,8 @@ def start_python(context: LabContext, name: str) -> int:
         return running
     check_port_free(context, name)
     argv = [sys.executable, "-m", PYTHON_MODULES[name], "--lab-dir", str(context.paths.root)]
-    if name.startswith("service-"):
-        argv += ["--site", name.removeprefix("service-")]
+    if name.startswith(SITE_ARGUMENT):
+        argv += ["--site", side(name)]
     if name == "moto":
         (context.paths.run_dir / "moto.ready").unlink(missing_ok=True)
     return start_daemon(argv, pid_file=context.paths.pid_file(name), log_file=context.paths.log_file(name),
@@ -149,6 +193,13 @@ def start(context: LabContext, name: str) -> int:
         if not wait_until(lambda: listening(context, name) or not is_alive(started), 10, 0.05) or \
                 not is_alive(started):
             raise LabError(f"s3-tls did not come up: {log_tail(context.paths.log_file(name))}")
+        return started
+    if name == "kamailio":
+        check_port_free(context, name)
+        started = kamailio.start(context)
+        if not wait_until(lambda: listening(context, name) or not is_alive(started), 10, 0.05) or \
+                not is_alive(started):
+            raise LabError(f"kamailio did not come up: {log_tail(context.paths.log_file(name))}")
         return started
     started = start_python(context, name)
     wait_python(context, name, started)

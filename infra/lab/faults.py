@@ -34,19 +34,22 @@ FAULT_DESCRIPTIONS: dict[str, str] = {
     "main-db-down": "main's PostgreSQL stopped with `pg_ctl stop -m immediate`",
     "main-service-down": "main's call-centre service killed",
     "main-ssh-down": "main's sshd (and its sessions) stopped",
-    "main-unreachable": "main's service and sshd stopped: nothing of main answers (a network outage without --netns)",
+    "main-unreachable": ("main's service, PBX and sshd stopped: nothing of main answers (a network outage without "
+                         "--netns)"),
     "recordings-lost": "main's recordings folder deleted",
     "crm-corrupted": ("a buggy release's UPDATE at main overwrites the e-mail of every gold and platinum customer "
                       "(replication carries it to dr at once)"),
     "main-compromised": ("main's host compromised: only the incident time is recorded (nothing breaks); "
                          "`heal` re-trusts main's host key and gives crm_app its login back"),
-    "site-link-cut": "all of main's links down (--netns only)",
+    "site-link-cut": "all of main's links down, its carrier trunk too (--netns only)",
+    "trunk-cut": "the carrier's trunk to main's PBX down: no call reaches main, its data links stay up (--netns only)",
+    "main-pbx-down": "main's PBX killed: the calls the carrier routes to main fail",
     "replication-cut": "the main-dr link down (--netns only)",
     "sms-down": "the lab's AWS key loses sns:Publish (an IAM Deny): every SMS publish is refused with 403",
     "email-down": "the SMTP sink stopped: connections are refused",
     "chat-down": "the chat webhook receiver stopped: connections are refused",
 }
-NETNS_ONLY = ("site-link-cut", "replication-cut")
+NETNS_ONLY = ("site-link-cut", "replication-cut", "trunk-cut")
 # Faults of the communication channels: recorded in channel-faults.json, never as an incident time.
 CHANNEL_FAULTS = ("sms-down", "email-down", "chat-down")
 # Components a fault leaves stopped (`up` does not restart them while the fault is active).
@@ -54,7 +57,8 @@ FAULT_STOPS: dict[str, tuple[str, ...]] = {
     "main-db-down": ("postgres-main",),
     "main-service-down": ("service-main",),
     "main-ssh-down": ("sshd-main",),
-    "main-unreachable": ("service-main", "sshd-main"),
+    "main-unreachable": ("service-main", "sshd-main", "pbx-main"),
+    "main-pbx-down": ("pbx-main",),
     "email-down": ("smtp",),
     "chat-down": ("chat",),
 }
@@ -171,7 +175,9 @@ def fault(context: LabContext, name: str) -> tuple[str, str]:
         "recordings-lost": lambda: _lose_recordings(context),
         "crm-corrupted": lambda: _corrupt_customers(context),
         "main-compromised": lambda: "incident time recorded; nothing else changed",
-        "site-link-cut": _cut(context, ["main-ops", "main-dr"]),
+        "site-link-cut": _cut(context, ["main-ops", "main-dr", "main-trunk"]),
+        "trunk-cut": _cut(context, ["main-trunk"]),
+        "main-pbx-down": _stop(context, "pbx-main"),
         "replication-cut": _cut(context, ["main-dr"]),
         "sms-down": lambda: _deny_sms(context),
         "email-down": _stop(context, "smtp"),

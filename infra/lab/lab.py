@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from . import components, faults, plan, postgres, site_files, sshd
+from . import agents, components, faults, plan, postgres, site_files, sshd
 from . import control_plane as control_plane_of_lab
 from .context import LabContext
 from .processes import (
@@ -217,12 +217,19 @@ def _ensure_running(context: LabContext, create: bool, log: Log) -> None:
         lambda: _start_unless_blocked(context, "chat", blocked, log),
         lambda: _start_unless_blocked(context, "sshd-main", blocked, log),
         lambda: _start_unless_blocked(context, "sshd-dr", blocked, log),
+        lambda: _start_unless_blocked(context, "kamailio", blocked, log),
         lambda: _databases(context, blocked, create, log),
     ])
     _parallel([
         lambda: _start_unless_blocked(context, "service-main", blocked, log),
         lambda: _start_unless_blocked(context, "service-dr", blocked, log),
     ])
+    _parallel([
+        lambda: _start_unless_blocked(context, "pbx-main", blocked, log),
+        lambda: _start_unless_blocked(context, "pbx-dr", blocked, log),
+        lambda: _start_unless_blocked(context, "phones", blocked, log),
+    ])
+    _log_in_agents(context, log)
     if moto_started is not None:
         components.wait_python(context, "moto", moto_started)
         for done in faults.reapply_channel_faults(context):  # a fresh moto has a fresh IAM
@@ -230,6 +237,17 @@ def _ensure_running(context: LabContext, create: bool, log: Log) -> None:
     _start_unless_blocked(context, "s3-tls", blocked, log)
     if postgres.pid(context, "calllog") is not None:
         _start_unless_blocked(context, "callgen", blocked, log)
+
+
+def _log_in_agents(context: LabContext, log: Log) -> None:
+    """The lab's agents (agent-1, agent-2 at main; agent-3, agent-4 at dr) registered at the SBC where they are
+    not: at the first up, and after Kamailio restarted (it keeps registrations in memory) or they expired. Not
+    at a powered-off site."""
+    if components.pid(context, "kamailio") is None:
+        return
+    sites = [site for site in agents.LAB_AGENTS if site not in context.state.powered_off]
+    for done in agents.ensure_logged_in(context, sites):
+        log(done)
 
 
 def up(
@@ -272,6 +290,7 @@ def up(
             site_files.seed_ivr(context)
             state.recordings_seeded = True
             save_state(paths, state)
+        site_files.ensure_greetings(context)
         sshd.prepare(context)
         if rate_changed:
             components.stop(context, "callgen")
@@ -315,8 +334,7 @@ def down(home: Path | None = None, *, purge: bool = False, log: Log = say) -> li
             stopped.extend(stop_tree(pid, timeout=2.0))
         still = wait_gone(stopped, 1.0)
         listening = [name for name in COMPONENT_SIDES
-                     if (port := components.port(context, name)) is not None
-                     and _still_listening(context, name, port)]
+                     if components.port(context, name) is not None and _still_listening(context, name)]
         if context.netns:
             from . import netns as namespaces
 
@@ -329,13 +347,13 @@ def down(home: Path | None = None, *, purge: bool = False, log: Log = say) -> li
     return sorted(set(stopped))
 
 
-def _still_listening(context: LabContext, name: str, port: int) -> bool:
+def _still_listening(context: LabContext, name: str) -> bool:
     if context.netns:
         from . import netns as namespaces
 
         if not namespaces.namespace_exists(COMPONENT_SIDES[name]):
             return False
-    return context.probe_port(COMPONENT_SIDES[name], port)
+    return components.listening(context, name)
 
 
 def fault(name: str, home: Path | None = None) -> tuple[str, str]:

@@ -16,9 +16,14 @@ from typing import Any
 import yaml
 
 from . import aws, faults, postgres
+from .callgen import SERVICE_NUMBER
 from .context import LabContext
+from .pbx import listen_address
 from .roster import lab_communication_values
 from .state import SITES
+
+TEST_CALLER_ID = "lifeline-test"
+AGENTS_REQUIRED = 2  # each site's agents_ready waits for two of its agents (the lab logs in agent-1..4)
 
 FALLBACK_TEMPLATE: dict[str, Any] = {
     "name": "callcenter-east",
@@ -85,7 +90,8 @@ def lab_plan_values(context: LabContext) -> dict[str, Any]:
         },
         "intake": {"token_file": str(paths.intake_token_file), "host": ops, "port": state.ports.intake},
         "status_page": {"bucket": aws.STATUS_BUCKET, "components": {
-            "phone-service": {"name": {"zh": "电话客服", "en": "Phone service"}, "services": ["crm-main", "crm-dr"]},
+            "phone-service": {"name": {"zh": "电话客服", "en": "Phone service"},
+                              "services": ["phone-main", "phone-dr", "crm-main", "crm-dr"]},
             "customer-records": {"name": {"zh": "客户资料查询", "en": "Customer records"},
                                  "services": ["crm-main", "crm-dr"]}}},
         "hosts": {
@@ -106,14 +112,21 @@ def lab_recovery_values(context: LabContext) -> dict[str, Any]:
     fence = [sys.executable, "-m", "lifeline.infra.lab", "--home", str(paths.root.parent), "power"]
     return {
         "services": {
-            f"crm-{site}": {
+            **{f"crm-{site}": {
                 "site": site,
                 "critical": True,
                 "checks": [{"type": "http", "name": f"crm {site} health",
                             "url": f"http://{context.address(site)}:{state.ports.for_component(f'service-{site}')}/health"}],
-            }
-            for site in SITES
+            } for site in SITES},
+            **{f"phone-{site}": {  # RTO runs to healthy rounds that include a test call answered at the site
+                "site": site,
+                "critical": True,
+                "checks": [{"type": "sip", "name": f"test call answered at {site}", "address": context.address("ops"),
+                            "port": state.ports.sip, "number": SERVICE_NUMBER, "caller_id": TEST_CALLER_ID,
+                            "expect_answered_by": pbx_address(context, site)}],
+            } for site in SITES},
         },
+        "telephony": lab_telephony_values(context),
         "databases": {
             "crm": {
                 "primary": "main",
@@ -130,6 +143,26 @@ def lab_recovery_values(context: LabContext) -> dict[str, Any]:
         },
         "fencing": {site: {"command": [*fence, site, "off"]} for site in SITES},
         "scenarios": lab_scenarios(context),
+    }
+
+
+def pbx_address(context: LabContext, site: str) -> str:
+    return f"{listen_address(context.state, site)}:{context.state.ports.for_component(f'pbx-{site}')}"
+
+
+def lab_telephony_values(context: LabContext) -> dict[str, Any]:
+    """Kamailio is the carrier's SBC; each site's PBX is a dispatcher destination, its agents register in
+    `<site>.lab`, its IVR plays from the site's ivr folder (reached over SSH as the lab user)."""
+    ops, state = context.address("ops"), context.state
+    return {
+        "sbc": {"address": ops, "port": state.ports.sip, "rpc_url": f"http://{ops}:{state.ports.sip_rpc}/RPC",
+                "dispatcher_group": 1},
+        "service_number": SERVICE_NUMBER,
+        "test_caller_id": TEST_CALLER_ID,
+        "sites": {site: {"destination": f"sip:{pbx_address(context, site)}", "agents_domain": f"{site}.lab",
+                         "agents_required": AGENTS_REQUIRED, "ivr_host": site,
+                         "announcement_path": str(context.paths.ivr_dir(site) / "emergency.ulaw")}
+                  for site in SITES},
     }
 
 

@@ -49,9 +49,11 @@ def lab_communication_values(context: LabContext) -> dict[str, Any]:
             "email": {"type": "email", "host": endpoints["smtp_host"], "port": endpoints["smtp_port"],
                       "security": "none", "sender": "lifeline@callcenter.lab", "attempts": 2, "backoff_seconds": 0.2},
             "chat": {"type": "chat", "url": endpoints["chat_url"], "attempts": 2, "backoff_seconds": 0.2},
+            "voice": {"type": "voice", "ring_seconds": 8, "attempts": 1},  # the phones answer through the lab's SBC
         },
         "audiences": {
             "liaison": {"members": ["wang-fang"], "channels": ["sms", "email"]},
+            "liaison-phone": {"members": ["wang-fang"], "channels": ["voice", "sms"]},
             "leadership": {"members": ["role:leader"], "channels": ["sms", "email"]},
             "oncall": {"members": ["oncall:engineer"], "channels": ["chat", "sms"]},
             "partners": {"members": ["role:partner"], "channels": ["email", "sms"]},

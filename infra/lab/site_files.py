@@ -12,6 +12,8 @@ import struct
 import wave
 from pathlib import Path
 
+from lifeline.tasks.adapters.speech import speak
+
 from .context import LabContext
 
 SAMPLE_RATE = 8000  # telephone quality
@@ -102,9 +104,29 @@ def seed_recordings(context: LabContext) -> int:
     return written
 
 
+GREETING = [("zh", "您好，欢迎致电客户服务中心。"), ("en", "Welcome to our customer service centre.")]
+
+
 def seed_ivr(context: LabContext) -> None:
+    """Main's IVR configuration (backed up as the dataset ivr-config), and both sites' spoken greeting."""
     folder = context.paths.ivr_dir("main")
     for name, content in IVR_FILES.items():
         target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content, encoding="utf-8")
+    ensure_greetings(context)
+
+
+def ensure_greetings(context: LabContext) -> None:
+    """Each site's IVR greeting, played when no emergency announcement is up. The lab user owns the folders:
+    Lifeline puts the announcement there over SSH."""
+    greeting: bytes | None = None
+    for site in ("main", "dr"):
+        site_folder = context.paths.ivr_dir(site)
+        if (site_folder / "greeting.ulaw").exists():
+            continue
+        greeting = greeting or speak(GREETING).audio
+        site_folder.mkdir(parents=True, exist_ok=True)
+        (site_folder / "greeting.ulaw").write_bytes(greeting)
+        if not context.user.is_current:
+            _chown_tree(site_folder, context.user.uid, context.user.gid)

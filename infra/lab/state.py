@@ -40,20 +40,28 @@ COMPONENT_SIDES: dict[str, str] = {
     "service-main": "main",
     "service-dr": "dr",
     "callgen": "ops",
+    "kamailio": "ops",
+    "pbx-main": "main",
+    "pbx-dr": "dr",
+    "phones": "ops",
 }
 
 
 def site_components(site: str) -> list[str]:
     """The components that make up one site (what ``power SITE off`` stops)."""
-    return [f"sshd-{site}", f"postgres-{site}", f"service-{site}"]
+    return [f"sshd-{site}", f"postgres-{site}", f"service-{site}", f"pbx-{site}"]
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+# Ports added with the carrier's SBC (Kamailio) and the sites' PBXs; states from before them get them on load.
+SIP_PORT_NAMES: tuple[str, ...] = ("sip", "sip_rpc", "pbx_main", "pbx_dr", "phones")
+
+
 class Ports(BaseModel):
-    """Every TCP port the lab listens on."""
+    """Every port the lab listens on (TCP, but SIP's are UDP: ``sip``, ``pbx_main``, ``pbx_dr``, ``phones``)."""
 
     ssh_main: int = 2221
     ssh_dr: int = 2222
@@ -70,10 +78,15 @@ class Ports(BaseModel):
     intake: int = 4221  # `lifeline intake` (warnings), when the lab's plan is served with it
     s3_tls: int = 9443  # nginx: TLS (a certificate for "localhost" from the lab's CA) in front of moto, for pgBackRest
     postgres_staging: int = 5436  # the staging cluster a point-in-time restore starts (at main's host)
+    sip: int = 5060  # Kamailio, the carrier's SBC: SIP over UDP (ops)
+    sip_rpc: int = 5061  # Kamailio's JSON-RPC over HTTP: POST http://ops:PORT/RPC (TCP, ops)
+    pbx_main: int = 5062  # main's PBX: SIP over UDP
+    pbx_dr: int = 5063  # dr's PBX: SIP over UDP
+    phones: int = 5064  # the emergency contacts' phones (ops): SIP over UDP, registered at the SBC
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
-        """A contiguous block: base .. base+9, in field order."""
+        """A contiguous block from base, one port per field, in field order."""
         names = list(cls.model_fields)
         return cls(**{name: base + offset for offset, name in enumerate(names)})
 
@@ -89,13 +102,40 @@ class Ports(BaseModel):
         were a block, else the default, else (taken) one the kernel says is free."""
         if not isinstance(data, dict) or "chat" in data or "service_dr" not in data:
             return data
-        older = [name for name in cls.model_fields if name not in ("chat", "prefect", "intake", "s3_tls", "postgres_staging")]
+        older = [name for name in cls.model_fields
+                 if name not in ("chat", "prefect", "intake", "s3_tls", "postgres_staging", *SIP_PORT_NAMES)]
         if all(isinstance(data.get(name), int) for name in older) and \
                 [data[name] for name in older] == list(range(data[older[0]], data[older[0]] + len(older))):
             return {**data, "chat": data[older[0]] + len(older)}
         default = int(cls.model_fields["chat"].default)
         taken = {data.get(name) for name in older}
         return {**data, "chat": default if default not in taken and port_free(default) else free_ports(["chat"])["chat"]}
+
+    @model_validator(mode="before")
+    @classmethod
+    def add_missing_sip_ports(cls, data: Any) -> Any:
+        """A state.json from before the SBC and the PBXs: the block's next ports when the other ports are one
+        block (as ``from_base`` makes them), the defaults when they are the defaults, else (``--free-ports``)
+        ports the kernel says are free, so that none collides with a port the lab already uses."""
+        if not isinstance(data, dict) or "service_dr" not in data:
+            return data
+        missing = [name for name in SIP_PORT_NAMES if name not in data]
+        if not missing:
+            return data
+        names = list(cls.model_fields)
+        present = {name: data[name] for name in names if name in data and name not in SIP_PORT_NAMES}
+        if not all(isinstance(value, int) for value in present.values()):
+            return data  # let validation say what is wrong
+        base = present.get(names[0])
+        if base is not None and all(value == base + names.index(name) for name, value in present.items()):
+            return {**data, **{name: base + names.index(name) for name in missing}}
+        if all(value == cls.model_fields[name].default for name, value in present.items()):
+            return {**data, **{name: int(cls.model_fields[name].default) for name in missing}}
+        taken = set(present.values())
+        chosen = free_ports(missing)
+        while taken & set(chosen.values()):  # free now, but one of this lab's stopped components' ports
+            chosen = free_ports(missing)
+        return {**data, **chosen}
 
     def for_component(self, component: str) -> int:
         return int(getattr(self, component.replace("-", "_").replace("sshd_", "ssh_")))
@@ -133,11 +173,13 @@ def free_ports(names: list[str], host: str = "127.0.0.1") -> dict[str, int]:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
+    """Free for TCP and for UDP (SIP's ports are UDP)."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return False
     return True
 
 
@@ -330,6 +372,16 @@ class LabPaths:
     def pgbackrest_repository_dir(self) -> Path:
         """pgBackRest's local repository (the S3 one is the bucket cc-pitr)."""
         return self.root / "pgbackrest-repo"
+
+    @property
+    def kamailio_dir(self) -> Path:
+        """Kamailio's (the SBC's) generated config, dispatcher list, routing record and control socket."""
+        return self.side_dir("ops") / "kamailio"
+
+    @property
+    def sipp_dir(self) -> Path:
+        """SIPp's scenarios and injection files for the agents' registrations."""
+        return self.run_dir / "sipp"
 
     def pid_file(self, component: str) -> Path:
         return self.run_dir / f"{component}.pid"

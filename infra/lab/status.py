@@ -4,8 +4,9 @@ the lab is in its normal state:
 main is primary, dr streams from it with less than 1 s of lag (measured in LSNs: dr replays,
 within 1 s, everything main had written when we asked), the DNS record names main, every
 service is healthy (main's answers 200; dr's answers, with 503 as a read-only standby should),
-no fault is active (neither of the call centre nor of a communication channel), no site is powered
-off, no drill leftovers.
+the carrier's SBC routes the calls to main (its dispatcher: main active, dr inactive), no fault is
+active (neither of the call centre nor of a communication channel), no site is powered off, no drill
+leftovers. (The agents registered at the SBC are shown, not judged: registrations expire.)
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from . import aws, components, control_plane, postgres
+from . import agents, aws, components, control_plane, kamailio, postgres
 from .context import LabContext
 from .control_plane import ControlPlaneStatus
 from .state import COMPONENT_SIDES, SITES, load_channel_faults, load_faults
 
 Role = Literal["primary", "standby", "down", "unreachable"]
+NORMAL_ROUTING = {"main": "active", "dr": "inactive"}
 
 
 class ComponentStatus(BaseModel):
@@ -52,6 +54,13 @@ class ReplicationStatus(BaseModel):
     caught_up_within_1s: bool = False
 
 
+class TelephonyStatus(BaseModel):
+    routing: dict[str, str] = Field(default_factory=dict, description="site -> its PBX's state in the SBC's "
+                                    "dispatcher: active, inactive, disabled (empty: the SBC does not answer)")
+    agents: dict[str, list[str]] = Field(default_factory=dict, description="site -> agents registered in its domain")
+    detail: str | None = None
+
+
 class LabStatus(BaseModel):
     lab_dir: str
     mode: str
@@ -71,6 +80,7 @@ class LabStatus(BaseModel):
     drill_leftovers: list[str]
     memory_mib: dict[str, float] = Field(default_factory=dict, description="total rss and pss of lab processes")
     control_plane: ControlPlaneStatus | None = None  # with `lab up --control-plane`
+    telephony: TelephonyStatus = Field(default_factory=TelephonyStatus)
 
 
 def _role(context: LabContext, cluster: str) -> Role:
@@ -147,6 +157,18 @@ def _service(context: LabContext, site: str) -> ServiceStatus:
     return status
 
 
+def _telephony(context: LabContext) -> TelephonyStatus:
+    status = TelephonyStatus()
+    if components.pid(context, "kamailio") is None:
+        return status
+    try:
+        status.routing = kamailio.routing(context)
+        status.agents = agents.registered(context)
+    except Exception as error:  # noqa: BLE001 - the SBC not answering
+        status.detail = str(error)[:200]
+    return status
+
+
 def _drill_leftovers(context: LabContext, roles: dict[str, Role]) -> list[str]:
     leftovers = [str(path) for path in sorted(context.paths.drills_dir.glob("*"))] \
         if context.paths.drills_dir.exists() else []
@@ -168,6 +190,7 @@ def status(context: LabContext) -> LabStatus:
         roles_future = {cluster: executor.submit(_role, context, cluster) for cluster in postgres.CLUSTERS}
         dns_future = executor.submit(_dns, context)
         service_futures = {site: executor.submit(_service, context, site) for site in SITES}
+        telephony_future = executor.submit(_telephony, context)
         roles: dict[str, Role] = {cluster: future.result() for cluster, future in roles_future.items()}
         replication_future = executor.submit(_replication, context, roles)
         leftovers_future = executor.submit(_drill_leftovers, context, roles)
@@ -175,6 +198,7 @@ def status(context: LabContext) -> LabStatus:
         dns = dns_future.result()
         replication = replication_future.result()
         leftovers = leftovers_future.result()
+        telephony = telephony_future.result()
     component_status = {
         name: ComponentStatus(up=up[name], address=components.address(context, name), pid=components.pid(context, name))
         for name in names
@@ -196,6 +220,9 @@ def status(context: LabContext) -> LabStatus:
         reasons.append(f"main's service is not healthy ({services['main'].http_status or services['main'].detail})")
     if services["dr"].http_status is None:
         reasons.append("dr's service does not answer")
+    if telephony.routing and telephony.routing != NORMAL_ROUTING:
+        routing = ", ".join(f"{site} {state}" for site, state in telephony.routing.items())
+        reasons.append(f"the SBC's dispatcher has {routing}, not main active and dr inactive")
     reasons += [f"fault {name} active since {at}" for name, at in active_faults.items()]
     reasons += [f"channel fault {name} active since {at}" for name, at in channel_faults.items()]
     reasons += [f"site {site} is powered off" for site in context.state.powered_off]
@@ -217,7 +244,7 @@ def status(context: LabContext) -> LabStatus:
         running=any(up.values()), normal=not reasons, not_normal_because=reasons,
         components=component_status, databases=roles, replication=replication, dns=dns, services=services,
         faults=active_faults, channel_faults=channel_faults, powered_off=list(context.state.powered_off), drill_leftovers=leftovers,
-        memory_mib=memory_mib, control_plane=plane,
+        memory_mib=memory_mib, control_plane=plane, telephony=telephony,
     )
 
 
