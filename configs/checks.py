@@ -1,4 +1,4 @@
-"""Health checks a plan can name: `http`, `tcp`, `sql` and `ssh`, told apart by `type`.
+"""Health checks a plan can name: `http`, `tcp`, `sql`, `ssh` and `sip`, told apart by `type`.
 
 `lifeline.tasks.adapters.probes` runs them; the plan's services list them. A check never carries a secret:
 a SQL check's password lives in a passfile, an SSH check names a host whose key lives in a file.
@@ -74,5 +74,17 @@ class SshCheck(CheckModel):
     timeout_seconds: float = Field(5.0, gt=0, le=600)
 
 
-Check = Annotated[HttpCheck | TcpCheck | SqlCheck | SshCheck, Field(discriminator="type")]
+class SipCheck(CheckModel):
+    """A test call through the SBC, as a customer's: healthy when it is answered (by `expect_answered_by`)."""
+
+    type: Literal["sip"] = "sip"
+    address: str = Field(min_length=1, description="The SBC's SIP address (UDP).")
+    port: int = Field(5060, ge=1, le=65535)
+    number: str = Field(min_length=1, pattern=r"^[A-Za-z0-9+_.-]+$", description="The number to dial.")
+    caller_id: str = Field("lifeline-test", pattern=r"^[A-Za-z0-9+_.-]+$")
+    expect_answered_by: str | None = Field(None, description="host:port of the PBX that must answer (a site's).")
+    timeout_seconds: float = Field(5.0, gt=0, le=300)
+
+
+Check = Annotated[HttpCheck | TcpCheck | SqlCheck | SshCheck | SipCheck, Field(discriminator="type")]
 """One check of any type; `type` picks the model."""

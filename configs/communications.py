@@ -107,6 +107,16 @@ class ChatChannel(ChannelBase):
         return self
 
 
+class VoiceChannel(ChannelBase):
+    """A phone call through the plan's telephony SBC that speaks the message (espeak-ng, in the contact's
+    language); delivered only when answered. To each recipient's first phone."""
+
+    type: Literal["voice"]
+    caller_id: str = Field("lifeline", pattern=r"^[A-Za-z0-9+_.-]+$", description="The number the call shows.")
+    ring_seconds: float = Field(30, gt=0, le=120, description="How long the phone rings before it counts as unanswered.")
+    timeout_seconds: float = Field(120, gt=0, le=600)
+
+
 class ManualChannel(PlanModel):
     """A backup phone line, a radio, a satellite phone: a person says the message and confirms it."""
 
@@ -114,7 +124,7 @@ class ManualChannel(PlanModel):
     medium: str = Field("backup phone line", description="What the person uses, shown with the script.")
 
 
-Channel = Annotated[SmsChannel | EmailChannel | ChatChannel | ManualChannel, Field(discriminator="type")]
+Channel = Annotated[SmsChannel | EmailChannel | ChatChannel | VoiceChannel | ManualChannel, Field(discriminator="type")]
 
 
 class Audience(PlanModel):

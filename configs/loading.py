@@ -10,8 +10,10 @@ from typing import get_args
 import yaml
 from lifeline.configs.base import Problem
 from lifeline.configs.communications import communication_problems
+from lifeline.configs.messages import template_problems
 from lifeline.configs.pitr import Pitr
 from lifeline.configs.plan import Plan
+from lifeline.configs.telephony import ANNOUNCEMENT_FIELDS
 from pydantic import TypeAdapter, ValidationError
 
 
@@ -90,7 +92,7 @@ def network_namespace_problems(plan: Plan) -> list[Problem]:
 NAMED_SECTIONS = ("repositories", "datasets", "sites", "hosts", "services", "databases", "fencing", "scenarios",
                   "contacts", "oncall", "channels", "audiences")
 WHOLE_SECTIONS = ("dns", "recovery", "escalation", "templates", "notifications", "hotline", "intake", "preparedness",
-                  "status_page")
+                  "status_page", "telephony")
 
 
 def _what_validates(document: dict, context: dict) -> Plan:
@@ -152,7 +154,11 @@ STEP_REFERENCES = {
     "fence": {"site": "sites"},
     "restore": {"dataset": "datasets"},
     "verify": {"site": "sites"},
+    "sip_route": {"to": "sites"},
+    "agents_ready": {"site": "sites"},
+    "ivr_announcement": {"site": "sites"},
 }
+TELEPHONY_STEPS = ("sip_route", "agents_ready", "ivr_announcement")
 """Runbook step type → its fields that name something, and the section that defines it."""
 
 
@@ -186,8 +192,25 @@ def consistency_problems(plan: Plan, names: Names) -> list[Problem]:
     if plan.dns is not None and names.sites:
         for site in plan.dns.values:
             problems += names.dangling(f"dns.values.{site}", site, "sites")
+    problems += telephony_problems(plan, names)
     return problems + recovery_reference_problems(plan, names) + alert_reference_problems(plan, names) + communication_problems(
         plan, {section: getattr(names, section) for section in ("contacts", "oncall", "channels", "audiences")})
+
+
+def telephony_problems(plan: Plan, names: Names) -> list[Problem]:
+    if plan.telephony is None:
+        return [Problem(f"channels.{name}", "a voice channel needs the plan's `telephony` section: its SBC places "
+                        "the calls") for name, channel in plan.channels.items() if channel.type == "voice"]
+    problems: list[Problem] = []
+    for site_name, site in plan.telephony.sites.items():
+        where = f"telephony.sites.{site_name}"
+        problems += names.dangling(where, site_name, "sites")
+        problems += names.dangling(f"{where}.ivr_host", site.ivr_host, "hosts")
+        if (site.ivr_host is None) != (site.announcement_path is None):
+            problems.append(Problem(where, "give both ivr_host and announcement_path, or neither"))
+    for field, message in template_problems("announcement", plan.telephony.announcement, ANNOUNCEMENT_FIELDS):
+        problems.append(Problem(f"telephony.announcement.{field}", message))
+    return problems
 
 
 def alert_reference_problems(plan: Plan, names: Names) -> list[Problem]:
@@ -253,6 +276,9 @@ def recovery_reference_problems(plan: Plan, names: Names) -> list[Problem]:
                 for key, section in STEP_REFERENCES.get(step.type, {}).items():
                     where = f"recovery.{phase}.{group_index}.steps.{step_index}.{key}"
                     problems += names.dangling(where, getattr(step, key), section)
+                if step.type in TELEPHONY_STEPS and plan.telephony is None:
+                    problems.append(Problem(f"recovery.{phase}.{group_index}.steps.{step_index}",
+                                            f"a {step.type} step needs the plan's `telephony` section"))
                 for index, audience in enumerate(getattr(step, "audiences", [])):
                     where = f"recovery.{phase}.{group_index}.steps.{step_index}.audiences.{index}"
                     problems += names.dangling(where, audience, "audiences")

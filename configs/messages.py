@@ -175,15 +175,18 @@ def unknown_fields(event: str) -> dict[str, object]:
     return dict.fromkeys(sample_fields(event), "—")
 
 
-def template_problems(event: str, localized: Localized) -> list[tuple[str, str]]:
-    """(field path below the template, message) for each part that does not render with the event's fields."""
+def template_problems(event: str, localized: Localized,
+                      fields: dict[str, object] | None = None) -> list[tuple[str, str]]:
+    """(field path below the template, message) for each part that does not render with the event's fields
+    (or with `fields`, for a template that belongs to no event)."""
     problems = []
+    samples = fields if fields is not None else sample_fields(event)
     for language in LANGUAGES:
         message: Message = getattr(localized, language)
         for part in ("subject", "body"):
             try:
-                render_text(getattr(message, part), sample_fields(event))
+                render_text(getattr(message, part), samples)
             except TemplateError as error:
-                known = ", ".join(sorted(sample_fields(event)))
+                known = ", ".join(sorted(samples))
                 problems.append((f"{language}.{part}", f"does not render: {error.message} (fields: {known})"))
     return problems

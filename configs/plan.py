@@ -16,6 +16,7 @@ from lifeline.configs.base import RESTIC_REMOTE_SCHEMES, Name, PlanModel, PlanPa
 from lifeline.configs.communications import Communications
 from lifeline.configs.drills import Scenario
 from lifeline.configs.recovery import Database, Fencing, Recovery, Service
+from lifeline.configs.telephony import Telephony
 from pydantic import Field, ValidationInfo, field_validator
 
 
@@ -221,6 +222,7 @@ class Plan(Communications):
         None, description="Lifeline runs inside this network namespace (`ip netns exec NAME lifeline ...`): "
         "only from there does it reach the sites. The lab started with --netns sets ops."
     )
+    telephony: Telephony | None = Field(None, description="The carrier's SBC, the sites' PBXs, IVRs and agents.")
     incident_record: PlanPath | None = Field(
         None, description="JSON file {fault: ISO time} written by monitoring (or the lab): its earliest entry is the incident time."
     )

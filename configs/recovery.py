@@ -78,8 +78,16 @@ class HttpStep(StepBase):
     url: str
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     json_body: dict | None = Field(None, alias="json")
+    form: dict[str, str] | None = Field(None, description="Form fields (application/x-www-form-urlencoded), as "
+                                        "Twilio's REST API takes them; instead of json.")
     headers_file: PlanPath | None = Field(None, description="KEY=VALUE headers (tokens) kept out of the plan.")
     expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
+
+    @model_validator(mode="after")
+    def one_body(self) -> HttpStep:
+        if self.json_body is not None and self.form is not None:
+            raise ValueError("give json or form, not both")
+        return self
 
 
 class PromoteStep(StepBase):
@@ -138,8 +146,30 @@ class WaitStep(StepBase):
     seconds: float = Field(ge=0)
 
 
+class SipRouteStep(StepBase):
+    """The carrier's routing of the service number moves to one site (the SBC's dispatcher), then a test call
+    must be answered there."""
+
+    type: Literal["sip_route"]
+    to: str | None = Field(None, description="Site the calls go to; default the failover's target.")
+
+
+class AgentsReadyStep(StepBase):
+    type: Literal["agents_ready"]
+    site: str | None = Field(None, description="Default: the failover's target.")
+    count: int | None = Field(None, ge=1, description="Default: telephony.sites.<site>.agents_required.")
+
+
+class AnnouncementStep(StepBase):
+    """The IVR's emergency announcement, spoken from its template, is put on the site's IVR host."""
+
+    type: Literal["ivr_announcement"]
+    site: str | None = Field(None, description="Default: the failover's target.")
+
+
 RecoveryStep = Annotated[
-    SshStep | HttpStep | PromoteStep | DnsSwitchStep | FenceStep | RestoreStep | VerifyStep | NotifyStep | ApprovalStep | WaitStep,
+    SshStep | HttpStep | PromoteStep | DnsSwitchStep | FenceStep | RestoreStep | VerifyStep | NotifyStep
+    | ApprovalStep | WaitStep | SipRouteStep | AgentsReadyStep | AnnouncementStep,
     Field(discriminator="type"),
 ]
 

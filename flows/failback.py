@@ -32,6 +32,7 @@ from lifeline.tasks.steps.pitr import keep_archiving
 from lifeline.tasks.steps.preflight import assess_failback_readiness, go_or_refuse
 from lifeline.tasks.steps.recorded_run import exclusive_run, flow_result, recorded_run
 from lifeline.tasks.steps.step import step
+from lifeline.tasks.steps.telephony import route_calls, take_down_announcement
 from lifeline.tasks.steps.verification import wait_until_recovered
 from prefect import flow
 from prefect.logging import get_run_logger
@@ -92,6 +93,11 @@ def describe_failback(plan: Plan) -> str:
     if plan.dns is not None:
         steps.append(f"switch dns to {home}: Route 53 UPSERT {plan.dns.record} A {plan.dns.values[home]} "
                      f"TTL {plan.dns.ttl}, until INSYNC")
+    if plan.telephony is not None and home in plan.telephony.sites:
+        steps.append(f"route calls to {home}: SBC dispatcher.set_state a {plan.telephony.sites[home].destination}, "
+                     f"the others i; a test call must be answered at {home}")
+        if plan.telephony.sites.get(away) and plan.telephony.sites[away].ivr_host:
+            steps.append(f"take down {away}'s emergency announcement (kept as .withdrawn)")
     verification = plan.recovery.verification
     critical = ", ".join(n for n, s in plan.services.items() if s.site == home and s.critical) or "no critical service"
     steps.append(f"verify {home}: {verification.rounds} healthy rounds {verification.interval_seconds:g} s apart of {critical}")
@@ -147,11 +153,23 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
     if plan.dns is not None:
         switch_dns(plan, home, journal=journal, step_name=f"switch dns to {home}")
         journal.milestone("dns_switched")
+    route_calls_home(plan, journal, home, away)
     recovered = wait_until_recovered(plan, home, journal=journal, step_name=f"verify {home}")
     journal.milestone("recovered", recovered.recovered_at)
     keep_archiving(plan, journal, home)
     measure_outage(plan, record, away, home, positions_before=before)
     journal.public.post("failback_done", resolved=True)
+
+
+def route_calls_home(plan: Plan, journal: Journal, home: str, away: str) -> None:
+    """The carrier's calls go home again and the DR site's IVR stops playing the emergency announcement."""
+    if plan.telephony is None or home not in plan.telephony.sites:
+        return
+    route_calls(plan, home, journal=journal, step_name=f"route calls to {home}")
+    journal.milestone("calls_routed")
+    away_site = plan.telephony.sites.get(away)
+    if away_site is not None and away_site.ivr_host is not None:
+        take_down_announcement(plan, away, journal=journal, step_name=f"take down announcement at {away}")
 
 
 # --- what a drill left ----------------------------------------------------------------------------

@@ -12,7 +12,16 @@ from pathlib import Path
 
 from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.plan import Plan
-from lifeline.configs.recovery import DnsSwitchStep, PromoteStep, RestoreStep, StepGroup
+from lifeline.configs.recovery import (
+    AgentsReadyStep,
+    AnnouncementStep,
+    DnsSwitchStep,
+    PromoteStep,
+    RecoveryStep,
+    RestoreStep,
+    SipRouteStep,
+    StepGroup,
+)
 from lifeline.configs.settings import load_settings
 from lifeline.flows.failback import sweep_drill_leftovers
 from lifeline.flows.restore import restore_flow
@@ -43,8 +52,16 @@ def default_runbook(plan: Plan, target: str) -> list[StepGroup]:
     promotable = plan.databases_at(target)
     if promotable:
         groups.append(StepGroup(name="promote", steps=[PromoteStep(type="postgres_promote", database=name) for name in promotable]))
-    if plan.dns is not None:
-        groups.append(StepGroup(name="switch", steps=[DnsSwitchStep(type="dns_switch")]))
+    switches: list[RecoveryStep] = [DnsSwitchStep(type="dns_switch")] if plan.dns is not None else []
+    telephony = plan.telephony.sites.get(target) if plan.telephony is not None else None
+    if telephony is not None:
+        switches.append(SipRouteStep(type="sip_route"))
+        if telephony.ivr_host is not None:
+            switches.append(AnnouncementStep(type="ivr_announcement"))
+    if switches:
+        groups.append(StepGroup(name="switch", steps=switches))
+    if telephony is not None and telephony.agents_required:
+        groups.append(StepGroup(name="agents", steps=[AgentsReadyStep(type="agents_ready")]))
     return groups
 
 
@@ -95,6 +112,10 @@ def run_runbook(
             journal.milestone("promoted")
         if any(isinstance(d, DnsSwitchStep) for d in group.steps):
             journal.milestone("dns_switched")
+        if any(isinstance(d, SipRouteStep) for d in group.steps):
+            journal.milestone("calls_routed")
+        if any(isinstance(d, AgentsReadyStep) for d in group.steps):
+            journal.milestone("agents_ready")
     return True
 
 

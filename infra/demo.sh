@@ -6,7 +6,8 @@
 #   2. back up its datasets: call recordings, the CRM database, the IVR configuration;
 #   3. restore the recordings into a scratch folder and the CRM database into a new database,
 #      each verified before it is put in place;
-#   4. fail over to the DR site, verify it, then fail back, losing nothing;
+#   4. fail over to the DR site (database, DNS, the carrier's SIP routing, the IVR's announcement, agents),
+#      call it as a customer would, then fail back, losing nothing;
 #   5. rehearse a system-crash drill and write its after-action report (HTML);
 #   6. print the run records.
 set -euo pipefail
@@ -49,6 +50,8 @@ if [[ ${LIFELINE_DEMO_FAILOVER:-1} == 1 ]]; then
   step "Main's database goes down; failing over to dr"
   lifeline lab fault main-db-down >/dev/null
   lifeline failover --yes --reason "demo: main database down" --json > "$scratch/failover.json"
+  step "A customer calls: the carrier now routes to dr, whose IVR plays the emergency announcement"
+  lifeline call --listen 30
   step "Failing back to main"
   lifeline failback --yes --reason "demo: main repaired" --json > "$scratch/failback.json"
   cat "$scratch/failover.json" "$scratch/failback.json"

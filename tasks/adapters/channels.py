@@ -1,4 +1,4 @@
-"""Sending one message on one channel: SMS (SNS), email (SMTP), chat (Apprise or a JSON webhook).
+"""Sending one message on one channel: SMS (SNS), email (SMTP), chat (Apprise or a JSON webhook), voice (SIP).
 
 Each sender returns what the provider answered, or raises ChannelFailed saying whether a retry
 could help (`transient`). Knows neither Prefect nor the plan; secrets stay out of every message.
@@ -19,6 +19,7 @@ from typing import Literal
 
 from lifeline.tasks.adapters.aws import AwsError, AwsSession
 from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.adapters.sip import SipEndpoint, place_call
 
 
 class ChannelFailed(LifelineError):
@@ -139,3 +140,17 @@ def _apprise(url: str, title: str, body: str, timeout_seconds: float, shown_as: 
     if not result:  # its logs name the URL, which may carry a token: not repeated here
         raise ChannelFailed(f"{shown_as}: Apprise could not deliver", transient=True)
     return Sent(f"{shown_as}:apprise", f"{shown_as}: Apprise delivered")
+
+
+NOT_REACHABLE_STATUSES = (404, 484, 604)  # no such number: calling again does not help
+
+
+def send_voice(sbc: SipEndpoint, number: str, caller_id: str, audio: bytes, ring_seconds: float) -> Sent:
+    """Call `number` through the SBC and play `audio` (µ-law); delivered only when somebody answers."""
+    result = place_call(sbc, number, caller_id, answer_timeout=ring_seconds, play=audio)
+    if result.outcome != "answered":
+        raise ChannelFailed(f"voice {number}: {result.summary}",
+                            transient=result.status not in NOT_REACHABLE_STATUSES) from None
+    played, length = result.packets * 0.02, len(audio) / 8000
+    answer = f"voice: answered by {result.answered_by} after {result.setup_seconds:.1f} s; played {played:.1f} of {length:.1f} s"
+    return Sent(f"voice:{result.headers.get('call-id', number)}", answer)

@@ -1,4 +1,4 @@
-"""Health checks: run `http`, `tcp`, `sql` and `ssh` probes, many at once.
+"""Health checks: run `http`, `tcp`, `sql`, `ssh` and `sip` probes, many at once.
 
 Knows nothing of Prefect or the plan (tasks/run/adapter_inputs.py makes the plan's checks into probes).
 An unhealthy target is a result, never an exception: refused, timed out, a wrong status or a wrong
@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import psycopg
-from lifeline.tasks.adapters import ssh
+from lifeline.tasks.adapters import sip, ssh
 from lifeline.tasks.adapters.postgres import ConnectionInfo, PostgresError, redact_dsn
 
 if TYPE_CHECKING:
@@ -83,7 +83,21 @@ class SshProbe:
     name: str | None
 
 
-Probe = HttpProbe | TcpProbe | SqlProbe | SshProbe
+@dataclass(frozen=True)
+class SipProbe:
+    """Place a test call through the SBC at `address`:`port`: healthy when answered (by `expect_answered_by`)."""
+
+    type: ClassVar[str] = "sip"
+    address: str
+    port: int
+    number: str
+    caller_id: str
+    expect_answered_by: str | None
+    timeout_seconds: float
+    name: str | None
+
+
+Probe = HttpProbe | TcpProbe | SqlProbe | SshProbe | SipProbe
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,8 @@ def check_target(check: Probe, hosts: Mapping[str, ssh.SshTarget] | None = None)
         return f"{check.host}:{check.port}"
     if isinstance(check, SqlProbe):
         return redact_dsn(check.dsn)
+    if isinstance(check, SipProbe):
+        return f"sip:{check.number}@{check.address}:{check.port}"
     target = (hosts or {}).get(check.host)
     where = f"{check.host} {target.address}:{target.port}" if target else check.host
     return f"{where}: {shlex.join(check.command)}"
@@ -134,6 +150,8 @@ def check_name(check: Probe) -> str:
         return f"tcp {check.host}:{check.port}"
     if isinstance(check, SqlProbe):
         return f"sql {check.query.split()[0].lower()} {redact_dsn(check.dsn).split('@')[-1]}"
+    if isinstance(check, SipProbe):
+        return f"sip call {check.number}"
     return f"ssh {check.host} {check.command[0]}"
 
 
@@ -244,6 +262,16 @@ def _ssh(check: SshProbe, hosts: Mapping[str, ssh.SshTarget], pool: SshPool) -> 
     return True, f"exit {result.exit_status}"
 
 
+def _sip(check: SipProbe) -> tuple[bool, str]:
+    result = sip.place_call(sip.SipEndpoint(check.address, check.port), check.number, check.caller_id,
+                            answer_timeout=check.timeout_seconds)
+    if result.outcome != "answered":
+        return False, result.summary
+    if check.expect_answered_by and result.answered_by != check.expect_answered_by:
+        return False, f"answered by {result.answered_by}, not {check.expect_answered_by}"
+    return True, result.summary
+
+
 def _run_check(
     check: Probe, hosts: Mapping[str, ssh.SshTarget], http_client: httpx.Client, ssh_pool: SshPool
 ) -> CheckResult:
@@ -255,6 +283,8 @@ def _run_check(
             healthy, detail = _tcp(check)
         elif isinstance(check, SqlProbe):
             healthy, detail = _sql(check)
+        elif isinstance(check, SipProbe):
+            healthy, detail = _sip(check)
         else:
             healthy, detail = _ssh(check, hosts, ssh_pool)
     except Exception as error:  # noqa: BLE001 - a check reports, never crashes its round; detail shows the bug

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
-from lifeline.tasks.report.charts import Bar, Marker, Measure, against_targets, waterfall
+from lifeline.tasks.report.charts import Bar, Marker, Measure, against_targets, calls_per_second, waterfall
 from lifeline.tasks.report.document import (
     Bullets,
     Chart,
@@ -260,6 +260,22 @@ def _impact(record: RunRecord, zone: tzinfo) -> Section:
     ])])
 
 
+def _calls(record: RunRecord) -> list[Section]:
+    """Calls per second by outcome and site across the incident, from the call log (the measure step keeps them)."""
+    series = next((s.detail["calls_per_second"] for s in record.steps if s.detail.get("calls_per_second")), None)
+    if not series or not series.get("counts"):
+        return []
+    start = datetime.fromisoformat(series["start"])
+    moments = {**record.milestones, **({"incident": record.incident_at} if record.incident_at else {})}
+    markers = [Marker(name, (at - start).total_seconds()) for name, at in moments.items()
+               if name in ("incident", "fenced", "promoted", "dns_switched", "calls_routed", "agents_ready", "recovered")]
+    counts: dict[str, list[int]] = series["counts"]
+    text = Table(("calls", "count"), [(kind, str(sum(values))) for kind, values in counts.items()])
+    return [Section("calls", "Calls per second", [Chart(
+        calls_per_second(counts, markers), "Every call customers placed, each second from 20 s before the incident: "
+        "answered (by site), abandoned and failed; dashed lines are milestones.", text)])]
+
+
 def _history(record: RunRecord, history: Sequence[RunRecord], zone: tzinfo) -> Section:
     earlier = sorted((r for r in history if r.id != record.id and r.scenario == record.scenario
                       and r.started_at < record.started_at), key=lambda r: r.started_at, reverse=True)[:HISTORY_ROWS]
@@ -315,7 +331,7 @@ def after_action(record: RunRecord, plan: Any = None, history: Sequence[RunRecor
         *_introduction(record, plan, targets), _plan_version(record, history, zone), _trigger(record, plan, zone),
         _step_log(record, zone, origin), *([_child_runs(children, zone)] if children else []),
         _waterfall(record, origin), _targets(record, targets, zone),
-        _evidence(record), _impact(record, zone),
+        _evidence(record), _impact(record, zone), *_calls(record),
         *([_communications(record, plan, told, acknowledged, zone)] if told else []),
         Section("deviations", "Deviations", [Bullets([f.deviation for f in found] or ["None recorded."], "deviations")]),
         Section("corrective-actions", "Corrective actions", [Bullets(actions or ["None needed."], "actions")]),

@@ -267,3 +267,63 @@ def trend_panel(title: str, series_name: str, points: Sequence[Point], target_se
                     f'cy="{y_of(point.seconds):.1f}" r="3.5" fill="{colour}"><title>{escape(point.note)}</title></circle>')
     body.append("</g>")
     return _svg(width, height, body, title, "chart trend")
+
+
+# --- calls per second across an incident ---------------------------------------------------------
+
+CALL_COLOURS = {"failed": "#c93c3c", "abandoned": "#d99a1e"}
+ANSWERED_COLOURS = ("#2f6db5", "#2e8b57", "#0e7490", "#6d28d9")
+
+
+def call_colour(kind: str, answered_kinds: Sequence[str]) -> str:
+    if kind in CALL_COLOURS:
+        return CALL_COLOURS[kind]
+    return ANSWERED_COLOURS[answered_kinds.index(kind) % len(ANSWERED_COLOURS)] if kind in answered_kinds else NEUTRAL_COLOUR
+
+
+def calls_per_second(counts: dict[str, list[int]], markers: Sequence[Marker], *, width: int = 960) -> str:
+    """Stacked columns, one per second: calls answered at each site, failed and abandoned; milestones as lines.
+
+    Offsets (x and markers) are seconds from the series' start."""
+    left, right, top, bottom, legend_height = 40, 20, 34, 30, 22
+    height = 260
+    seconds = max((len(values) for values in counts.values()), default=1)
+    plot_width, plot_height = width - left - right, height - top - bottom - legend_height
+    peak = max([sum(values[i] for values in counts.values() if i < len(values)) for i in range(seconds)] + [1])
+    column = plot_width / seconds
+    answered = sorted(kind for kind in counts if kind.startswith("answered"))
+    order = [*answered, "abandoned", "failed"]
+    body: list[str] = []
+    for tick in range(0, peak + 1, max(1, math.ceil(peak / 4))):
+        y = top + plot_height * (1 - tick / peak)
+        body += [f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID_COLOUR}"/>',
+                 _text(left - 6, y + 4, str(tick), anchor="end", size=10)]
+    for second in range(seconds):
+        base = 0
+        for kind in (k for k in order if k in counts):
+            value = counts[kind][second] if second < len(counts[kind]) else 0
+            if not value:
+                continue
+            y = top + plot_height * (1 - (base + value) / peak)
+            body.append(f'<rect class="series" data-series="{escape(kind)}" data-second="{second}" data-count="{value}" '
+                        f'x="{left + second * column:.1f}" y="{y:.1f}" width="{max(column - 0.5, 0.5):.1f}" '
+                        f'height="{plot_height * value / peak:.1f}" fill="{call_colour(kind, answered)}"/>')
+            base += value
+    for tick in time_ticks(seconds, 8):
+        if tick <= seconds:
+            x = left + tick * column
+            body.append(_text(x, top + plot_height + 14, duration_text(tick), anchor="middle", size=10))
+    for lane, marker in zip(_marker_lanes([(left + m.at_seconds * column, m.label) for m in markers]), markers,
+                            strict=True):
+        x = left + marker.at_seconds * column
+        if left <= x <= width - right:
+            body += [f'<line class="marker" data-label="{escape(marker.label)}" x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" '
+                     f'y2="{top + plot_height}" stroke="{MARKER_COLOUR}" stroke-dasharray="4 3"/>',
+                     _text(x + 3, top - 8 - 12 * lane, marker.label, size=10, colour=MARKER_COLOUR)]
+    x = left
+    for kind in (k for k in order if k in counts):
+        body += [f'<rect x="{x}" y="{height - 16}" width="10" height="10" fill="{call_colour(kind, answered)}"/>',
+                 _text(x + 14, height - 7, kind, size=10)]
+        x += 24 + len(kind) * CHARACTER_WIDTH
+    total = sum(sum(values) for values in counts.values())
+    return _svg(width, height, body, f"{total} calls per second by outcome and site", "calls-chart")

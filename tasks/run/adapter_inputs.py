@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from lifeline.configs.checks import Check, HttpCheck, SqlCheck, TcpCheck
+from lifeline.configs.checks import Check, HttpCheck, SipCheck, SqlCheck, TcpCheck
 from lifeline.configs.plan import Aws
 from lifeline.configs.recovery import Database, DatabaseInstance
 from lifeline.tasks.adapters.aws import AwsSession
-from lifeline.tasks.adapters.probes import HttpProbe, Probe, SqlProbe, SshProbe, TcpProbe
+from lifeline.tasks.adapters.probes import HttpProbe, Probe, SipProbe, SqlProbe, SshProbe, TcpProbe
 from lifeline.tasks.adapters.replication.database import DatabaseNode, ReplicatedDatabase
 
 
@@ -22,6 +22,10 @@ def probe(check: Check) -> Probe:
     if isinstance(check, SqlCheck):
         return SqlProbe(dsn=check.dsn, passfile=check.passfile, query=check.query, expect=check.expect,
                         timeout_seconds=check.timeout_seconds, name=check.name)
+    if isinstance(check, SipCheck):
+        return SipProbe(address=check.address, port=check.port, number=check.number, caller_id=check.caller_id,
+                        expect_answered_by=check.expect_answered_by, timeout_seconds=check.timeout_seconds,
+                        name=check.name)
     return SshProbe(host=check.host, command=tuple(check.command), expect_exit=check.expect_exit,
                     timeout_seconds=check.timeout_seconds, name=check.name)
 

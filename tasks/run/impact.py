@@ -105,3 +105,51 @@ def lost_calls(
         oldest_at=min((acknowledged[call_id] for call_id in missing), default=None),
         call_ids=missing[:100],
     )
+
+
+class CallSeries(BaseModel):
+    """Calls placed per second, by what became of them: `answered at <site>`, `failed`, `abandoned`."""
+
+    start: datetime
+    counts: dict[str, list[int]]
+
+
+class PhoneOutage(BaseModel):
+    first_unanswered_at: datetime | None
+    first_answered_at_target: datetime | None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.first_unanswered_at is None or self.first_answered_at_target is None:
+            return None
+        return round(max(0.0, (self.first_answered_at_target - self.first_unanswered_at).total_seconds()), 3)
+
+
+def calls_per_second(dsn: str, passfile: Path | None, since: datetime, until: datetime) -> CallSeries:
+    query = """
+        SELECT floor(extract(epoch FROM placed_at - %(since)s))::int AS second,
+               CASE WHEN outcome = 'answered' THEN 'answered at ' || coalesce(site, '?') ELSE outcome END, count(*)
+        FROM calls_log WHERE placed_at >= %(since)s AND placed_at < %(until)s GROUP BY 1, 2 ORDER BY 1
+    """
+    length = max(1, int((until - since).total_seconds()) + 1)
+    counts: dict[str, list[int]] = {}
+    with database_session(connection_info(dsn, passfile), "count calls per second in") as session:
+        for second, kind, count in session.execute(query, {"since": since, "until": until}):
+            if 0 <= second < length:
+                counts.setdefault(kind, [0] * length)[second] = int(count)
+    return CallSeries(start=since, counts=dict(sorted(counts.items())))
+
+
+def phone_outage(dsn: str, passfile: Path | None, target: str, incident_at: datetime, until: datetime) -> PhoneOutage:
+    """From the first call not answered after the incident to the first call answered at `target` after that."""
+    query = """
+        WITH first_lost AS (SELECT min(placed_at) AS at FROM calls_log
+                            WHERE outcome <> 'answered' AND placed_at >= %(incident)s AND placed_at <= %(until)s)
+        SELECT first_lost.at, (SELECT min(placed_at) FROM calls_log WHERE outcome = 'answered' AND site = %(target)s
+                               AND placed_at >= coalesce(first_lost.at, %(incident)s) AND placed_at <= %(until)s)
+        FROM first_lost
+    """
+    with database_session(connection_info(dsn, passfile), "measure the phone outage in") as session:
+        first_unanswered, first_answered = session.execute(
+            query, {"incident": incident_at, "until": until, "target": target}).fetchone()
+    return PhoneOutage(first_unanswered_at=first_unanswered, first_answered_at_target=first_answered)

@@ -13,6 +13,7 @@ from lifeline.tasks.run.adapter_inputs import replicated_database
 from lifeline.tasks.run.record import RunRecord, Step, utc_now
 
 LOST_CALL_LOOKBACK = timedelta(hours=1)
+CALL_CHART_MARGIN = timedelta(seconds=20)  # calls before the incident the chart shows
 
 
 def recorded_incident_time(path: Path) -> datetime | None:
@@ -73,9 +74,16 @@ def measure_outage(
     if gaps:
         evidence["lsn_gap_bytes"] = gaps
     rpo_seconds = 0.0 if gaps and not any(gaps.values()) else None
+    detail: dict = {}
     if plan.call_log is not None:
         log = plan.call_log
         figures = impact.call_log_impact(log.dsn, log.passfile, plan.impact, incident_at, recovered_at)
+        phones = impact.phone_outage(log.dsn, log.passfile, target, incident_at, recovered_at)
+        evidence["phone_outage_seconds"] = phones.seconds
+        if phones.first_answered_at_target is not None:
+            evidence[f"first_call_answered_at_{target}"] = phones.first_answered_at_target.isoformat()
+        series = impact.calls_per_second(log.dsn, log.passfile, incident_at - CALL_CHART_MARGIN, utc_now())
+        detail["calls_per_second"] = series.model_dump(mode="json")
         for name, database in plan.databases.items():
             instance = database.instances.get(target)
             if instance is None:
@@ -94,4 +102,5 @@ def measure_outage(
     record.cost, record.currency = figures.cost, figures.currency
     now = utc_now()
     record.steps.append(Step(name="measure", started_at=now, ended_at=now, status="completed",
-                             detail={**evidence, "failed_calls": figures.failed_calls, "impact_source": figures.source}))
+                             detail={**evidence, "failed_calls": figures.failed_calls, "impact_source": figures.source,
+                                     **detail}))

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from lifeline.configs.plan import Host, Plan
 from lifeline.tasks.adapters import replication
 from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.adapters.sip import KamailioRpc, SbcError
 from lifeline.tasks.adapters.ssh import DEFAULT_CONNECT_TIMEOUT_SECONDS, SshTarget
 from lifeline.tasks.run.adapter_inputs import aws_session, replicated_database
 
@@ -76,17 +77,31 @@ def serving_site(plan: Plan) -> str | None:
     return next((site for site, value in plan.dns.values.items() if value in values), None)
 
 
+def calls_routed_to(plan: Plan, site: str) -> bool | None:
+    """The SBC routes the service number to `site` alone; None without telephony for the site."""
+    if plan.telephony is None or site not in plan.telephony.sites:
+        return None
+    try:
+        destinations = KamailioRpc(plan.telephony.sbc.rpc_url).destinations(plan.telephony.sbc.dispatcher_group)
+    except SbcError:  # unknown: the failover's sip_route step will find out and say so
+        return None
+    states = {destination.uri: destination.state for destination in destinations}
+    return all((states.get(entry.destination) == "active") == (name == site)
+               for name, entry in plan.telephony.sites.items())
+
+
 def has_taken_over(plan: Plan, site: str) -> bool:
-    """Every database of `site` is a primary and the DNS record names it: a failover to it has happened."""
+    """Every database of `site` is a primary, the DNS record names it and the SBC routes calls there: a failover
+    to it has happened."""
     if any(site in database.instances and not is_primary(plan, name, site) for name, database in plan.databases.items()):
         return False
     if plan.dns is not None and plan.aws is None:
         raise LifelineError("the plan has no `aws` section: DNS switches and SMS need it")
-    return dns_names(plan, site) is not False
+    return dns_names(plan, site) is not False and calls_routed_to(plan, site) is not False
 
 
 def has_begun_serving(plan: Plan, site: str) -> bool:
     """Some database of `site` is a primary or the DNS record names it: a failover to it got at least that far."""
     if any(site in database.instances and is_primary(plan, name, site) for name, database in plan.databases.items()):
         return True
-    return dns_names(plan, site) is True
+    return dns_names(plan, site) is True or calls_routed_to(plan, site) is True

@@ -212,7 +212,7 @@ def call_http(definition: HttpStep) -> StepOutcome:
     headers = read_environment_file(definition.headers_file)
     try:
         response = httpx.request(
-            definition.method, definition.url, json=definition.json_body, headers=headers,
+            definition.method, definition.url, json=definition.json_body, data=definition.form, headers=headers,
             timeout=definition.timeout_seconds or 30,
         )
     except httpx.TransportError as error:  # refused, timed out, reset: the endpoint may answer on a retry

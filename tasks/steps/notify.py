@@ -16,12 +16,29 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from lifeline.configs.communications import ChatChannel, Contact, EmailChannel, ManualChannel, SmsChannel
+from lifeline.configs.communications import (
+    ChatChannel,
+    Contact,
+    EmailChannel,
+    ManualChannel,
+    SmsChannel,
+    VoiceChannel,
+)
 from lifeline.configs.messages import DEFAULT_TEMPLATES, Localized, Message, render_text
 from lifeline.configs.plan import Plan
 from lifeline.tasks.adapters.aws import AwsSession
-from lifeline.tasks.adapters.channels import ChannelFailed, Sent, SmtpServer, send_chat, send_email, send_sms
+from lifeline.tasks.adapters.channels import (
+    ChannelFailed,
+    Sent,
+    SmtpServer,
+    send_chat,
+    send_email,
+    send_sms,
+    send_voice,
+)
 from lifeline.tasks.adapters.environment_file import read_environment_file
+from lifeline.tasks.adapters.sip import SipEndpoint
+from lifeline.tasks.adapters.speech import SpeechFailed, speak
 from lifeline.tasks.run.adapter_inputs import aws_session
 from lifeline.tasks.run.deliveries import Delivery, mask_recipient
 from lifeline.tasks.run.ledger import Deliveries
@@ -146,7 +163,7 @@ class Notifier:
         for attempt in range(1, channel.attempts + 1):
             started = time.monotonic()
             try:
-                sent = self._send(channel_name, channel, address, subject, body)
+                sent = self._send(channel_name, channel, address, subject, body, contact.language)
             except ChannelFailed as failure:
                 self._record(Delivery(**base, status="failed", attempt=attempt, answer=failure.answer,
                                       latency_seconds=round(time.monotonic() - started, 3)))
@@ -170,19 +187,32 @@ class Notifier:
     def _address(self, name: str, channel, contact: Contact) -> str | None:
         if name in contact.addresses:
             return contact.addresses[name]
-        if isinstance(channel, SmsChannel | ManualChannel):
+        if isinstance(channel, SmsChannel | ManualChannel | VoiceChannel):
             return contact.phones[0] if contact.phones else None
         if isinstance(channel, EmailChannel):
             return contact.email
         return self._chat_url(name, channel)
 
-    def _send(self, name: str, channel, address: str, subject: str, body: str) -> Sent:
+    def _send(self, name: str, channel, address: str, subject: str, body: str, language: str) -> Sent:
         if isinstance(channel, SmsChannel):
             return send_sms(self._aws(), address, body, channel.sender_id)
         if isinstance(channel, EmailChannel):
             return send_email(self._smtp(name, channel), address, subject, body)
+        if isinstance(channel, VoiceChannel):
+            return self._call(channel, address, body, language)
         assert isinstance(channel, ChatChannel)
         return send_chat(address, subject, body, channel.timeout_seconds, shown_as=f"chat {name}")
+
+    def _call(self, channel: VoiceChannel, number: str, body: str, language: str) -> Sent:
+        telephony = self.plan.telephony
+        if telephony is None:
+            raise ChannelFailed("voice: the plan has no `telephony` section (its SBC places the calls)", transient=False)
+        try:
+            spoken = speak([(language, body)])
+        except SpeechFailed as error:
+            raise ChannelFailed(f"voice: {error}", transient=False) from None
+        return send_voice(SipEndpoint(telephony.sbc.address, telephony.sbc.port), number, channel.caller_id,
+                          spoken.audio, channel.ring_seconds)
 
     def _record(self, delivery: Delivery) -> None:
         with self._lock:

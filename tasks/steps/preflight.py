@@ -23,6 +23,7 @@ from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.record import Journal, utc_now
 from lifeline.tasks.steps.pitr import archive_lag
 from lifeline.tasks.steps.repositories import dataset_tags, open_repository, snapshot_file_present
+from lifeline.tasks.steps.telephony import sbc_ready
 from pydantic import BaseModel
 
 
@@ -213,6 +214,8 @@ def _site_and_cloud_probes(plan: Plan, site: str) -> list[Probe]:
         probes.append(("aws credentials", lambda: _credentials(aws)))
         if plan.dns is not None:
             probes.append((f"dns zone {plan.dns.zone}", lambda: _dns_zone(aws, plan)))
+    if plan.telephony is not None and site in plan.telephony.sites:
+        probes.append((f"sbc {plan.telephony.sbc.address}", lambda: sbc_ready(plan, site)))
     return probes
 
 

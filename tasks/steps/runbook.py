@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from lifeline.configs.plan import Plan
 from lifeline.configs.recovery import (
+    AgentsReadyStep,
+    AnnouncementStep,
     ApprovalStep,
     DnsSwitchStep,
     FenceStep,
@@ -18,13 +20,14 @@ from lifeline.configs.recovery import (
     PromoteStep,
     RecoveryStep,
     RestoreStep,
+    SipRouteStep,
     SshStep,
     StepGroup,
     VerifyStep,
     WaitStep,
 )
 from lifeline.tasks.run.record import Journal
-from lifeline.tasks.steps import communication, failover
+from lifeline.tasks.steps import communication, failover, telephony
 from lifeline.tasks.steps.verification import wait_until_recovered
 from prefect.futures import PrefectFuture
 
@@ -53,6 +56,12 @@ def step_title(definition: RecoveryStep, source: str, target: str) -> str:
             return "approval"
         case WaitStep():
             return f"wait {definition.seconds:g} s"
+        case SipRouteStep():
+            return f"route calls to {definition.to or target}"
+        case AgentsReadyStep():
+            return f"agents ready at {definition.site or target}"
+        case AnnouncementStep():
+            return f"announcement at {definition.site or target}"
     return definition.type
 
 
@@ -85,6 +94,12 @@ def submit_step(plan: Plan, definition: RecoveryStep, journal: Journal, *, sourc
             task, arguments = failover.wait, (definition.seconds,)
         case VerifyStep():
             task, arguments = wait_until_recovered, (plan, definition.site or target)
+        case SipRouteStep():
+            task, arguments = telephony.route_calls, (plan, definition.to or target)
+        case AgentsReadyStep():
+            task, arguments = telephony.wait_for_agents, (plan, definition.site or target, definition.count)
+        case AnnouncementStep():
+            task, arguments = telephony.put_up_announcement, (plan, definition.site or target)
         case _:
             raise ValueError(f"step type {definition.type} runs in the flow itself, not as a submitted task")
     return task.with_options(**options).submit(*arguments, **common)
@@ -156,5 +171,17 @@ def _resolved(plan: Plan, definition: RecoveryStep, target: str) -> str:
             return f"ssh {definition.host}: {' '.join(definition.command)}"
         case HttpStep():
             return f"{definition.method} {definition.url} {json.dumps(definition.json_body) if definition.json_body else ''}".strip()
+        case SipRouteStep() if plan.telephony is not None:
+            site = definition.to or target
+            return (f"SBC {plan.telephony.sbc.rpc_url}: dispatcher.set_state a {plan.telephony.sbc.dispatcher_group} "
+                    f"{plan.telephony.sites[site].destination}, the others i; then a test call to "
+                    f"{plan.telephony.service_number} must be answered at {site}")
+        case AgentsReadyStep() if plan.telephony is not None:
+            site = definition.site or target
+            return (f"wait until {definition.count or plan.telephony.sites[site].agents_required} agents are "
+                    f"registered @{plan.telephony.sites[site].agents_domain}")
+        case AnnouncementStep() if plan.telephony is not None:
+            site = plan.telephony.sites[definition.site or target]
+            return f"espeak-ng + sox → 8 kHz µ-law; sftp {site.ivr_host}:{site.announcement_path}"
         case _:
             return definition.model_dump_json(exclude_none=True)

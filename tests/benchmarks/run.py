@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, str] = {
     "scale_out": "tests.benchmarks.scale_out",
     "warning": "tests.benchmarks.warning",
     "pitr": "tests.benchmarks.pitr",
+    "telephony": "tests.benchmarks.telephony",
 }
 EXIT_BAD_USAGE = 2
 
