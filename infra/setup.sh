@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Sets up everything Lifeline and its lab need on a fresh Debian/Ubuntu machine:
 # restic, OpenSSH, PostgreSQL server and client programs, pgBackRest, nginx (the lab's TLS in front of its S3),
-# Kamailio and SIPp (the lab's carrier SBC and its agents' registrations), iproute2, then the Python
+# Kamailio and SIPp (the lab's carrier SBC and SIP agents), espeak-ng and sox (spoken announcements),
+# iproute2, then the Python
 # environment from the lock file. Safe to run again; installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(restic openssh-server openssh-client postgresql postgresql-client pgbackrest nginx-light kamailio sip-tester iproute2 procps util-linux passwd ca-certificates curl chromium)
+packages=(restic openssh-server openssh-client postgresql postgresql-client pgbackrest nginx-light kamailio sip-tester espeak-ng sox iproute2 procps util-linux passwd ca-certificates curl chromium)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

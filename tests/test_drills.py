@@ -37,7 +37,7 @@ from lifeline.tasks.run.record import RunRecord
 from lifeline.tasks.steps import drills
 
 from tests.helpers import ledger, run_cli, step_named, tree
-from tests.lab_fixtures import FreshBackups, Lab, in_recovery
+from tests.lab_fixtures import FreshBackups, Lab, call_log, in_recovery
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_server")]
 
@@ -130,6 +130,12 @@ def test_failover_scenario_runs_end_to_end_and_the_lab_is_normal_afterwards(norm
     sentinel = step_named(record, "verify sentinel")
     assert (sentinel.status, sentinel.detail["row_survived"]) == ("completed", True)
     assert step_named(record, "promote crm at dr").status == "completed"
+    # The carrier's calls went to dr, and the affected customers are the callers whose SIP calls were lost.
+    assert step_named(record, "route calls to dr").status == "completed"
+    [(callers,)] = call_log(lab, "SELECT count(DISTINCT caller_id) FROM calls_log WHERE outcome IN "
+                                 "('failed', 'abandoned') AND placed_at BETWEEN %s AND %s",
+                            record.incident_at, record.recovered_at)
+    assert record.impact_source == "call_log" and record.affected_customers == callers > 0
     # Back to normal by Lifeline's own failback, recorded as a run of its own.
     back = step_named(record, "return to normal")
     assert back.status == "completed" and back.detail["problems"] == []

@@ -84,15 +84,19 @@ def test_verify_site_exits_0_when_healthy_and_1_naming_the_unhealthy_service(nor
     assert healthy.returncode == 0, healthy.stderr
     record = json.loads(healthy.stdout)
     assert (record["kind"], record["status"]) == ("verify", "completed")
-    assert [(step["name"], step["status"]) for step in record["steps"]] == [("crm-main: crm main health", "completed")]
+    assert sorted((step["name"], step["status"]) for step in record["steps"]) == [
+        ("crm-main: crm main health", "completed"), ("phone-main: test call answered at main", "completed")]
 
     fault("main-service-down", normal_lab.home)
     broken = run_cli("verify", "--plan", plan, "--site", "main", "--json")
     assert broken.returncode == 1, broken.stderr
     record = json.loads(broken.stdout)
     assert record["status"] == "failed" and "crm-main" in record["error"]
-    [step] = record["steps"]
-    assert (step["name"], step["status"], step["detail"]["critical"]) == ("crm-main: crm main health", "failed", True)
+    steps = {step["name"]: step for step in record["steps"]}
+    assert (steps["crm-main: crm main health"]["status"], steps["crm-main: crm main health"]["detail"]["critical"]) \
+        == ("failed", True)
+    # main's PBX cannot record the call in its CRM: the test call is refused, and the phone service fails with it
+    assert steps["phone-main: test call answered at main"]["status"] == "failed"
     assert "crm-main" in one_line_error(broken.stderr)
     normal_lab.restore_normal()
 

@@ -37,6 +37,7 @@ from lifeline.infra.lab import aws as lab_aws
 from lifeline.infra.lab.processes import is_alive, port_open, run, wait_until
 from lifeline.infra.lab.smtp import received_messages
 from lifeline.infra.lab.state import COMPONENT_SIDES, site_components
+from lifeline.tasks.adapters.sip import SipEndpoint, place_call
 
 from tests.lab_fixtures import Lab, new_lab_home
 
@@ -376,10 +377,18 @@ def test_netns_lab_reaches_sites_from_ops_and_cuts_links() -> None:
                 client.close()
 
         assert context.in_ops(ssh_main_from_ops) == context.state.user
+        sbc = SipEndpoint(context.address("ops"), context.state.ports.sip)
         fault("replication-cut", home)
         assert netns.link_states() == {"main-ops": True, "dr-ops": True, "main-dr": False, "main-trunk": True,
                                        "dr-trunk": True}
         assert context.in_ops(ssh_main_from_ops) == context.state.user  # ops still reaches main
+        heal(home, **QUIET)
+        answered = context.in_ops(lambda: place_call(sbc, "4008001234", "+8613800000001", answer_timeout=3))
+        assert answered.outcome == "answered" and answered.headers["x-lifeline-site"] == "main", answered.summary
+        fault("trunk-cut", home)  # the carrier's trunk to main only: calls to main fail, main's SSH still answers
+        assert netns.link_states()["main-trunk"] is False and netns.link_states()["main-ops"] is True
+        cut = context.in_ops(lambda: place_call(sbc, "4008001234", "+8613800000001", answer_timeout=3))
+        assert cut.outcome != "answered" and context.in_ops(ssh_main_from_ops) == context.state.user
         heal(home, **QUIET)
         fault("site-link-cut", home)
         assert status(home).services["main"].http_status is None  # unreachable from ops

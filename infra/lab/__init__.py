@@ -9,6 +9,8 @@ Python API (each takes ``home``; default ``$LIFELINE_HOME`` or ``~/.lifeline``; 
     heal(home) -> list[str]
     power(site, "on" | "off", home) -> list[str]
     open_lab(home) -> LabContext                     # paths, state (ports...), lab user
+    agents.login(context, site, names) / agents.logout(...) / agents.registered(context)  # SIPp at the SBC
+    kamailio.routing(context) / kamailio.set_routing(context, site, "a" | "i" | "d")       # the carrier's routing
 
 Errors: LabUsageError (exit 2), LabError (exit 1).
 """

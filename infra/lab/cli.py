@@ -20,8 +20,8 @@ lab_app = typer.Typer(help="The two-site call-centre lab.", no_args_is_help=True
                       add_completion=False)
 Result = TypeVar("Result")
 HOME_KEY = "lifeline.infra.lab.home"
-FAULT_NAMES = ("main-db-down | main-service-down | main-ssh-down | main-unreachable | recordings-lost | "
-               "main-compromised | site-link-cut | replication-cut | sms-down | email-down | chat-down")
+FAULT_NAMES = ("main-db-down | main-service-down | main-ssh-down | main-pbx-down | main-unreachable | recordings-lost | "
+               "main-compromised | site-link-cut | replication-cut | trunk-cut | sms-down | email-down | chat-down")
 
 
 def _home(context: typer.Context) -> Path | None:
