@@ -11,8 +11,8 @@ failback:
 
 - **SIP cut-over**: the lab plan's default runbook: promote, then DNS switch, `sip_route` (dispatcher state
   over JSON-RPC, then a test call answered at dr) and the IVR announcement, then `agents_ready`;
-- **DNS only**: the same plan with its runbook cut to promote and DNS switch: the carrier goes on sending
-  the calls to main.
+- **DNS only**: the plan as it was before telephony (no `telephony` section, no phone services, a runbook of
+  promote and DNS switch): the carrier goes on sending the calls to main.
 """
 
 from __future__ import annotations
@@ -45,8 +45,17 @@ class Run:
 
 
 def dns_only_plan(lab: LabRun) -> Path:
-    """The lab's plan with an explicit runbook of promote and DNS switch: no SIP cut-over."""
+    """The lab's plan as it was before telephony: no `telephony` section, no phone services (a test call
+    could never be answered at dr, and verification would wait for it), a runbook of promote and DNS switch."""
     document = yaml.safe_load(lab.plan.read_text())
+    document.pop("telephony")
+    document["services"] = {name: service for name, service in document["services"].items()
+                            if not name.startswith("phone-")}
+    for component in document.get("status_page", {}).get("components", {}).values():
+        component["services"] = [name for name in component["services"] if not name.startswith("phone-")]
+    document["channels"].pop("voice")
+    document["audiences"] = {name: audience for name, audience in document["audiences"].items()
+                             if "voice" not in audience["channels"]}
     document["recovery"]["failover"] = [
         {"name": "promote", "steps": [{"type": "postgres_promote", "database": "crm"}]},
         {"name": "switch", "steps": [{"type": "dns_switch"}]},
