@@ -50,8 +50,10 @@ class Telephony(PlanModel):
                                     "then English; fields: plan, hotline, site.")
 
     def site_answering(self, answered_by: str | None) -> str | None:
-        """The site whose destination is `answered_by` (host:port of the answering PBX)."""
+        """The site whose destination is `answered_by` (host:port of the answering PBX; SIP's port 5060 when
+        the destination names none)."""
         for name, site in self.sites.items():
-            if answered_by and site.destination.split(":", 1)[1].split(";")[0].split("@")[-1] == answered_by:
+            host_port = site.destination.split(":", 1)[1].split(";")[0].split("@")[-1]
+            if answered_by and (host_port if ":" in host_port else f"{host_port}:5060") == answered_by:
                 return name
         return None

@@ -129,3 +129,14 @@ def test_telephony_steps_and_a_voice_channel_need_the_telephony_section(tmp_path
     messages_by_field = {problem.field: problem.message for problem in refused.value.problems}
     assert "telephony.sites.elsewhere" in messages_by_field and "telephony.sites.elsewhere.ivr_host" in messages_by_field
     assert "missing_field" in messages_by_field["telephony.announcement.en.body"]
+
+
+def test_the_answering_site_is_found_by_its_destination() -> None:
+    from lifeline.configs.telephony import Telephony
+
+    telephony = Telephony(sbc={"address": "10.0.0.5", "rpc_url": "http://10.0.0.5:5061/RPC"}, service_number="400",
+                          sites={"main": {"destination": "sip:10.0.1.20:5062"},
+                                 "dr": {"destination": "sip:pbx.dr.example;transport=udp"}})
+    assert telephony.site_answering("10.0.1.20:5062") == "main"
+    assert telephony.site_answering("pbx.dr.example:5060") == "dr"
+    assert telephony.site_answering("10.0.1.20:5063") is None and telephony.site_answering(None) is None
