@@ -13,9 +13,9 @@ from lifeline.configs.messages import Localized, Message
 from pydantic import Field
 
 ANNOUNCEMENT = Localized(
-    zh=Message(body="您好，这里是{{ plan }}。因突发事件，我们正在备用中心为您服务，等待时间可能较长。紧急求助请拨打 {{ hotline }}。"),
-    en=Message(body="Hello, this is {{ plan }}. Because of an emergency we are serving you from our backup centre; "
-                    "waiting times may be longer. For urgent help, call {{ hotline }}."),
+    zh=Message(body="因突发事件，我们正在备用中心为您服务，等待时间可能较长。紧急求助请拨打 {{ hotline }}。"),
+    en=Message(body="Because of an emergency we are serving you from our backup centre; waiting times may be longer. "
+                    "For urgent help, call {{ hotline }}."),
 )
 ANNOUNCEMENT_FIELDS = {"plan": "callcenter-east", "hotline": "+861012345678", "site": "dr"}
 

@@ -51,7 +51,7 @@ if [[ ${LIFELINE_DEMO_FAILOVER:-1} == 1 ]]; then
   lifeline lab fault main-db-down >/dev/null
   lifeline failover --yes --reason "demo: main database down" --json > "$scratch/failover.json"
   step "A customer calls: the carrier now routes to dr, whose IVR plays the emergency announcement"
-  lifeline call --listen 30
+  lifeline call --listen 20
   step "Failing back to main"
   lifeline failback --yes --reason "demo: main repaired" --json > "$scratch/failback.json"
   cat "$scratch/failover.json" "$scratch/failback.json"

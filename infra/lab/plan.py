@@ -159,6 +159,9 @@ def lab_telephony_values(context: LabContext) -> dict[str, Any]:
                 "dispatcher_group": 1},
         "service_number": SERVICE_NUMBER,
         "test_caller_id": TEST_CALLER_ID,
+        # short, so that a test call hears all of it in seconds (the default names the hotline in both languages)
+        "announcement": {"zh": {"body": "您好，{{ site }} 备用中心正在为您服务。"},
+                         "en": {"body": "Hello, our {{ site }} backup centre is serving you."}},
         "sites": {site: {"destination": f"sip:{pbx_address(context, site)}", "agents_domain": f"{site}.lab",
                          "agents_required": AGENTS_REQUIRED, "ivr_host": site,
                          "announcement_path": str(context.paths.ivr_dir(site) / "emergency.ulaw")}
