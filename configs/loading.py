@@ -208,6 +208,11 @@ def telephony_problems(plan: Plan, names: Names) -> list[Problem]:
         problems += names.dangling(f"{where}.ivr_host", site.ivr_host, "hosts")
         if (site.ivr_host is None) != (site.announcement_path is None):
             problems.append(Problem(where, "give both ivr_host and announcement_path, or neither"))
+        if plan.services and not any(check.type == "sip" for service in plan.services.values()
+                                     if service.site == site_name and service.critical for check in service.checks):
+            problems.append(Problem(where, f"no critical service at {site_name} has a `sip` check: a failover there "
+                                    "would count as recovered without one call answered (add e.g. "
+                                    f"services.phone-{site_name} with a sip check)"))
     for field, message in template_problems("announcement", plan.telephony.announcement, ANNOUNCEMENT_FIELDS):
         problems.append(Problem(f"telephony.announcement.{field}", message))
     return problems

@@ -124,11 +124,14 @@ def test_telephony_steps_and_a_voice_channel_need_the_telephony_section(tmp_path
                              "sites": {"main": {"destination": "sip:127.0.0.1:5062"},
                                        "elsewhere": {"destination": "sip:127.0.0.1:5063", "ivr_host": "nowhere"}},
                              "announcement": {"zh": {"body": "{{ plan }}"}, "en": {"body": "{{ missing_field }}"}}}
+    document["services"] = {"crm-main": {"site": "main", "checks": [{"type": "http", "url": "http://127.0.0.1:1/health"}]}}
     with pytest.raises(PlanInvalid) as refused:
         load_plan(write_plan(tmp_path, document))
     messages_by_field = {problem.field: problem.message for problem in refused.value.problems}
     assert "telephony.sites.elsewhere" in messages_by_field and "telephony.sites.elsewhere.ivr_host" in messages_by_field
     assert "missing_field" in messages_by_field["telephony.announcement.en.body"]
+    # main's services have no test call: its RTO could end with the phones dead
+    assert "`sip` check" in messages_by_field["telephony.sites.main"]
 
 
 def test_the_answering_site_is_found_by_its_destination() -> None:
