@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from lifeline.infra.lab.state import free_ports  # at import: two threads importing it late deadlocked
+from lifeline.infra.lab.ports import free_ports  # at import: two threads importing it late deadlocked
 
 
 def free_port() -> int:

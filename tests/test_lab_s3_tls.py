@@ -18,8 +18,8 @@ from cryptography import x509
 from lifeline.configs.loading import load_plan
 from lifeline.infra.lab import aws as lab_aws
 from lifeline.infra.lab import components, heal, postgres, up
+from lifeline.infra.lab.ports import Ports
 from lifeline.infra.lab.processes import run, wait_until
-from lifeline.infra.lab.state import Ports
 
 from tests.lab_fixtures import Lab
 

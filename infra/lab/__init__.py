@@ -21,8 +21,9 @@ from pathlib import Path
 
 from .context import LabContext
 from .lab import down, fault, heal, open_lab, power, up
+from .ports import Ports
 from .processes import LabError, LabUsageError
-from .state import LabPaths, LabState, Ports, lifeline_home, load_channel_faults, load_faults
+from .state import LabPaths, LabState, lifeline_home, load_channel_faults, load_faults
 from .status import LabStatus
 from .status import status as _status
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lifeline.tasks.adapters.sip.sbc import registered_in
 
-from . import kamailio
+from . import kamailio, kamailio_config
 from .context import LabContext
 from .processes import LabError, LabUsageError, run
 from .state import SITES
@@ -64,7 +64,7 @@ REGISTER_SCENARIO = """<?xml version="1.0" encoding="UTF-8" ?>
 
 
 def domain(site: str) -> str:
-    return kamailio.agents_domain(site)
+    return kamailio_config.agents_domain(site)
 
 
 def _check(site: str, agents: list[str]) -> None:

@@ -16,6 +16,7 @@ import sys
 from . import kamailio, postgres, s3_tls, sshd
 from .context import LabContext
 from .pbx import listen_address
+from .ports import port_free
 from .processes import (
     LabError,
     is_alive,
@@ -42,6 +43,7 @@ PYTHON_MODULES: dict[str, str] = {
     "phones": "lifeline.infra.lab.phones",
 }
 SITE_ARGUMENT = ("service-", "pbx-")  # components that take --site
+NATIVE_DAEMONS = {"s3-tls": s3_tls.start, "kamailio": kamailio.start}  # Debian's programs, with configs the lab writes
 
 
 def side(name: str) -> str:
@@ -124,11 +126,11 @@ def check_port_free(context: LabContext, name: str) -> None:
         ops = context.address("ops")
         if context.probe_port("ops", ports.sip_rpc):
             taken.append(ports.sip_rpc)
-        if not context.in_side("ops", lambda: kamailio.udp_port_free(ops, ports.sip)):
+        if not context.in_side("ops", lambda: port_free(ports.sip, ops)):
             taken.append(ports.sip)
     elif name.startswith("pbx-") or name == "phones":
         address, udp_port = host(context, name), context.state.ports.for_component(name)
-        if not context.in_side(side(name), lambda: kamailio.udp_port_free(address, udp_port)):
+        if not context.in_side(side(name), lambda: port_free(udp_port, address)):
             taken.append(udp_port)
     elif (listening_port := port(context, name)) is not None and context.probe_port(side(name), listening_port):
         taken.append(listening_port)
@@ -187,19 +189,12 @@ def start(context: LabContext, name: str) -> int:
     running = pid(context, name)
     if running:
         return running
-    if name == "s3-tls":
+    if name in NATIVE_DAEMONS:
         check_port_free(context, name)
-        started = s3_tls.start(context)
+        started = NATIVE_DAEMONS[name](context)
         if not wait_until(lambda: listening(context, name) or not is_alive(started), 10, 0.05) or \
                 not is_alive(started):
-            raise LabError(f"s3-tls did not come up: {log_tail(context.paths.log_file(name))}")
-        return started
-    if name == "kamailio":
-        check_port_free(context, name)
-        started = kamailio.start(context)
-        if not wait_until(lambda: listening(context, name) or not is_alive(started), 10, 0.05) or \
-                not is_alive(started):
-            raise LabError(f"kamailio did not come up: {log_tail(context.paths.log_file(name))}")
+            raise LabError(f"{name} did not come up: {log_tail(context.paths.log_file(name))}")
         return started
     started = start_python(context, name)
     wait_python(context, name, started)
