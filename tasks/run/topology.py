@@ -82,10 +82,9 @@ def calls_routed_to(plan: Plan, site: str) -> bool | None:
     if plan.telephony is None or site not in plan.telephony.sites:
         return None
     try:
-        destinations = KamailioRpc(plan.telephony.sbc.rpc_url).destinations(plan.telephony.sbc.dispatcher_group)
+        states = KamailioRpc(plan.telephony.sbc.rpc_url).states(plan.telephony.sbc.dispatcher_group)
     except SbcError:  # unknown: the failover's sip_route step will find out and say so
         return None
-    states = {destination.uri: destination.state for destination in destinations}
     return all((states.get(entry.destination) == "active") == (name == site)
                for name, entry in plan.telephony.sites.items())
 

@@ -51,7 +51,7 @@ def place_test_call(telephony: Telephony, *, record_seconds: float = 0.0):
 def routed_sites(telephony: Telephony) -> list[str] | str:
     """The sites the SBC sends the service number to now, or why that cannot be read."""
     try:
-        states = {d.uri: d.state for d in sbc_of(telephony).destinations(telephony.sbc.dispatcher_group)}
+        states = sbc_of(telephony).states(telephony.sbc.dispatcher_group)
     except SbcError as error:
         return str(error)
     return [name for name, entry in telephony.sites.items() if states.get(entry.destination) == "active"]
@@ -65,7 +65,7 @@ def route_calls(plan: Plan, site: str) -> StepOutcome:
     rpc, group = sbc_of(telephony), telephony.sbc.dispatcher_group
     wanted = {name: ("active" if name == site else "inactive") for name in telephony.sites}
     uris = {name: entry.destination for name, entry in telephony.sites.items()}
-    before = {destination.uri: destination.state for destination in rpc.destinations(group)}
+    before = rpc.states(group)
     missing = [f"telephony.sites.{name}.destination {uri}" for name, uri in uris.items() if uri not in before]
     if missing:
         raise TelephonyFailed(f"the SBC's dispatcher group {group} does not list {', '.join(missing)}: "
@@ -74,7 +74,7 @@ def route_calls(plan: Plan, site: str) -> StepOutcome:
     changed = [name for name in order if before[uris[name]] != wanted[name]]
     for name in changed:
         rpc.set_state(group, uris[name], wanted[name])  # type: ignore[arg-type]
-    after = {destination.uri: destination.state for destination in rpc.destinations(group)}
+    after = rpc.states(group)
     wrong = [f"{name} is {after.get(uris[name])}" for name in wanted if after.get(uris[name]) != wanted[name]]
     if wrong:
         raise TelephonyFailed(f"the SBC did not keep the routing to {site}: {'; '.join(wrong)}")
@@ -93,7 +93,7 @@ def sbc_ready(plan: Plan, site: str) -> tuple[bool, str]:
     """Preflight: the SBC's RPC answers and its dispatcher lists every site's PBX; agents at `site` are counted
     (they log in during the failover, so too few is said, never a refusal)."""
     telephony = telephony_of(plan)
-    listed = {d.uri: d.state for d in sbc_of(telephony).destinations(telephony.sbc.dispatcher_group)}
+    listed = sbc_of(telephony).states(telephony.sbc.dispatcher_group)
     states = {name: listed.get(entry.destination) for name, entry in telephony.sites.items()}
     missing = [name for name, state in states.items() if state is None]
     routing = ", ".join(f"{name} {state}" for name, state in states.items() if state)

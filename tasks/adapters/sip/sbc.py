@@ -64,6 +64,10 @@ class KamailioRpc:
         """The dispatcher's destinations of `group`, as the SBC holds them now."""
         return destinations_in(self.call("dispatcher.list"), group)
 
+    def states(self, group: int) -> dict[str, DestinationState]:
+        """URI → state of each destination of `group`."""
+        return {destination.uri: destination.state for destination in self.destinations(group)}
+
     def set_state(self, group: int, uri: str, state: DestinationState) -> None:
         self.call("dispatcher.set_state", STATE_LETTERS[state], group, uri)
 
