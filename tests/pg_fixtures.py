@@ -171,6 +171,12 @@ def start_postgres_server(base_dir: Path, bin_dir: Path | None = None) -> Postgr
     return server
 
 
+def start_stopped_postgres_server(server: PostgresServer) -> None:
+    start = [str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-l", str(server.log_file), "-w", "-t", "30",
+             "start"]
+    _run(_as_cluster_user(start, _cluster_user()), server.cluster_dir)
+
+
 def stop_postgres_server(server: PostgresServer) -> None:
     owner = _cluster_user()
     _run(_as_cluster_user([str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-m", "immediate",

@@ -258,13 +258,13 @@ def test_a_drill_refuses_while_another_run_holds_the_plan_and_changes_nothing(no
     settings = load_settings()
     before = len(ledger().runs(plan=plan_name(lab), last=1000))
 
-    with plan_lock(settings.locks_dir, plan_name(lab), "failover"):
+    with plan_lock(settings.locks_dir, plan_name(lab), "failover", "0123456789ab"):
         refused = run_cli("drill", "--scenario", "system-crash", "--plan", str(lab.plan), "--json")
 
     assert refused.returncode == 2, refused.stderr
     assert refused.stdout == ""
     message = refused.stderr.strip().splitlines()[-1]
-    assert message.startswith("lifeline: ") and f"a failover run (pid {os.getpid()}," in message
+    assert message.startswith("lifeline: ") and f"failover run 0123456789ab (pid {os.getpid()}," in message
     assert "refusing to start a drill" in message and "Traceback" not in refused.stderr
     assert len(ledger().runs(plan=plan_name(lab), last=1000)) == before
     assert_back_to_normal(lab)

@@ -27,6 +27,7 @@ from lifeline.flows.cli.common import (  # noqa: F401 - re-exported: tests and t
     parse_time,
     plan_path,
 )
+from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run.record import RunKind
 
 
@@ -350,7 +351,10 @@ def run_and_report(flow_function, as_json: bool, **parameters) -> str:
             error = KeyboardInterrupt()
         except Exception as raised:  # the run's failure: reported below in one line
             error = raised
-    record = Ledger(load_settings().ledger).run(record_id)
+    try:
+        record = Ledger(load_settings().ledger).run(record_id)
+    except LifelineError as ledger_error:  # the ledger away or refusing: say that, once, instead of the record
+        record, error = None, error or ledger_error
     if record is not None:
         if as_json:
             typer.echo(record.model_dump_json(indent=2))

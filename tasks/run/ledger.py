@@ -7,12 +7,16 @@ own database is not the ledger: ephemeral Prefect runs do not keep all task hist
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.adapters.probes import redact_url
 from lifeline.tasks.run.deliveries import Acknowledgement, Delivery, EscalationState
 from lifeline.tasks.run.record import RunRecord, utc_now
 from pydantic import BaseModel, Field
@@ -175,13 +179,73 @@ def _add_missing_columns(engine: sqlalchemy.Engine) -> None:
             index.create(engine, checkfirst=True)
 
 
+class LedgerUnreachable(LifelineError):
+    transient = True
+
+
+class LedgerRefused(LifelineError):
+    user_error = True  # a wrong URL, password or database name in the settings: waiting changes nothing
+
+
+# What a database that is away (restarting, its host unreachable, the SQLite file locked) answers, as opposed
+# to one that refuses us (a wrong password, no such database): only the first is worth waiting for.
+AWAY = ("connection refused", "could not connect", "server closed the connection", "terminating connection",
+        "connection reset", "timeout expired", "the database system is", "database is locked",
+        "no such file or directory", "connection timed out", "no route to host")
+PATIENCE_SECONDS = 60.0
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _is_operational(error: BaseException) -> bool:
+    import sqlalchemy
+
+    return isinstance(error, sqlalchemy.exc.OperationalError)
+
+
+def _is_away(error: BaseException) -> bool:
+    return _is_operational(error) and any(sign in str(error).lower() for sign in AWAY)
+
+
 class Ledger:
-    def __init__(self, url: str):
+    def __init__(self, url: str, patience_seconds: float = PATIENCE_SECONDS):
+        """`patience_seconds`: how long to wait for a database that is away before saying so."""
         self.url = url
+        self.patience_seconds = patience_seconds
 
     @property
     def engine(self) -> sqlalchemy.Engine:
         return _engine(self.url)
+
+    def _connected(self) -> sqlalchemy.Connection:
+        """A connection, waiting up to `patience_seconds` while the database is away (never once a statement
+        has run: nothing is written twice)."""
+        deadline = time.monotonic() + self.patience_seconds
+        while True:
+            try:
+                return self.engine.connect()
+            except Exception as error:
+                if not _is_away(error):
+                    if _is_operational(error):
+                        raise LedgerRefused(f"the ledger's database {redact_url(self.url)} refused us: "
+                                            f"{_one_line(error)}") from None
+                    raise
+                if time.monotonic() >= deadline:
+                    waited = f" for {self.patience_seconds:.0f} s" if self.patience_seconds else ""
+                    raise LedgerUnreachable(f"the ledger's database {redact_url(self.url)} could not be reached"
+                                            f"{waited}: {_one_line(error)}") from None
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlalchemy.Connection]:
+        with self._connected() as connection, connection.begin():
+            yield connection
+
+    def connection(self) -> sqlalchemy.Connection:
+        return self._connected()
 
     def save_run(self, record: RunRecord) -> None:
         row = {
@@ -194,7 +258,7 @@ class Ledger:
             "parent_id": record.parent_id,
         }
         runs_table = _sql().runs
-        with self.engine.begin() as connection:
+        with self.transaction() as connection:
             updated = connection.execute(
                 runs_table.update().where(runs_table.c.id == record.id).values(**row)
             ).rowcount
@@ -216,13 +280,13 @@ class Ledger:
             query = query.where(runs_table.c.parent_id.is_(None))
         if last:
             query = query.limit(last)
-        with self.engine.connect() as connection:
+        with self.connection() as connection:
             return [RunRecord.model_validate_json(text) for (text,) in connection.execute(query)]
 
     def run(self, run_id: str) -> RunRecord | None:
         runs_table = _sql().runs
         query = runs_table.select().with_only_columns(runs_table.c.record).where(runs_table.c.id.startswith(run_id))
-        with self.engine.connect() as connection:
+        with self.connection() as connection:
             rows = connection.execute(query).all()
         return RunRecord.model_validate_json(rows[0][0]) if len(rows) == 1 else None
 
@@ -231,12 +295,12 @@ class Ledger:
         runs_table = _sql().runs
         query = (runs_table.select().with_only_columns(runs_table.c.record)
                  .where(runs_table.c.parent_id == parent_id).order_by(runs_table.c.started_at))
-        with self.engine.connect() as connection:
+        with self.connection() as connection:
             return [RunRecord.model_validate_json(text) for (text,) in connection.execute(query)]
 
     def record_snapshots(self, facts: Iterable[SnapshotFacts]) -> None:
         snapshots_table = _sql().snapshots
-        with self.engine.begin() as connection:
+        with self.transaction() as connection:
             for fact in facts:
                 connection.execute(snapshots_table.delete().where(snapshots_table.c.snapshot_id == fact.snapshot_id))
                 connection.execute(
@@ -255,7 +319,7 @@ class Ledger:
         snapshots_table = _sql().snapshots
         query = snapshots_table.select().with_only_columns(snapshots_table.c.facts).where(
             snapshots_table.c.snapshot_id == snapshot_id)
-        with self.engine.connect() as connection:
+        with self.connection() as connection:
             row = connection.execute(query).first()
         return SnapshotFacts.model_validate_json(row[0]) if row else None
 
@@ -268,13 +332,13 @@ class Ledger:
         )
         if before is not None:
             query = query.where(snapshots_table.c.recorded_at < _iso(before))
-        with self.engine.connect() as connection:
+        with self.connection() as connection:
             return [SnapshotFacts.model_validate_json(text) for (text,) in connection.execute(query)]
 
     def record_maintenance(self, repository: str, operation: str, at: datetime, run_id: str) -> None:
         table = _sql().maintenance
         key = (table.c.repository == repository) & (table.c.operation == operation)
-        with self.engine.begin() as connection:
+        with self.transaction() as connection:
             connection.execute(table.delete().where(key))
             connection.execute(table.insert().values(repository=repository, operation=operation, at=_iso(at),
                                                      run_id=run_id))
@@ -283,7 +347,7 @@ class Ledger:
         table = _sql().maintenance
         query = table.select().with_only_columns(table.c.at).where(
             table.c.repository == repository, table.c.operation == operation)
-        with self.engine.connect() as connection:
+        with self.connection() as connection:
             row = connection.execute(query).first()
         return datetime.fromisoformat(row[0]) if row else None
 
@@ -292,18 +356,18 @@ class Deliveries:
     """The deliveries and acknowledgements part of the ledger (same database)."""
 
     def __init__(self, ledger: Ledger) -> None:
-        self.engine = ledger.engine
+        self.ledger = ledger
 
     def record(self, delivery: Delivery) -> None:
         table = _sql().deliveries
-        with self.engine.begin() as connection:
+        with self.ledger.transaction() as connection:
             connection.execute(table.insert().values(run_id=delivery.run_id, message_id=delivery.message_id,
                                                      at=_iso(delivery.at), delivery=delivery.model_dump_json()))
 
     def confirm(self, message_id: str, by: str) -> Delivery | None:
         """A person says they delivered a manual message: its latest attempt becomes `confirmed`."""
         table = _sql().deliveries
-        with self.engine.begin() as connection:
+        with self.ledger.transaction() as connection:
             row = connection.execute(table.select().where(table.c.message_id.startswith(message_id))
                                      .order_by(table.c.id.desc())).first()
             if row is None:
@@ -320,7 +384,7 @@ class Deliveries:
     def of_run(self, run_id: str) -> list[Delivery]:
         table = _sql().deliveries
         query = table.select().with_only_columns(table.c.delivery).where(table.c.run_id == run_id).order_by(table.c.id)
-        with self.engine.connect() as connection:
+        with self.ledger.connection() as connection:
             return [Delivery.model_validate_json(text) for (text,) in connection.execute(query)]
 
     def acknowledge(self, acknowledgement: Acknowledgement) -> Acknowledgement:
@@ -332,7 +396,7 @@ class Deliveries:
 
         table = _sql().acknowledgements
         try:
-            with self.engine.begin() as connection:
+            with self.ledger.transaction() as connection:
                 connection.execute(table.insert().values(run_id=acknowledgement.run_id,
                                                          acknowledgement=acknowledgement.model_dump_json()))
         except sqlalchemy.exc.IntegrityError:  # somebody acknowledged at the same moment
@@ -342,7 +406,7 @@ class Deliveries:
     def acknowledgement(self, run_id: str) -> Acknowledgement | None:
         table = _sql().acknowledgements
         query = table.select().with_only_columns(table.c.acknowledgement).where(table.c.run_id == run_id)
-        with self.engine.connect() as connection:
+        with self.ledger.connection() as connection:
             row = connection.execute(query).first()
         return Acknowledgement.model_validate_json(row[0]) if row else None
 
@@ -355,18 +419,18 @@ class Escalations:
     """The escalations part of the ledger (same database): one row per run that escalates."""
 
     def __init__(self, ledger: Ledger) -> None:
-        self.engine = ledger.engine
+        self.ledger = ledger
 
     def save(self, state: EscalationState) -> None:
         table = _sql().escalations
         values = {"plan": state.plan, "status": state.status, "escalation": state.model_dump_json()}
-        with self.engine.begin() as connection:
+        with self.ledger.transaction() as connection:
             if connection.execute(table.update().where(table.c.run_id == state.run_id).values(**values)).rowcount == 0:
                 connection.execute(table.insert().values(run_id=state.run_id, **values))
 
     def get(self, run_id: str) -> EscalationState | None:
         table = _sql().escalations
-        with self.engine.connect() as connection:
+        with self.ledger.connection() as connection:
             row = connection.execute(table.select().with_only_columns(table.c.escalation)
                                      .where(table.c.run_id == run_id)).first()
         return EscalationState.model_validate_json(row[0]) if row else None
@@ -375,5 +439,5 @@ class Escalations:
         table = _sql().escalations
         query = table.select().with_only_columns(table.c.escalation).where(table.c.plan == plan,
                                                                             table.c.status == "open")
-        with self.engine.connect() as connection:
+        with self.ledger.connection() as connection:
             return [EscalationState.model_validate_json(text) for (text,) in connection.execute(query)]

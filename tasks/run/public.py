@@ -28,7 +28,7 @@ class TakenAlert(BaseModel):
 
 class Alerts:
     def __init__(self, ledger: Ledger) -> None:
-        self.engine = ledger.engine
+        self.ledger = ledger
 
     def take(self, taken: TakenAlert) -> tuple[bool, TakenAlert]:
         """(True, it) when this key is new; (False, the one taken first) when it is not."""
@@ -36,7 +36,7 @@ class Alerts:
 
         table = _sql().alerts
         try:
-            with self.engine.begin() as connection:
+            with self.ledger.transaction() as connection:
                 connection.execute(table.insert().values(key=taken.key, plan=taken.plan,
                                                          received_at=_iso(taken.received_at),
                                                          alert=taken.model_dump_json()))
@@ -49,18 +49,18 @@ class Alerts:
 
     def update(self, taken: TakenAlert) -> None:
         table = _sql().alerts
-        with self.engine.begin() as connection:
+        with self.ledger.transaction() as connection:
             connection.execute(table.update().where(table.c.key == taken.key).values(alert=taken.model_dump_json()))
 
     def release(self, key: str) -> None:
         """Forget a key whose run could not be started, so that the sender's retry starts it."""
         table = _sql().alerts
-        with self.engine.begin() as connection:
+        with self.ledger.transaction() as connection:
             connection.execute(table.delete().where(table.c.key == key))
 
     def get(self, key: str) -> TakenAlert | None:
         table = _sql().alerts
-        with self.engine.connect() as connection:
+        with self.ledger.connection() as connection:
             row = connection.execute(table.select().with_only_columns(table.c.alert).where(table.c.key == key)).first()
         return TakenAlert.model_validate_json(row[0]) if row else None
 
@@ -68,7 +68,7 @@ class Alerts:
         table = _sql().alerts
         query = (table.select().with_only_columns(table.c.alert).where(table.c.plan == plan)
                  .order_by(table.c.received_at.desc()).limit(last))
-        with self.engine.connect() as connection:
+        with self.ledger.connection() as connection:
             return [TakenAlert.model_validate_json(text) for (text,) in connection.execute(query)]
 
 
@@ -89,11 +89,11 @@ class StatusUpdate(BaseModel):
 
 class StatusUpdates:
     def __init__(self, ledger: Ledger) -> None:
-        self.engine = ledger.engine
+        self.ledger = ledger
 
     def add(self, update: StatusUpdate) -> None:
         table = _sql().status_updates
-        with self.engine.begin() as connection:
+        with self.ledger.transaction() as connection:
             connection.execute(table.insert().values(plan=update.plan, at=_iso(update.at),
                                                      update=update.model_dump_json()))
 
@@ -101,7 +101,7 @@ class StatusUpdates:
         """Oldest first."""
         table = _sql().status_updates
         query = table.select().with_only_columns(table.c.update).where(table.c.plan == plan).order_by(table.c.id)
-        with self.engine.connect() as connection:
+        with self.ledger.connection() as connection:
             return [StatusUpdate.model_validate_json(text) for (text,) in connection.execute(query)]
 
 
@@ -109,23 +109,23 @@ class Modes:
     """Operating modes a warning turns on for a while: `staff-shortage` (deputies approve from the start)."""
 
     def __init__(self, ledger: Ledger) -> None:
-        self.engine = ledger.engine
+        self.ledger = ledger
 
     def turn_on(self, plan: str, mode: str, until: datetime, run_id: str) -> None:
         table = _sql().modes
-        with self.engine.begin() as connection:
+        with self.ledger.transaction() as connection:
             connection.execute(table.delete().where(table.c.plan == plan, table.c.mode == mode))
             connection.execute(table.insert().values(plan=plan, mode=mode, until=_iso(until), run_id=run_id))
 
     def turn_off(self, plan: str, mode: str) -> None:
         table = _sql().modes
-        with self.engine.begin() as connection:
+        with self.ledger.transaction() as connection:
             connection.execute(table.delete().where(table.c.plan == plan, table.c.mode == mode))
 
     def active_until(self, plan: str, mode: str) -> datetime | None:
         """When the mode ends, if it is on now."""
         table = _sql().modes
-        with self.engine.connect() as connection:
+        with self.ledger.connection() as connection:
             row = connection.execute(table.select().with_only_columns(table.c.until)
                                      .where(table.c.plan == plan, table.c.mode == mode)).first()
         until = datetime.fromisoformat(row[0]) if row else None

@@ -6,6 +6,8 @@ timestamps and outcome); `RunRecord` is what the ledger stores and the artifacts
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +21,10 @@ RunKind = Literal["backup", "restore", "failover", "failback", "verify", "drill"
 Trigger = Literal["schedule", "ui", "cli", "intake"]
 StepStatus = Literal["running", "completed", "failed", "skipped", "warning"]
 RunStatus = Literal["running", "completed", "failed", "cancelled"]
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
 
 
 def utc_now() -> datetime:
@@ -39,7 +45,7 @@ class Step(BaseModel):
 
 
 class RunRecord(BaseModel):
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    id: str = Field(default_factory=new_run_id)
     kind: RunKind
     plan: str
     plan_sha256: str
@@ -47,6 +53,8 @@ class RunRecord(BaseModel):
     parent_id: str | None = None  # the run that started this one (a drill's failback); None for a run of its own
     trigger: Trigger = "cli"
     status: RunStatus = "running"
+    host: str = Field(default_factory=socket.gethostname)  # where the run's process runs ...
+    pid: int = Field(default_factory=os.getpid)  # ... and which: a run whose process is gone can be closed
     started_at: datetime = Field(default_factory=utc_now)
     ended_at: datetime | None = None
     incident_at: datetime | None = None
@@ -84,6 +92,10 @@ def _say_nothing(event: str, **fields: object) -> None:
 
 
 def _note_nothing(person: str) -> None:
+    return None
+
+
+def _keep_nothing() -> None:
     return None
 
 
@@ -128,6 +140,8 @@ class Journal:
         self.send: Callable[..., list | None] = _send_nowhere  # a runbook `notify` step; None: nobody to tell
         self.public: PublicPage = NoPublicPage()  # the status page, when the plan has one
         self.tell_contacts: Callable[..., None] = _tell_nobody  # an event to named people (an approver's deputies)
+        # Called at every step's start and end: the ledger shows how far a run got, even one whose process is killed.
+        self.on_change: Callable[[], None] = _keep_nothing
 
     def tell(self, event: str, **fields: object) -> None:
         """Announce an event of this run to the audiences the plan names for it."""
@@ -154,18 +168,21 @@ class Journal:
     def step(self, name: str) -> Iterator[Step]:
         """Time one attempt of a step; a retry of the same step counts as a further attempt."""
         step = self._attempt(name)
+        self.on_change()
         try:
             yield step
         except BaseException as error:
             with self._lock:
                 step.status, step.ended_at = "failed", utc_now()
                 step.detail["error"] = str(error) or type(error).__name__
+            self.on_change()
             raise
         with self._lock:
             step.ended_at = utc_now()
             if step.status == "running":
                 step.status = "completed"
             step.detail.pop("error", None)
+        self.on_change()
 
     def record_skipped(self, name: str, reason: str) -> None:
         now = utc_now()
@@ -173,3 +190,4 @@ class Journal:
             self.record.steps.append(
                 Step(name=name, started_at=now, ended_at=now, status="skipped", detail={"reason": reason})
             )
+        self.on_change()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.settings import Settings
+from lifeline.tasks.adapters import daemons
 from lifeline.tasks.adapters.locks import plan_lock
 from lifeline.tasks.report.artifacts import deliveries_table, record_markdown, record_table
-from lifeline.tasks.run.ledger import Deliveries, Ledger
-from lifeline.tasks.run.record import Journal, RunKind, RunRecord, Trigger, utc_now
+from lifeline.tasks.run.ledger import Deliveries, Ledger, LedgerUnreachable
+from lifeline.tasks.run.record import Journal, RunKind, RunRecord, Trigger, new_run_id, utc_now
 from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.communication import RunCommunications, communicates
 from lifeline.tasks.steps.host_slots import hosts_limited
@@ -42,16 +46,40 @@ def actual_trigger(trigger: Trigger) -> Trigger:
 EXCLUSIVE_KINDS: tuple[RunKind, ...] = ("failover", "failback", "drill")
 
 
+class ProgressSaver:
+    """Saves the record at every step's start and end, so the ledger shows how far a run got, even one whose
+    process is killed. A ledger that is away is said once and skipped: the run goes on, its closing save waits."""
+
+    def __init__(self, ledger: Ledger, record: RunRecord) -> None:
+        self.ledger, self.record = Ledger(ledger.url, patience_seconds=0), record
+        self.lock = threading.Lock()
+        self.away = False
+
+    def __call__(self) -> None:
+        with self.lock:  # one save at a time, each of the newest state: the last one written is the newest
+            try:
+                self.ledger.save_run(self.record)
+            except LedgerUnreachable as error:
+                if not self.away:
+                    get_run_logger().warning("%s; the run goes on and saves its record when it ends", error)
+                self.away = True
+                return
+            if self.away:
+                get_run_logger().info("the ledger answers again; the run's record is saved")
+            self.away = False
+
+
 @contextmanager
 def exclusive_run(
     kind: RunKind, loaded: LoadedPlan, settings: Settings, sweep: Callable[[], object] | None = None, **options
 ) -> Iterator[Journal]:
     """A failover, failback or drill: one at a time per plan (a second one refuses at once), recorded.
     `sweep` cleans up what drills left: it runs first, holding the plan lock, before the run's record opens."""
-    with plan_lock(settings.locks_dir, loaded.plan.name, kind):
+    record_id = options.pop("record_id", None) or new_run_id()
+    with plan_lock(settings.locks_dir, loaded.plan.name, kind, record_id):
         if sweep is not None:
             sweep()
-        with recorded_run(kind, loaded, settings, exclusive=True, **options) as journal:
+        with recorded_run(kind, loaded, settings, exclusive=True, record_id=record_id, **options) as journal:
             yield journal
 
 
@@ -62,12 +90,14 @@ def flow_result(journal: Journal):
     return journal.record.id
 
 
-def close_interrupted_runs(ledger: Ledger, plan: str, found_by: str) -> list[str]:
-    """Holding the plan's lock, no other failover, failback or drill of the plan is alive: a record of one
-    that still says "running" was left by a killed process, and is closed as failed."""
+def close_interrupted_runs(ledger: Ledger, plan: str, found_by: str, *, holding_the_lock: bool) -> list[str]:
+    """A record that still says "running" although its process is gone was left by a killed process, and is
+    closed as failed: any run's whose process ran on this machine and has ended; and, holding the plan's lock
+    (no other failover, failback or drill of the plan is alive), a failover's, failback's or drill's anywhere."""
     closed = []
     for stale in ledger.runs(plan=plan, status="running"):
-        if stale.kind in EXCLUSIVE_KINDS:
+        gone_here = stale.host == socket.gethostname() and stale.pid != os.getpid() and not daemons.running(stale.pid)
+        if gone_here or (holding_the_lock and stale.kind in EXCLUSIVE_KINDS):
             stale.status, stale.ended_at = "failed", utc_now()
             stale.error = f"interrupted: its process ended before the run did (closed by run {found_by})"
             ledger.save_run(stale)
@@ -97,11 +127,12 @@ def recorded_run(
     journal = Journal(record)
     ledger = Ledger(settings.ledger)
     warn_of_drill_leftovers(loaded, settings)
-    if exclusive:
-        for closed in close_interrupted_runs(ledger, loaded.plan.name, record.id):
-            get_run_logger().warning("run %s was interrupted (its process is gone): recorded as failed", closed)
+    interrupted = close_interrupted_runs(ledger, loaded.plan.name, record.id, holding_the_lock=exclusive)
+    for closed in interrupted:
+        get_run_logger().warning("run %s was interrupted (its process is gone): recorded as failed", closed)
     ledger.save_run(record)
-    communications = RunCommunications(loaded.plan, str(loaded.path), journal, ledger) \
+    journal.on_change = ProgressSaver(ledger, record)
+    communications = RunCommunications(loaded.plan, str(loaded.path), journal, ledger, carries_on=interrupted) \
         if communicates(loaded.plan) else None
     if communications is not None:
         journal.announce, journal.answered_by = communications.announce, communications.answered_by
