@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from lifeline.configs.messages import unknown_fields, written_by_hand
 from lifeline.configs.plan import Plan
@@ -52,9 +52,14 @@ def communicates(plan: Plan) -> bool:
 
 
 class RunCommunications:
-    def __init__(self, plan: Plan, plan_path: str, journal: Journal, ledger: Ledger) -> None:
+    def __init__(self, plan: Plan, plan_path: str, journal: Journal, ledger: Ledger,
+                 carries_on: Iterable[str] = ()) -> None:
+        """`carries_on`: runs this one takes over from (killed ones it closed); whom they told of an event
+        is not told of it again."""
         self.plan, self.plan_path, self.journal, self.ledger = plan, plan_path, journal, ledger
         self.deliveries = Deliveries(ledger)
+        self.told_before = {(delivery.event, delivery.contact) for run_id in carries_on
+                            for delivery in self.deliveries.of_run(run_id) if delivery.status != "failed"}
         self.notifier = Notifier(plan, journal.record.id, self.deliveries, on_delivered=self._delivered)
         self.escalations: list[threading.Thread] = []
 
@@ -70,9 +75,10 @@ class RunCommunications:
 
     def announce(self, event: str, **fields: object) -> None:
         announcement = Announcement(event, {**self.common_fields(), **fields})
-        told = self.notifier.announce(announcement)
+        told_before = frozenset(contact for told_event, contact in self.told_before if told_event == event)
+        told = self.notifier.announce(announcement, exclude=told_before)
         if event in self.plan.escalation.events and self.plan.escalation.levels and not self.acknowledged():
-            self.escalate(announcement, frozenset(recipient.contact_id for recipient in told))
+            self.escalate(announcement, told_before | {recipient.contact_id for recipient in told})
 
     def tell_contacts(self, event: str, contact_ids: list[str], level: int | None = None) -> None:
         """The event to these people, on the channels of the first audience the event goes to."""
