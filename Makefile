@@ -5,7 +5,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test bench lint
+.PHONY: setup demo test bench soak lint
 
 setup:
 	@infra/setup.sh
@@ -18,6 +18,14 @@ test: setup lint
 
 bench: setup
 	uv run --frozen python -m tests.benchmarks.run $(BENCH_ARGS)
+
+# The reliability matrix's slow part (tests/reliability/): every kill point of every flow, then two hours of
+# serving compressed into 20 minutes. KILL_ARGS / SOAK_ARGS narrow them (--flows failover; --minutes 5).
+soak: setup
+	@status=0; \
+	uv run --frozen python -m tests.reliability.kill_matrix $(KILL_ARGS) || status=1; \
+	uv run --frozen python -m tests.reliability.soak $(SOAK_ARGS) || status=1; \
+	exit $$status
 
 lint: setup
 	uv run --frozen ruff check flows tasks configs infra tests

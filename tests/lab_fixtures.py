@@ -208,6 +208,7 @@ class Write:
     site: str
     sent: float  # wall clock (time.time()), comparable with the record's timestamps
     acknowledged: float
+    row_id: int = 0  # the id the database gave the row
 
 
 @dataclass
@@ -249,9 +250,10 @@ class WriteMonitor:
                     connection = psycopg.connect(self.dsns[site], passfile=self.passfile, connect_timeout=2,
                                                  autocommit=True, application_name="write-monitor",
                                                  options="-c statement_timeout=2000")
-                connection.execute(f"INSERT INTO {MONITOR_TABLE} (site, sent_at) VALUES (%s, now())", (site,))
+                [row_id] = connection.execute(
+                    f"INSERT INTO {MONITOR_TABLE} (site, sent_at) VALUES (%s, now()) RETURNING id", (site,)).fetchone()
                 with self.lock:
-                    self.accepted.append(Write(site, sent, time.time()))
+                    self.accepted.append(Write(site, sent, time.time(), row_id))
             except psycopg.Error:
                 with self.lock:
                     self.refused[site] += 1
@@ -286,6 +288,17 @@ class WriteMonitor:
             assert last_acknowledged < first_sent, (
                 f"{old} acknowledged a write at {last_acknowledged:.3f}, after {new} had accepted one sent at "
                 f"{first_sent:.3f}: both took writes at once")
+
+    def acknowledged_rows(self) -> set[int]:
+        with self.lock:
+            return {write.row_id for write in self.accepted}
+
+    def lost_rows(self, lab: Lab, site: str) -> set[int]:
+        """Rows some primary acknowledged that the database at `site` (the primary now) does not have."""
+        acknowledged = self.acknowledged_rows()
+        kept = {row for (row,) in lab.query(site, f"SELECT id FROM {MONITOR_TABLE} WHERE id = ANY(%s)",
+                                             parameters=(list(acknowledged),))}
+        return acknowledged - kept
 
     def last_acknowledged_at(self, site: str) -> datetime:
         with self.lock:

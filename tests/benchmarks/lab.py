@@ -100,11 +100,12 @@ class LabRun:
         self.back_up()
 
 
-def start_lab(home: Path, log_to: Callable[[str], None] = quiet, timeout: float = NORMAL_TIMEOUT) -> LabRun:
+def start_lab(home: Path, log_to: Callable[[str], None] = quiet, timeout: float = NORMAL_TIMEOUT,
+              call_rate: float | None = None) -> LabRun:
     """`lab up` on free ports at `home`, then the normal state within `timeout` seconds."""
     from lifeline.infra.lab import up
 
-    seconds, plan = timed(lambda: up(home, free_ports=True, log=log_to))
+    seconds, plan = timed(lambda: up(home, free_ports=True, log=log_to, call_rate=call_rate))
     lab = LabRun(home=home, plan=Path(plan))
     lab.wait_normal(timeout)
     log(f"lab up and normal in {seconds:.1f} s: {plan}")
@@ -139,14 +140,14 @@ def running_lab(root: Path, log_to: Callable[[str], None] = quiet,
 
 
 @contextlib.contextmanager
-def backed_up_lab(root: Path) -> Iterator[LabRun]:
+def backed_up_lab(root: Path, call_rate: float | None = None) -> Iterator[LabRun]:
     """A normal lab in root/home as LIFELINE_HOME, a Prefect server under root/prefect (started while the
     lab starts), and one untimed backup of every dataset; all removed afterwards."""
     home = lab_home(root)
     starting = ThreadPoolExecutor(1)
     with environment({"LIFELINE_HOME": str(home)}, remove=("LIFELINE_PLAN", "LIFELINE_LEDGER_URL")):
         try:
-            lab_future = starting.submit(start_lab, home)
+            lab_future = starting.submit(start_lab, home, call_rate=call_rate)
             with prefect_server(root / "prefect", timeout=PREFECT_SERVER_TIMEOUT):
                 lab = lab_future.result()
                 lab.back_up()

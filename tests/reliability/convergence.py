@@ -1,0 +1,74 @@
+"""What "converged" means after a run was killed and started again, checked the way an operator would:
+the run completed, the killed run's record is closed, the lab serves from the expected site, no write a
+primary acknowledged is missing there, no answered call is missing there, and nobody got the same
+message twice. Each check returns the problems it found (empty: none), so the soak's table can count them
+and the tests can assert on them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+from lifeline.infra.lab.aws import sent_sms
+from lifeline.tasks.run.ledger import Deliveries, Ledger
+from lifeline.tasks.run.record import RunRecord
+
+from tests.lab_fixtures import Lab, WriteMonitor, call_log
+
+
+def closed_problems(ledger: Ledger, killed_id: str | None, rerun: RunRecord) -> list[str]:
+    if killed_id is None:
+        return ["the killed run left no record"]
+    killed = ledger.run(killed_id)
+    if killed is None:
+        return [f"run {killed_id} is not in the ledger"]
+    if killed.status == "running" or killed.ended_at is None:
+        return [f"the killed run {killed_id} still says {killed.status}"]
+    if killed.status == "failed" and not (killed.error or "").startswith("interrupted"):
+        return [f"the killed run {killed_id} was closed as failed but not as interrupted: {killed.error}"]
+    return []
+
+
+def serving_problems(lab: Lab, site: str) -> list[str]:
+    other = "dr" if site == "main" else "main"
+    status = lab.status()
+    problems = []
+    if status.databases.get(site) != "primary":
+        problems.append(f"{site}'s database is {status.databases.get(site)}, not primary")
+    if status.databases.get(other) == "primary":
+        problems.append(f"{other}'s database is a primary too")
+    if status.dns.points_at != site:
+        problems.append(f"DNS points at {status.dns.points_at}, not {site}")
+    return problems
+
+
+def lost_row_problems(lab: Lab, monitor: WriteMonitor, site: str) -> list[str]:
+    lost = monitor.lost_rows(lab, site)
+    return [f"{len(lost)} acknowledged writes are missing at {site}: {sorted(lost)[:5]}"] if lost else []
+
+
+def lost_call_problems(lab: Lab, site: str, since: datetime) -> list[str]:
+    """Every call a site answered (with the CRM's id) since `since` is in the database at `site`."""
+    answered = {call_id for (call_id,) in call_log(
+        lab, "SELECT call_id FROM calls_log WHERE outcome = 'answered' AND call_id IS NOT NULL AND placed_at >= %s",
+        since)}
+    if not answered:
+        return []
+    kept = {row for (row,) in lab.query(site, "SELECT id FROM calls WHERE id = ANY(%s)", parameters=(list(answered),))}
+    lost = answered - kept
+    return [f"{len(lost)} answered calls are missing at {site}: {sorted(lost)[:5]}"] if lost else []
+
+
+def twice_told_problems(lab: Lab, ledger: Ledger, run_ids: list[str]) -> list[str]:
+    """Nobody got one event twice across the killed run and the run that took over, and every SMS the lab's
+    SNS carried for those runs is one the ledger recorded (a send the kill cut off before it was recorded
+    would show as more SMS than deliveries)."""
+    deliveries = Deliveries(ledger)
+    told = [delivery for run_id in run_ids for delivery in deliveries.of_run(run_id) if delivery.status != "failed"]
+    problems = [f"{contact} got {event} {count} times" for (event, contact), count in
+                Counter((delivery.event, delivery.contact) for delivery in told).items() if count > 1]
+    recorded = sum(1 for delivery in told if delivery.channel_type == "sms")
+    carried = sum(1 for sms in sent_sms(lab.context.paths) if any(run_id in sms["message"] for run_id in run_ids))
+    if carried > recorded:
+        problems.append(f"the lab's SNS carried {carried} SMS for these runs, the ledger recorded {recorded}")
+    return problems

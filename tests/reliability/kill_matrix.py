@@ -1,0 +1,231 @@
+"""`make soak` part 1: every kill point of every flow, on a lab of its own, with the table of point × outcome.
+
+    uv run python -m tests.reliability.kill_matrix                          # every flow
+    uv run python -m tests.reliability.kill_matrix --flows failover,restore  # some
+
+For each flow: one uncut run gives its journal, and so its kill points (tests/reliability/kill_points.py).
+Then, for each point: the lab is brought to the state the flow starts from, a write monitor writes at both
+databases every 50 ms, the flow is started and SIGKILLed at the point, started again, and the outcome is
+judged (tests/reliability/convergence.py): the second run completed, the killed run's record is closed,
+the lab serves from the right site and is otherwise normal, no acknowledged write or answered call is
+missing there, nobody was told one event twice, there were never two writable primaries, and nothing the
+killed run left lies about. Progress goes to stderr, the tables to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.benchmarks.common import bench_tmpdir, log, print_table
+from tests.benchmarks.lab import backed_up_lab
+
+BACKED_UP_AT = time.monotonic()  # `backed_up_lab` backs every dataset up as it starts: fresh for a day
+SCENARIOS = ("system-crash", "site-loss", "data-corruption", "comms-failure", "data-leak")
+
+
+@dataclass
+class FlowCase:
+    """How to start a flow, from which state, and what it leaves serving."""
+
+    name: str
+    arguments: Callable[[str, int], list[str]]  # (plan, case number) -> the lifeline command
+    starts_from_dr: bool = False  # a failback starts with dr serving
+    serves: str = "main"  # the site that serves once it converged (before the case's own clean-up)
+    both_boundaries: bool = True  # points before *and* after each step (else: before each, after the last)
+    again_with: tuple[str, ...] = ()  # what the operator adds when starting it again
+
+
+@dataclass
+class Outcome:
+    flow: str
+    point: str
+    killed: bool
+    late_ms: float | None
+    rerun_code: int | None
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def flow_cases(work: Path) -> dict[str, FlowCase]:
+    cases = {
+        "failover": FlowCase("failover", lambda plan, _: ["failover", "--yes", "--plan", plan, "--reason", "soak"],
+                             serves="dr"),
+        "failback": FlowCase("failback", lambda plan, _: ["failback", "--yes", "--plan", plan, "--reason", "soak"],
+                             starts_from_dr=True),
+        "restore": FlowCase("restore", lambda plan, n: ["restore", "recordings", "--plan", plan,
+                                                        "--target", str(work / f"restored-{n}")],
+                             again_with=("--replace",)),
+    }
+    for scenario in SCENARIOS:
+        cases[f"drill {scenario}"] = FlowCase(f"drill {scenario}", lambda plan, _, s=scenario: [
+            "drill", "--scenario", s, "--plan", plan], both_boundaries=False)
+    return cases
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kill_matrix", description=__doc__.splitlines()[0])
+    parser.add_argument("--flows", default="", help="comma-separated: failover, failback, restore, drill SCENARIO")
+    options = parser.parse_args(argv)
+    with bench_tmpdir("lifeline-kill-matrix-") as root:
+        work = root / "work"
+        work.mkdir()
+        cases = flow_cases(work)
+        wanted = [name.strip() for name in options.flows.split(",") if name.strip()] or list(cases)
+        unknown = [name for name in wanted if name not in cases]
+        if unknown:
+            print(f"kill_matrix: unknown flows {unknown}; known: {list(cases)}", file=sys.stderr)
+            return 2
+        with backed_up_lab(root) as lab_run:
+            outcomes = [outcome for name in wanted for outcome in matrix_of(cases[name], lab_run.home, work)]
+    print_outcomes(outcomes)
+    return 0 if all(not outcome.problems for outcome in outcomes) else 1
+
+
+def matrix_of(case: FlowCase, home: Path, work: Path) -> list[Outcome]:
+    from tests.helpers import ledger
+    from tests.lab_fixtures import Lab
+    from tests.reliability.kill_points import kill_points
+
+    lab = Lab(home)
+    to_start(lab, case)
+    reference = run(case.arguments(str(lab.plan), 0))
+    cleaned_up(lab, case, work)
+    points = kill_points(reference)
+    if not case.both_boundaries:
+        last = points[-1]
+        points = [point for point in points if point.moment != "end"] + [last]
+    log(f"{case.name}: {len(points)} kill points from the journal of run {reference.id}")
+    outcomes = []
+    for number, point in enumerate(points, start=1):
+        began = time.monotonic()
+        outcome = cut_case(lab, case, point, number, ledger())
+        outcome.seconds = time.monotonic() - began
+        log(f"{case.name} {number}/{len(points)} {point}: "
+            f"{'converged' if not outcome.problems else '; '.join(outcome.problems)} ({outcome.seconds:.0f} s)")
+        outcomes.append(outcome)
+    return outcomes
+
+
+def cut_case(lab, case: FlowCase, point, number: int, ledger) -> Outcome:  # noqa: ANN001 - test helpers
+    from tests.lab_fixtures import settle_call_log
+    from tests.reliability.convergence import (
+        closed_problems,
+        lost_call_problems,
+        lost_row_problems,
+        serving_problems,
+        twice_told_problems,
+    )
+    from tests.reliability.kill_points import kill_at
+
+    monitor = start_monitor(lab)
+    try:
+        to_start(lab, case)
+        since = datetime.now(UTC)
+        arguments = case.arguments(str(lab.plan), number)
+        cut = kill_at(point, arguments, ledger)
+        outcome = Outcome(case.name, str(point), cut.killed, cut.late_by_ms, None)
+        rerun, code, error = run_anyway([*arguments, *case.again_with])
+        outcome.rerun_code = code
+        if rerun is None:
+            outcome.problems.append(f"the run after the kill failed ({code}): {error}")
+            return outcome
+        settle_call_log()
+        problems = [*closed_problems(ledger, cut.record_id, rerun), *twice_told_problems(lab, ledger, [
+            run_id for run_id in (cut.record_id, rerun.id) if run_id])]
+        if case.name in ("failover", "failback"):
+            problems += [*serving_problems(lab, case.serves), *lost_row_problems(lab, monitor, case.serves),
+                         *lost_call_problems(lab, case.serves, since)]
+        elif not lab.status().normal:
+            problems.append(f"the lab is not normal: {lab.status().not_normal_because}")
+        else:
+            problems += lost_row_problems(lab, monitor, "main")
+        cleaned_up(lab, case, Path(arguments[-1]).parent if case.name == "restore" else None)
+        outcome.problems = problems + two_primaries(monitor)
+        return outcome
+    finally:
+        monitor.finish()
+
+
+def start_monitor(lab):  # noqa: ANN001, ANN201 - test helpers
+    from lifeline.configs.loading import load_plan
+
+    from tests.lab_fixtures import MONITOR_TABLE, WriteMonitor
+
+    lab.query("main", f"CREATE TABLE IF NOT EXISTS {MONITOR_TABLE} (id bigint GENERATED ALWAYS AS IDENTITY "
+                      "PRIMARY KEY, site text NOT NULL, sent_at timestamptz)")
+    crm = load_plan(lab.plan).plan.databases["crm"]
+    return WriteMonitor(dsns={site: crm.instances[site].dsn for site in ("main", "dr")},
+                        passfile=str(crm.instances["main"].passfile)).start()
+
+
+def two_primaries(monitor) -> list[str]:  # noqa: ANN001 - WriteMonitor
+    runs = monitor.primaries()
+    return [f"{old} acknowledged a write after {new} had taken one: two writable primaries"
+            for (old, _, last_acknowledged), (new, first_sent, _) in zip(runs, runs[1:], strict=False)
+            if last_acknowledged >= first_sent]
+
+
+def to_start(lab, case: FlowCase) -> None:  # noqa: ANN001 - Lab
+    """Normal, with snapshots and the WAL archive fresh enough for preflight; dr serving for a failback."""
+    from tests.lab_fixtures import FreshBackups, back_to_normal
+
+    if not lab.status().normal:
+        back_to_normal(lab)
+    FreshBackups(lab, taken_at=BACKED_UP_AT).ensure()
+    if case.starts_from_dr:
+        run(["failover", "--yes", "--plan", str(lab.plan), "--reason", "soak: the state a failback starts from"])
+
+
+def cleaned_up(lab, case: FlowCase, restored_in: Path | None) -> None:  # noqa: ANN001 - Lab
+    from tests.lab_fixtures import back_to_normal
+
+    if restored_in is not None:
+        for path in restored_in.iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if not lab.status().normal:
+        back_to_normal(lab)
+
+
+def run(arguments: list[str]):  # noqa: ANN201 - RunRecord
+    record, code, error = run_anyway(arguments)
+    if record is None:
+        raise RuntimeError(f"lifeline {' '.join(arguments)} failed ({code}): {error}")
+    return record
+
+
+def run_anyway(arguments: list[str]):  # noqa: ANN201 - (RunRecord | None, exit code, last error line)
+    from tests.helpers import ledger, run_cli
+
+    result = run_cli(*arguments, "--json", timeout=600)
+    if result.returncode != 0:
+        return None, result.returncode, (result.stderr.strip().splitlines() or [""])[-1]
+    return ledger().run(json.loads(result.stdout)["id"]), 0, ""
+
+
+def print_outcomes(outcomes: list[Outcome]) -> None:
+    rows = [(o.flow, o.point, "killed" if o.killed else "ended first", o.late_ms, o.rerun_code,
+             "converged" if not o.problems else "; ".join(o.problems)[:160], o.seconds) for o in outcomes]
+    print_table(["flow", "kill point", "cut", "late ms", "rerun exit", "outcome", "case s"], rows, digits=0,
+                title="Kill point x outcome (SIGKILL of the process group, then the same command again)")
+    by_flow: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_flow.setdefault(outcome.flow, []).append(outcome)
+    print()
+    print_table(["flow", "points", "killed", "converged", "problems"],
+                [(flow, len(found), sum(o.killed for o in found), sum(not o.problems for o in found),
+                  sum(bool(o.problems) for o in found)) for flow, found in by_flow.items()],
+                title="Summary", notes=[f"{sum(not o.problems for o in outcomes)} of {len(outcomes)} kill points "
+                                        "converged; data lost: "
+                                        f"{sum(1 for o in outcomes for p in o.problems if 'missing' in p)} cases"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""`make soak` part 2: two hours of a call centre's life compressed into 20 minutes, on the lab.
+
+    uv run python -m tests.reliability.soak                 # 20 minutes
+    uv run python -m tests.reliability.soak --minutes 5     # shorter
+
+`lifeline serve` serves the plan to a Prefect server, with the schedules squeezed: the nightly backup every
+minute, a drill (the most overdue scenario) every 3 minutes; a service verification is started through its
+deployment every 10 s; the lab's callers place 20 calls/s. Every 15 s the soak samples the resident memory and
+open file descriptors of `serve` itself and of the flow-run processes it starts (its workers here: a served
+deployment runs each flow run as a child process), and the ledger's size. At the end it prints the runs
+completed and failed by kind, the failures by cause, and the growth of memory, descriptors and the ledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from tests.benchmarks.common import bench_tmpdir, log, print_table
+from tests.benchmarks.lab import backed_up_lab
+
+SCHEDULES = {"backup": "* * * * *", "drill": "*/3 * * * *", "verify": None}
+VERIFY_EVERY_SECONDS = 10.0
+SAMPLE_EVERY_SECONDS = 15.0
+CALL_RATE = 20.0
+
+
+@dataclass
+class Sample:
+    at: float  # seconds since the soak began
+    serve_rss_mib: float
+    serve_fds: int
+    workers: int
+    workers_rss_mib: float
+    workers_fds: int
+    ledger_bytes: int
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="soak", description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=20.0)
+    options = parser.parse_args(argv)
+    if options.minutes <= 0:
+        print(f"soak: --minutes: must be more than 0, not {options.minutes}", file=sys.stderr)
+        return 2
+    with bench_tmpdir("lifeline-soak-") as root, backed_up_lab(root, call_rate=CALL_RATE) as lab_run:
+        from tests.lab_fixtures import FreshBackups, Lab
+
+        FreshBackups(Lab(lab_run.home), taken_at=time.monotonic()).ensure()  # the WAL archive, as preflight wants
+        plan = squeezed_plan(lab_run.plan)
+        began_at = datetime.now(UTC)
+        samples, verifies_started = soak(plan, root, options.minutes * 60)
+        report(began_at, samples, verifies_started, options.minutes)
+    return 0
+
+
+def squeezed_plan(plan: Path) -> Path:
+    document = yaml.safe_load(plan.read_text(encoding="utf-8"))
+    document["schedules"] = SCHEDULES
+    squeezed = plan.with_name("plan-soak.yaml")  # beside the lab's plan: its relative paths still hold
+    squeezed.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return squeezed
+
+
+def soak(plan: Path, root: Path, seconds: float) -> tuple[list[Sample], int]:
+    from lifeline.configs.loading import load_plan
+    from lifeline.configs.settings import load_settings
+
+    name = load_plan(plan).plan.name
+    ledger_file = Path(load_settings().ledger.removeprefix("sqlite:///"))
+    with open(root / "serve.log", "wb") as serve_log:
+        serve = subprocess.Popen([sys.executable, "-m", "lifeline.flows.cli", "serve", "--plan", str(plan)],
+                                 stdout=serve_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+    samples: list[Sample] = []
+    stop = threading.Event()
+    started = time.monotonic()
+    sampler = threading.Thread(target=sample_until, args=(stop, serve.pid, ledger_file, started, samples), daemon=True)
+    sampler.start()
+    verifies = 0
+    try:
+        wait_for_deployment(f"verify/{name}-verify", serve)
+        log(f"serving {plan.name}: backup every minute, a drill every 3 minutes, verify every 10 s, "
+            f"{CALL_RATE:g} calls/s, for {seconds / 60:g} minutes")
+        next_verify, logged_minute = time.monotonic(), -1
+        while time.monotonic() - started < seconds:
+            if serve.poll() is not None:
+                raise RuntimeError(f"lifeline serve ended ({serve.returncode}); see {root / 'serve.log'}")
+            if time.monotonic() >= next_verify:
+                start_run(f"verify/{name}-verify")
+                verifies += 1
+                next_verify += VERIFY_EVERY_SECONDS
+            minute = int((time.monotonic() - started) // 60)
+            if samples and minute > logged_minute:
+                logged_minute = minute
+                log(f"minute {minute}: serve {samples[-1].serve_rss_mib:.0f} MiB, {samples[-1].serve_fds} fds; "
+                    f"{samples[-1].workers} flow-run processes")
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        sampler.join(30)
+        os.killpg(serve.pid, signal.SIGINT)
+        try:
+            serve.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait(30)
+    return samples, verifies
+
+
+def wait_for_deployment(name: str, serve: subprocess.Popen, timeout: float = 300) -> None:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if serve.poll() is not None:
+            raise RuntimeError(f"lifeline serve ended ({serve.returncode}) before serving {name}")
+        try:
+            with get_client(sync_client=True) as client:
+                client.read_deployment_by_name(name)
+                return
+        except Exception:  # noqa: BLE001 - not registered yet
+            time.sleep(1)
+    raise TimeoutError(f"{name} was not served within {timeout:g} s")
+
+
+def start_run(deployment: str) -> None:
+    from prefect.deployments import run_deployment
+
+    try:
+        run_deployment(deployment, timeout=0)
+    except Exception as error:  # noqa: BLE001 - counted by what the ledger does not show
+        log(f"could not start {deployment}: {error}")
+
+
+def sample_until(stop: threading.Event, serve_pid: int, ledger_file: Path, started: float,
+                 samples: list[Sample]) -> None:
+    while not stop.is_set():
+        workers = descendants(serve_pid)
+        samples.append(Sample(
+            at=time.monotonic() - started, serve_rss_mib=rss_mib(serve_pid), serve_fds=fds(serve_pid),
+            workers=len(workers), workers_rss_mib=sum(rss_mib(pid) for pid in workers),
+            workers_fds=sum(fds(pid) for pid in workers),
+            ledger_bytes=sum(path.stat().st_size for path in ledger_file.parent.glob(ledger_file.name + "*")),
+        ))
+        stop.wait(SAMPLE_EVERY_SECONDS)
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def report(began_at: datetime, samples: list[Sample], verifies_started: int, minutes: float) -> None:
+    from tests.helpers import ledger
+
+    runs = [record for record in ledger().runs() if record.started_at >= began_at]
+    kinds = sorted({record.kind for record in runs})
+    print_table(["kind", "runs", "completed", "failed", "cancelled", "still running"], [
+        (kind, sum(r.kind == kind for r in runs), *(sum(r.kind == kind and r.status == status for r in runs)
+                                                     for status in ("completed", "failed", "cancelled", "running")))
+        for kind in kinds], title=f"Soak: {minutes:g} minutes ({minutes * 6:g} compressed hours), runs by kind",
+        notes=[f"verify runs started through the deployment: {verifies_started}"])
+    causes = Counter(f"{record.kind}: {first_line(record.error)}" for record in runs if record.status == "failed")
+    print()
+    print_table(["failure cause", "runs"], causes.most_common() or [("(none)", 0)], title="Failures by cause")
+    if len(samples) >= 2:
+        first, last = samples[0], samples[-1]
+        hours = (last.at - first.at) / 3600
+        print()
+        print_table(["measure", "first", "last", "max", "growth per soak hour"], [
+            ("serve resident MiB", first.serve_rss_mib, last.serve_rss_mib, max(s.serve_rss_mib for s in samples),
+             (last.serve_rss_mib - first.serve_rss_mib) / hours),
+            ("serve open fds", first.serve_fds, last.serve_fds, max(s.serve_fds for s in samples),
+             (last.serve_fds - first.serve_fds) / hours),
+            ("flow-run processes", first.workers, last.workers, max(s.workers for s in samples), None),
+            ("flow-run processes' MiB", first.workers_rss_mib, last.workers_rss_mib,
+             max(s.workers_rss_mib for s in samples), None),
+            ("flow-run processes' fds", first.workers_fds, last.workers_fds, max(s.workers_fds for s in samples), None),
+            ("ledger KiB", first.ledger_bytes / 1024, last.ledger_bytes / 1024, max(s.ledger_bytes for s in samples)
+             / 1024, (last.ledger_bytes - first.ledger_bytes) / 1024 / hours),
+        ], title=f"Growth over {len(samples)} samples, one every {SAMPLE_EVERY_SECONDS:g} s", digits=1)
+
+
+def first_line(text: str | None) -> str:
+    return (text or "no error recorded").strip().splitlines()[0][:110]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
