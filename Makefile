@@ -14,15 +14,16 @@ demo: setup
 	@infra/demo.sh
 
 test: setup lint
-	uv run --frozen pytest -q -n 2 --dist loadgroup --durations=25 $(PYTEST_ARGS)
+	uv run --frozen pytest -q -n 2 --dist loadgroup --durations=25 -m "not soak" $(PYTEST_ARGS)
 
 bench: setup
 	uv run --frozen python -m tests.benchmarks.run $(BENCH_ARGS)
 
-# The reliability matrix's slow part (tests/reliability/): every kill point of every flow, then two hours of
-# serving compressed into 20 minutes. KILL_ARGS / SOAK_ARGS narrow them (--flows failover; --minutes 5).
+# The reliability matrix's slow part (tests/reliability/): its cases marked `soak`, every kill point of every flow,
+# then two hours of serving compressed into 20 minutes. KILL_ARGS / SOAK_ARGS narrow them (--flows failover; --minutes 5).
 soak: setup
 	@status=0; \
+	uv run --frozen pytest -q -m soak tests/reliability || [ $$? = 5 ] || status=1; \
 	uv run --frozen python -m tests.reliability.kill_matrix $(KILL_ARGS) || status=1; \
 	uv run --frozen python -m tests.reliability.soak $(SOAK_ARGS) || status=1; \
 	exit $$status

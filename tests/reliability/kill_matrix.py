@@ -28,7 +28,6 @@ from tests.benchmarks.common import bench_tmpdir, log, print_table
 from tests.benchmarks.lab import backed_up_lab
 
 BACKED_UP_AT = time.monotonic()  # `backed_up_lab` backs every dataset up as it starts: fresh for a day
-SCENARIOS = ("system-crash", "site-loss", "data-corruption", "comms-failure", "data-leak")
 
 
 @dataclass
@@ -54,7 +53,10 @@ class Outcome:
     seconds: float = 0.0
 
 
-def flow_cases(work: Path) -> dict[str, FlowCase]:
+def flow_cases(work: Path, plan: Path) -> dict[str, FlowCase]:
+    """The failover, the failback, a restore, and a drill of every scenario the lab's plan has."""
+    from lifeline.configs.loading import load_plan
+
     cases = {
         "failover": FlowCase("failover", lambda plan, _: ["failover", "--yes", "--plan", plan, "--reason", "soak"],
                              serves="dr"),
@@ -64,7 +66,7 @@ def flow_cases(work: Path) -> dict[str, FlowCase]:
                                                         "--target", str(work / f"restored-{n}")],
                              again_with=("--replace",)),
     }
-    for scenario in SCENARIOS:
+    for scenario in load_plan(plan).plan.scenarios:
         cases[f"drill {scenario}"] = FlowCase(f"drill {scenario}", lambda plan, _, s=scenario: [
             "drill", "--scenario", s, "--plan", plan], both_boundaries=False)
     return cases
@@ -77,13 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     with bench_tmpdir("lifeline-kill-matrix-") as root:
         work = root / "work"
         work.mkdir()
-        cases = flow_cases(work)
-        wanted = [name.strip() for name in options.flows.split(",") if name.strip()] or list(cases)
-        unknown = [name for name in wanted if name not in cases]
-        if unknown:
-            print(f"kill_matrix: unknown flows {unknown}; known: {list(cases)}", file=sys.stderr)
-            return 2
         with backed_up_lab(root) as lab_run:
+            cases = flow_cases(work, lab_run.plan)
+            wanted = [name.strip() for name in options.flows.split(",") if name.strip()] or list(cases)
+            unknown = [name for name in wanted if name not in cases]
+            if unknown:
+                print(f"kill_matrix: unknown flows {unknown}; known: {list(cases)}", file=sys.stderr)
+                return 2
             outcomes = [outcome for name in wanted for outcome in matrix_of(cases[name], lab_run.home, work)]
     print_outcomes(outcomes)
     return 0 if all(not outcome.problems for outcome in outcomes) else 1
