@@ -169,6 +169,17 @@ def failover_flow(
     return flow_result(journal)
 
 
+def carry_on_the_incident(journal: Journal) -> None:
+    """The incident began with the first failover since the last failback: whom any of its runs told of an
+    event is not told of it again."""
+    record, ledger = journal.record, Ledger(load_settings().ledger)
+    failbacks = ledger.runs(kind="failback", plan=record.plan, status="completed", last=1)
+    since = failbacks[0].started_at if failbacks else None
+    for run in ledger.runs(kind="failover", plan=record.plan, last=50):
+        if run.id != record.id and run.status != "cancelled" and (since is None or run.started_at > since):
+            journal.carry_on(run.id)
+
+
 def fail_over(
     loaded: LoadedPlan, journal: Journal, source: str, target: str, groups: list[StepGroup], *,
     reason: str, force: bool, approval: ApprovalMode, incident_at: datetime | None,
@@ -179,9 +190,12 @@ def fail_over(
     journal.milestone("declared", record.started_at)
     journal.message_fields.update(from_site=source, to_site=target, site=target, reason=reason or "")
     real = record.kind == "failover"  # a drill says what it rehearses, never that an incident is real
+    taken_over = topology.has_taken_over(plan, target)
+    if taken_over and real:  # the same incident as the failover that did it: its people know already
+        carry_on_the_incident(journal)
     if real:
         journal.tell("incident_declared")
-    if topology.has_taken_over(plan, target):
+    if taken_over:
         journal.record_skipped("fail over", f"{target} already serves: databases promoted and DNS names it")
         fence(plan, journal, source, force)
         recovered = wait_until_recovered(plan, target, journal=journal, step_name=f"verify {target}")

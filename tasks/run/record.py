@@ -99,6 +99,10 @@ def _keep_nothing() -> None:
     return None
 
 
+def _carry_on_nothing(run_id: str) -> None:
+    return None
+
+
 def _tell_nobody(event: str, contact_ids: list[str], level: int | None = None) -> None:
     return None
 
@@ -140,6 +144,8 @@ class Journal:
         self.send: Callable[..., list | None] = _send_nowhere  # a runbook `notify` step; None: nobody to tell
         self.public: PublicPage = NoPublicPage()  # the status page, when the plan has one
         self.tell_contacts: Callable[..., None] = _tell_nobody  # an event to named people (an approver's deputies)
+        # The run goes on with what an earlier run of the same incident began: whom it told is not told again.
+        self.carry_on: Callable[[str], None] = _carry_on_nothing
         # Called at every step's start and end: the ledger shows how far a run got, even one whose process is killed.
         self.on_change: Callable[[], None] = _keep_nothing
 

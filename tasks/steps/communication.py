@@ -58,10 +58,16 @@ class RunCommunications:
         is not told of it again."""
         self.plan, self.plan_path, self.journal, self.ledger = plan, plan_path, journal, ledger
         self.deliveries = Deliveries(ledger)
-        self.told_before = {(delivery.event, delivery.contact) for run_id in carries_on
-                            for delivery in self.deliveries.of_run(run_id) if delivery.status != "failed"}
         self.notifier = Notifier(plan, journal.record.id, self.deliveries, on_delivered=self._delivered)
         self.escalations: list[threading.Thread] = []
+        self.told_before: set[tuple[str, str]] = set()
+        for run_id in carries_on:
+            self.carry_on(run_id)
+
+    def carry_on(self, run_id: str) -> None:
+        """Whom run `run_id` told of an event (of the same incident) is not told of it again by this run."""
+        self.told_before |= {(delivery.event, delivery.contact) for delivery in self.deliveries.of_run(run_id)
+                             if delivery.status != "failed"}
 
     def _delivered(self, delivery: Delivery) -> None:
         if delivery.audience == "liaison" and delivery.event in INCIDENT_NOTICES \

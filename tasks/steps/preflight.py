@@ -117,10 +117,12 @@ def _standby_ready(plan: Plan, database_name: str, target_site: str) -> tuple[bo
     if not lag.known or standby.receiver_status != "streaming":
         return False, f"standby at {target_site} is not streaming ({standby.receiver_status or 'no WAL receiver'})"
     within = (lag.seconds or 0.0) <= target.total_seconds()
-    return within, f"streaming, lag {lag.bytes} bytes, {lag.seconds or 0:.1f} s (target {target.total_seconds():g} s)"
+    beyond = "" if within else ": beyond its RPO target"
+    return within, (f"standby at {target_site} streaming from {database.primary}, replay lag {lag.bytes} bytes, "
+                    f"{lag.seconds or 0:.1f} s (RPO target {target.total_seconds():g} s){beyond}")
 
 
-def _archive_current(plan: Plan, database_name: str) -> tuple[bool, str]:
+def _archive_current(plan: Plan, database_name: str, target_site: str) -> tuple[bool, str]:
     """With PITR the database's RPO target is its `pitr.rpo_minutes`: WAL not yet archived is what a loss of
     the primary's site would cost a point-in-time restore."""
     primary = topology.primary_site(plan, database_name)
@@ -128,6 +130,8 @@ def _archive_current(plan: Plan, database_name: str) -> tuple[bool, str]:
         return True, "no primary answers: the archive holds what was archived before (see `lifeline pitr status`)"
     lag = archive_lag(plan, database_name, primary)
     status, exposure = lag.status, lag.status.exposure_seconds
+    if exposure is None and primary == target_site:  # promoted by a failover that was cut off: this one goes on
+        return True, f"{target_site} is already the primary; the failover sets up its archiving when it ends"
     if exposure is None:
         return False, f"archiving is not configured at {primary} (`lifeline pitr setup`)"
     failing = (f"; archive_command failing since {status.last_failed_at:%H:%M:%S} (pgBackRest's log on the host "
@@ -234,7 +238,7 @@ def assess_readiness(plan: Plan, settings: Settings, target_site: str) -> Readin
         probes.append((f"database {name}", lambda name=name: _standby_ready(plan, name, target_site)))
     for name, database in plan.databases.items():
         if database.pitr is not None:
-            probes.append((f"archive {name}", lambda name=name: _archive_current(plan, name)))
+            probes.append((f"archive {name}", lambda name=name: _archive_current(plan, name, target_site)))
     listings = [partial(_snapshots_fresh, plan, settings, repository)
                 for repository in sorted({dataset.repository for dataset in plan.datasets.values()})]
     return Readiness(target_site=target_site, items=run_probes(probes, listings))
