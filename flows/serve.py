@@ -24,6 +24,7 @@ from lifeline.flows.verify import verify_flow
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.steps.escalation_runs import ESCALATION_DEPLOYMENT, carry_on_escalations
 from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
@@ -38,6 +39,12 @@ def deployment_name(plan_name: str, kind: str) -> str:
     return f"{plan_name}-{kind}"
 
 
+# A scheduled backup or verification still running when the next is due: the next is cancelled, not queued.
+# Each flow run is a process of its own (5-10 s of CPU to start); queued behind a slow one they pile up
+# (`make soak` saw 35 verification processes waiting on a loaded 2-core machine).
+ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
+
+
 def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
     plan, path = loaded.plan, str(loaded.path)
     timezone = plan.timezone
@@ -50,6 +57,7 @@ def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
         backup_flow.to_deployment(
             entrypoint_type=BY_MODULE,
             name=deployment_name(plan.name, "backup"), tags=tags, schedules=cron(plan.schedules.backup),
+            concurrency_limit=ONE_AT_A_TIME,
             parameters={"plan_path": path, "trigger": "schedule"},
             description=f"Back up every dataset of {plan.name}, keep what retention says, check, copy off-site.",
         ),
@@ -80,6 +88,7 @@ def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
         verify_flow.to_deployment(
             entrypoint_type=BY_MODULE,
             name=deployment_name(plan.name, "verify"), tags=tags, schedules=cron(plan.schedules.verify),
+            concurrency_limit=ONE_AT_A_TIME,
             parameters={"plan_path": path, "trigger": "schedule"},
             description="Run every service check of the plan once.",
         ),

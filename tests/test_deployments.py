@@ -94,6 +94,10 @@ def test_serve_registers_each_deployment_with_the_plans_schedules_and_typed_para
     [verify] = registered["verify"]["schedules"]
     assert (verify["schedule"]["cron"], verify["schedule"]["timezone"], verify["active"]) == \
         (plan.schedules.verify, "Asia/Shanghai", True)
+    for one_at_a_time in ("backup", "verify"):  # the next scheduled one is cancelled while one still runs
+        limit = registered[one_at_a_time]["global_concurrency_limit"]
+        strategy = registered[one_at_a_time]["concurrency_options"]["collision_strategy"]
+        assert (limit["limit"], strategy) == (1, "CANCEL_NEW"), one_at_a_time
     for unscheduled in ("failover", "failback", "restore", "escalation", "pitr-restore"):
         assert registered[unscheduled]["schedules"] == [], unscheduled
     pitr = plan.databases["crm"].pitr
