@@ -34,6 +34,7 @@ SCHEDULES = {"backup": "* * * * *", "drill": "*/3 * * * *", "verify": None}
 VERIFY_EVERY_SECONDS = 10.0
 SAMPLE_EVERY_SECONDS = 15.0
 CALL_RATE = 20.0
+WARM_AFTER_SECONDS = 60.0
 
 
 @dataclass
@@ -199,13 +200,19 @@ def report(began_at: datetime, samples: list[Sample], verifies_started: int, min
     print_table(["kind", "runs", "completed", "failed", "cancelled", "still running"], [
         (kind, sum(r.kind == kind for r in runs), *(sum(r.kind == kind and r.status == status for r in runs)
                                                      for status in ("completed", "failed", "cancelled", "running")))
-        for kind in kinds], title=f"Soak: {minutes:g} minutes ({minutes * 6:g} compressed hours), runs by kind",
+        for kind in kinds], title=f"Soak: {minutes:g} minutes ({minutes / 10:g} hours compressed 6 times), runs by kind",
         notes=[f"verify runs started through the deployment: {verifies_started}"])
-    causes = Counter(f"{record.kind}: {first_line(record.error)}" for record in runs if record.status == "failed")
     print()
-    print_table(["failure cause", "runs"], causes.most_common() or [("(none)", 0)], title="Failures by cause")
-    if len(samples) >= 2:
-        first, last = samples[0], samples[-1]
+    print_table(["deployment", "state", "flow runs"], prefect_runs(began_at),
+                title="Prefect's flow runs of the soak (a run the one-at-a-time limit cancelled has no Lifeline record)")
+    causes = Counter(f"{record.kind}: {first_line(record.error)}" for record in runs
+                     if record.status in ("failed", "cancelled"))
+    print()
+    print_table(["cause", "runs"], causes.most_common() or [("(none)", 0)],
+                title="Failed and cancelled runs by cause")
+    warm = [sample for sample in samples if sample.at >= WARM_AFTER_SECONDS]  # serve has imported and registered
+    if len(warm) >= 2:
+        first, last = warm[0], warm[-1]
         hours = (last.at - first.at) / 3600
         print()
         print_table(["measure", "first", "last", "max", "growth per soak hour"], [
@@ -219,7 +226,25 @@ def report(began_at: datetime, samples: list[Sample], verifies_started: int, min
             ("flow-run processes' fds", first.workers_fds, last.workers_fds, max(s.workers_fds for s in samples), None),
             ("ledger KiB", first.ledger_bytes / 1024, last.ledger_bytes / 1024, max(s.ledger_bytes for s in samples)
              / 1024, (last.ledger_bytes - first.ledger_bytes) / 1024 / hours),
-        ], title=f"Growth over {len(samples)} samples, one every {SAMPLE_EVERY_SECONDS:g} s", digits=1)
+        ], title=f"Growth from minute {first.at / 60:.0f} to {last.at / 60:.0f}, {len(warm)} samples, one every "
+                 f"{SAMPLE_EVERY_SECONDS:g} s", digits=1)
+
+
+def prefect_runs(since: datetime) -> list[tuple[str, str, int]]:
+    import httpx
+
+    api = os.environ["PREFECT_API_URL"]
+    names = {deployment["id"]: deployment["name"] for deployment in
+             httpx.post(f"{api}/deployments/filter", json={"limit": 200}, timeout=30).json()}
+    counted: Counter[tuple[str, str]] = Counter()
+    offset = 0
+    while True:
+        page = httpx.post(f"{api}/flow_runs/filter", timeout=60, json={
+            "flow_runs": {"expected_start_time": {"after_": since.isoformat()}}, "limit": 200, "offset": offset}).json()
+        counted.update((names.get(run["deployment_id"], "(none)"), run["state_type"]) for run in page)
+        if len(page) < 200:
+            return [(*key, count) for key, count in sorted(counted.items())]
+        offset += 200
 
 
 def first_line(text: str | None) -> str:
