@@ -7,11 +7,13 @@ could help (`transient`). Knows neither Prefect nor the plan; secrets stay out o
 from __future__ import annotations
 
 import json
+import re
 import smtplib
 import socket
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -130,6 +132,18 @@ def _post_json(url: str, payload: dict, timeout_seconds: float, shown_as: str) -
     return Sent(f"{shown_as}:{status}", f"{shown_as}: HTTP {status} {' '.join(said.split())[:100]}".strip())
 
 
+def _refusal_status(result: object) -> int | None:
+    """The HTTP status a provider refused with, from the `error=500.` Apprise's plugins log for each service
+    (its result keeps every service's log of this call). Only the number is read: the log may carry a token."""
+    for service in result if isinstance(result, Iterable) else ():
+        logs = getattr(service, "logs", ())
+        for entry in logs() if callable(logs) else logs:
+            found = re.search(r"error=(\d{3})\b", str(getattr(entry, "message", "")))
+            if found:
+                return int(found.group(1))
+    return None
+
+
 def _apprise(url: str, title: str, body: str, timeout_seconds: float, shown_as: str) -> Sent:
     import apprise
 
@@ -137,8 +151,13 @@ def _apprise(url: str, title: str, body: str, timeout_seconds: float, shown_as: 
     if not notifier.add(url):
         raise ChannelFailed(f"{shown_as}: not a URL Apprise knows", transient=False)
     result = notifier.notify(body=body, title=title, timeout=timeout_seconds)
-    if not result:  # its logs name the URL, which may carry a token: not repeated here
-        raise ChannelFailed(f"{shown_as}: Apprise could not deliver", transient=True)
+    if not result:  # its logs name the URL, which may carry a token: only the provider's HTTP status is repeated
+        status = _refusal_status(result)
+        if status is None:
+            raise ChannelFailed(f"{shown_as}: Apprise could not deliver", transient=True)
+        # a refusal (a 4xx but 429) is the same on every retry: only a server error or throttling is retried
+        raise ChannelFailed(f"{shown_as}: HTTP {status} (Apprise could not deliver)",
+                            transient=status >= 500 or status == 429)
     return Sent(f"{shown_as}:apprise", f"{shown_as}: Apprise delivered")
 
 

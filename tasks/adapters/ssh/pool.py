@@ -153,6 +153,19 @@ def _exchange(
     )
 
 
+def _connection_lost(connection: _Connection, settle_seconds: float = 0.5) -> bool:
+    """Did the connection die under a command that ended without an exit status? paramiko closes the channels of
+    a dead transport a moment before it marks the transport inactive: give it that moment."""
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        transport = connection.client.get_transport() if connection.client is not None else None
+        if transport is None or not transport.is_active():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
 def _close_quietly(channel: paramiko.Channel) -> None:
     try:
         channel.close()
@@ -197,7 +210,8 @@ class SshPool:
         """Run command on target. With check, a non-zero exit status raises SshCommandFailed.
 
         A connection found dead (or full) before the command started is replaced, up to four attempts
-        in all; after the command started nothing is retried (it may have had its effect).
+        in all; after the command started nothing is retried (it may have had its effect): a connection that
+        drops under it raises HostUnreachable, which the caller's step may retry.
         """
         line = command_line(command)
         deadline = time.monotonic() + timeout
@@ -227,7 +241,10 @@ class SshPool:
                 raise
             finally:
                 _close_quietly(channel)
+            dropped = result.exit_status < 0 and _connection_lost(connection)
             self._release(connection, broken=result.exit_status < 0)
+            if dropped:  # sshd went away under the command (not a signal that killed it): as unreachable as refused
+                raise HostUnreachable(target, f"the connection dropped while running {program_name(line)}")
             if check and not result.succeeded:
                 raise SshCommandFailed(target, result)
             return result
