@@ -216,7 +216,7 @@ def sweep_drill_leftovers(loaded: LoadedPlan, settings: Settings, *, kept_too: b
         killed = ledger.run(marker.record_id)
         if killed is not None and killed.status == "running":
             killed.status, killed.ended_at = "failed", utc_now()
-            killed.error = "the drill's process was killed; a later run swept its leftovers"
+            killed.error = "interrupted: the drill's process was killed; a later run swept its leftovers"
             ledger.save_run(killed)
         swept.append(marker.record_id)
     return swept

@@ -74,12 +74,13 @@ def exclusive_run(
     kind: RunKind, loaded: LoadedPlan, settings: Settings, sweep: Callable[[], object] | None = None, **options
 ) -> Iterator[Journal]:
     """A failover, failback or drill: one at a time per plan (a second one refuses at once), recorded.
-    `sweep` cleans up what drills left: it runs first, holding the plan lock, before the run's record opens."""
+    `sweep` cleans up what drills left: it runs first, holding the plan lock, before the run's record opens, and
+    returns the records of the drills it swept (this run carries on their messages)."""
     record_id = options.pop("record_id", None) or new_run_id()
     with plan_lock(settings.locks_dir, loaded.plan.name, kind, record_id):
-        if sweep is not None:
-            sweep()
-        with recorded_run(kind, loaded, settings, exclusive=True, record_id=record_id, **options) as journal:
+        swept = list(sweep() or []) if sweep is not None else []
+        with recorded_run(kind, loaded, settings, exclusive=True, record_id=record_id, carries_on=swept,
+                          **options) as journal:
             yield journal
 
 
@@ -116,6 +117,7 @@ def recorded_run(
     scenario: str | None = None,
     exclusive: bool = False,
     parent_id: str | None = None,
+    carries_on: list[str] | None = None,
 ) -> Iterator[Journal]:
     """`exclusive`: the caller holds the plan lock (see exclusive_run)."""
     record = RunRecord(
@@ -132,7 +134,8 @@ def recorded_run(
         get_run_logger().warning("run %s was interrupted (its process is gone): recorded as failed", closed)
     ledger.save_run(record)
     journal.on_change = ProgressSaver(ledger, record)
-    communications = RunCommunications(loaded.plan, str(loaded.path), journal, ledger, carries_on=interrupted) \
+    communications = RunCommunications(loaded.plan, str(loaded.path), journal, ledger,
+                                      carries_on=[*interrupted, *(carries_on or [])]) \
         if communicates(loaded.plan) else None
     if communications is not None:
         journal.announce, journal.answered_by = communications.announce, communications.answered_by
