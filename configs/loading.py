@@ -43,8 +43,14 @@ def load_plan(path: Path) -> LoadedPlan:
         document = yaml.safe_load(raw)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "YAML"
-        raise PlanInvalid(path, [Problem(where, f"not valid YAML: {getattr(error, 'problem', error)}")]) from None
+        if isinstance(error, yaml.reader.ReaderError):  # a control character: it has a position, not a mark
+            before = raw[:error.position] if error.encoding else raw.decode("utf-8", "replace")[:error.position]
+            code = error.character if isinstance(error.character, int) else ord(error.character)
+            line, problem = before.count(b"\n" if error.encoding else "\n") + 1, f"{error.reason} (U+{code:04X})"
+        else:
+            line, problem = (mark.line + 1 if mark else None), getattr(error, "problem", None) or str(error)
+        where = f"line {line}" if line else "YAML"
+        raise PlanInvalid(path, [Problem(where, f"not valid YAML: {' '.join(str(problem).split())}")]) from None
     if not isinstance(document, dict):
         raise PlanInvalid(path, [Problem("", "the plan must be a YAML mapping")])
     context = {"base_dir": path.parent}
@@ -172,6 +178,9 @@ def consistency_problems(plan: Plan, names: Names) -> list[Problem]:
                 problems.append(Problem(f"repositories.{name}.{key}", f"file not found: {file}"))
     for name, dataset in plan.datasets.items():
         where = f"datasets.{name}"
+        passfile = dataset.postgres.passfile if dataset.postgres else None
+        if passfile is not None and not passfile.is_file():
+            problems.append(Problem(f"{where}.postgres.passfile", f"file not found: {passfile}"))
         problems += names.dangling(f"{where}.repository", dataset.repository, "repositories")
         for target in dataset.copy_to:
             if target not in names.repositories:

@@ -62,13 +62,17 @@ class Repository(PlanModel):
         return Path(self.url) if self.is_local else None
 
 
+KEEP_AT_MOST = 1_000_000
+"""A snapshot count restic's `forget --keep-*` can take (a Go int): more is a typo, not a policy."""
+
+
 class Retention(PlanModel):
-    last: int | None = Field(None, ge=1)
-    hourly: int | None = Field(None, ge=1)
-    daily: int | None = Field(None, ge=1)
-    weekly: int | None = Field(None, ge=1)
-    monthly: int | None = Field(None, ge=1)
-    yearly: int | None = Field(None, ge=1)
+    last: int | None = Field(None, ge=1, le=KEEP_AT_MOST)
+    hourly: int | None = Field(None, ge=1, le=KEEP_AT_MOST)
+    daily: int | None = Field(None, ge=1, le=KEEP_AT_MOST)
+    weekly: int | None = Field(None, ge=1, le=KEEP_AT_MOST)
+    monthly: int | None = Field(None, ge=1, le=KEEP_AT_MOST)
+    yearly: int | None = Field(None, ge=1, le=KEEP_AT_MOST)
 
     def policy(self) -> dict[str, int]:
         return {name: keep for name, keep in self.model_dump().items() if keep is not None}
