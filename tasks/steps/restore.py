@@ -15,7 +15,7 @@ from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.plan import Dataset
 from lifeline.configs.settings import Settings
 from lifeline.tasks.adapters import postgres
-from lifeline.tasks.adapters.restic import ResticRepository, Snapshot
+from lifeline.tasks.adapters.restic import NoSpace, ResticRepository, Snapshot
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.progress import reporter
 from lifeline.tasks.run.record import Journal
@@ -31,6 +31,12 @@ class RestoreRefused(LifelineError):
 
 class VerificationFailed(LifelineError):
     pass
+
+
+class TargetFull(LifelineError):
+    """The target's file system has no room for the restore: a retry cannot fix it; nothing was touched."""
+
+    transient = False
 
 
 class ChosenSnapshot(BaseModel):
@@ -120,7 +126,12 @@ def restore_to_staging(
     staging.mkdir(parents=True)
     try:
         with repository_slots(repository, locks_dir, exclusive=False):
-            repository.restore(snapshot.id, staging, verify=True, on_progress=reporter(f"restore {snapshot.id[:8]}"))
+            try:
+                repository.restore(snapshot.id, staging, verify=True,
+                                   on_progress=reporter(f"restore {snapshot.id[:8]}"))
+            except NoSpace:
+                raise TargetFull(f"restore of snapshot {snapshot.id[:8]} to {_target_of(staging)} failed: no space left "
+                                 f"on device at {staging.parent}; nothing at the target was changed") from None
         listing = repository.ls(snapshot.id)
         files, total = verify_against_listing(staging, listing)
     except BaseException:
@@ -134,6 +145,11 @@ def restore_to_staging(
         bytes=total,
         detail={"files_verified": files, "bytes_verified": total, "content": "restic restore --verify"},
     )
+
+
+def _target_of(staging: Path) -> Path:
+    """The target a staging folder of `staging_beside` stands for."""
+    return staging.with_name(staging.name.removeprefix(".").split(".lifeline-staging-")[0])
 
 
 def verify_against_listing(staging: Path, listing: list) -> tuple[int, int]:

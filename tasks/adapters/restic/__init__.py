@@ -40,6 +40,7 @@ from lifeline.tasks.adapters.restic.arguments import (
 )
 from lifeline.tasks.adapters.restic.errors import (
     EXIT_PARTIAL_BACKUP,
+    NoSpace,
     PartialBackup,
     ProducerFailed,
     RepositoryLocked,
@@ -54,7 +55,7 @@ from lifeline.tasks.adapters.restic.errors import (
 )
 
 __all__ = [
-    "PartialBackup", "ProducerFailed", "RepositoryLocked", "RepositoryMissing", "ResticError",
+    "NoSpace", "PartialBackup", "ProducerFailed", "RepositoryLocked", "RepositoryMissing", "ResticError",
     "ResticFailed", "WrongPassword", "classify_failure", "ResticRepository", "Snapshot",
 ]
 

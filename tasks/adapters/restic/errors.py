@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 from typing import Any
 
 from lifeline.tasks.adapters.commands import CommandResult
@@ -29,6 +30,8 @@ _NETWORK = re.compile(
     r"|too many requests",
     re.I,
 )
+# A full disk (ENOSPC) is never fixed by a retry; restic 0.14 ends such a restore with "There were N errors".
+_NO_SPACE = re.compile(r"no space left on device|disk quota exceeded", re.I)
 _HINT_LINES = re.compile(r"^(is there a repository|lock was created at|storage id|the `unlock` command)", re.I)
 
 
@@ -66,6 +69,12 @@ class ResticFailed(ResticError):
     pass
 
 
+class NoSpace(ResticError):
+    """The disk restic writes to (a restore's target, the cache, a local repository) is full: not transient."""
+
+    transient = False
+
+
 class ProducerFailed(ResticError):
     """The command feeding `backup --stdin` failed; its snapshot has been forgotten."""
 
@@ -92,6 +101,8 @@ def meaningful_stderr_line(stderr: str) -> str:
 def classify_failure(result: CommandResult, *, operation: str, repository: str) -> ResticError:
     stderr, code = result.stderr_text, result.returncode
     detail = meaningful_stderr_line(stderr) if stderr.strip() else f"exit code {code}"
+    if code < 0:  # killed (the OOM killer, an operator): not retried; its stale lock is removed by the next run
+        return ResticFailed.during(operation, repository, f"restic was killed by {_signal_name(-code)}")
     if code == EXIT_WRONG_PASSWORD or _WRONG_PASSWORD.search(stderr):
         return WrongPassword.during(operation, repository, detail)
     if code == EXIT_LOCKED or _LOCKED.search(stderr):
@@ -99,12 +110,21 @@ def classify_failure(result: CommandResult, *, operation: str, repository: str) 
     if code == EXIT_PARTIAL_BACKUP:
         warnings = backup_warnings(stderr)
         return PartialBackup.during(operation, repository, f"{len(warnings)} unreadable: {'; '.join(warnings[:3])}")
+    if _NO_SPACE.search(stderr):
+        return NoSpace.during(operation, repository, "no space left on device")
     # restic 0.14 reports an unreachable S3 endpoint as "unable to open config file": network first.
     if code != EXIT_REPOSITORY_MISSING and _NETWORK.search(stderr):
         return ResticFailed.during(operation, repository, detail, transient=True)
     if code == EXIT_REPOSITORY_MISSING or _MISSING.search(stderr):
         return RepositoryMissing.during(operation, repository, detail)
     return ResticFailed.during(operation, repository, detail)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _json_object(line: str) -> dict[str, Any]:
