@@ -13,6 +13,7 @@ from lifeline.configs.communications import communication_problems
 from lifeline.configs.messages import template_problems
 from lifeline.configs.pitr import Pitr
 from lifeline.configs.plan import Plan
+from lifeline.configs.secret_files import missing_secret_files, open_secret_files
 from lifeline.configs.telephony import ANNOUNCEMENT_FIELDS
 from pydantic import TypeAdapter, ValidationError
 
@@ -31,6 +32,7 @@ class LoadedPlan:
     plan: Plan
     path: Path
     sha256: str
+    warnings: tuple[Problem, ...] = ()  # what works but should not be so (a secret file others may read)
 
 
 def load_plan(path: Path) -> LoadedPlan:
@@ -62,9 +64,12 @@ def load_plan(path: Path) -> LoadedPlan:
         problems += consistency_problems(_what_validates(document, context), Names.defined_in(document))
         raise PlanInvalid(path, problems) from None
     problems = consistency_problems(plan, Names.defined_in(document)) + network_namespace_problems(plan)
+    named = {problem.field for problem in problems}
+    problems += [problem for problem in missing_secret_files(plan) if problem.field not in named]
     if problems:
         raise PlanInvalid(path, problems)
-    return LoadedPlan(plan=plan, path=path, sha256=hashlib.sha256(raw).hexdigest())
+    return LoadedPlan(plan=plan, path=path, sha256=hashlib.sha256(raw).hexdigest(),
+                      warnings=tuple(open_secret_files(plan)))
 
 
 def _problem_from(detail: dict) -> Problem:

@@ -41,11 +41,14 @@ def plan_path(plan: Path | None) -> Path:
 def loaded_plan(plan: Path | None) -> LoadedPlan:
     path = plan_path(plan)
     try:
-        return load_plan(path)
+        loaded = load_plan(path)
     except PlanInvalid as invalid:
         for problem in invalid.problems:
             typer.echo(f"{invalid.path}: {problem}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    for warning in loaded.warnings:
+        typer.echo(f"lifeline: warning: {loaded.path}: {warning}", err=True)
+    return loaded
 
 
 def parse_time(text: str | None, option: str) -> datetime | None:

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lifeline.flows.cli import app, main
 
-from tests.helpers import run_cli, write_password
+from tests.helpers import files_plan, run_cli, write_password, write_plan
 
 EXAMPLES = 1000
 TRIED: list[str] = []  # one entry per example actually run: its kind of breakage
@@ -330,3 +330,18 @@ def test_a_hostile_name_is_refused_in_one_line_naming_its_section(plan_dir, tmp_
     assert (code, out) == (2, "") and "Traceback" not in err
     [line] = err.splitlines()  # a newline in the name does not start a second, forged line
     assert line.startswith(f"{path}: {section}.") and not marker.exists()
+
+
+def test_a_secret_file_others_may_read_is_a_warning_naming_it_and_the_plan_still_validates(tmp_path: Path) -> None:
+    password = tmp_path / "restic.pw"
+    write_password(password)
+    (tmp_path / "recordings").mkdir()
+    plan = write_plan(tmp_path, files_plan(tmp_path, tmp_path / "recordings"))
+    quiet = run_cli("validate", "--plan", str(plan))
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+    password.chmod(0o644)
+    warned = run_cli("validate", "--plan", str(plan))
+    assert warned.returncode == 0 and "Traceback" not in warned.stderr
+    [line] = warned.stderr.splitlines()
+    assert line == (f"lifeline: warning: {plan}: repositories.local.password_file: {password} is open to others "
+                    "(mode 0644): chmod 600 it")
