@@ -159,6 +159,29 @@ def _progress_reader(on_progress: ProgressCallback | None) -> LineCallback | Non
 
 # --- the repository -----------------------------------------------------------------------------
 
+AWS_KEYS = {"AWS_ACCESS_KEY_ID": "aws_access_key_id", "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+            "AWS_SESSION_TOKEN": "aws_session_token"}
+CREDENTIALS_PROFILE = "lifeline"
+
+
+def keys_in_a_file(environment: Mapping[str, str | None], directory: Path, name: str) -> dict[str, str | None]:
+    """An S3 key is a secret: anyone who can read a process's environment (/proc/PID/environ) would read it. restic
+    (through minio-go) also reads a shared credentials file: the keys go into one, mode 0600, named by
+    AWS_SHARED_CREDENTIALS_FILE, and leave the environment (inherited ones too, which restic would prefer)."""
+    if not environment.get("AWS_SECRET_ACCESS_KEY"):
+        return dict(environment)
+    lines = [f"[{CREDENTIALS_PROFILE}]"] + [f"{key} = {environment[variable]}" for variable, key in AWS_KEYS.items()
+                                           if environment.get(variable)]
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.ini"
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write("\n".join(lines) + "\n")
+    os.replace(temporary, path)
+    return {**environment, **dict.fromkeys(AWS_KEYS), "AWS_SHARED_CREDENTIALS_FILE": os.fspath(path),
+            "AWS_PROFILE": CREDENTIALS_PROFILE}
+
 
 @dataclass(frozen=True, kw_only=True)
 class ResticRepository:
@@ -190,7 +213,7 @@ class ResticRepository:
             RESTIC_REPOSITORY=self.url, RESTIC_PASSWORD_FILE=os.fspath(self.password_file),
             RESTIC_CACHE_DIR=os.fspath(self.cache_dir),
         )
-        return environment
+        return keys_in_a_file(environment, self.cache_dir.parent / "credentials", self.name)
 
     def copy_source_environment(self, source: ResticRepository) -> dict[str, str]:
         clashes = [name for name, value in source.environment.items() if self.environment.get(name, value) != value]
@@ -209,7 +232,8 @@ class ResticRepository:
         self, operation: str, arguments: Sequence[str], *, on_line: LineCallback | None = None,
         accepted: Sequence[int] = (0,), extra_environment: Mapping[str, str] | None = None,
     ) -> CommandResult:
-        environment = {**self.restic_environment(), **(extra_environment or {})}
+        environment = keys_in_a_file({**self.restic_environment(), **(extra_environment or {})},
+                                     self.cache_dir.parent / "credentials", self.name)
         try:
             result = run_command(self.argv(arguments), env=environment, timeout=self.timeout_seconds, on_line=on_line)
         except CommandError as error:
