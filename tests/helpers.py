@@ -127,5 +127,6 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll: floa
 def one_line_error(stderr: str) -> str:
     """The CLI's user-facing error: exactly one `lifeline: ...` line, and no traceback."""
     assert "Traceback" not in stderr
-    [message] = [line for line in stderr.splitlines() if line.startswith("lifeline: ")]
+    [message] = [line for line in stderr.splitlines()
+                 if line.startswith("lifeline: ") and not line.startswith("lifeline: warning: ")]
     return message

@@ -7,6 +7,7 @@ own database is not the ledger: ephemeral Prefect runs do not keep all task hist
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -145,8 +146,17 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
-@cache
+_ENGINE_LOCK = threading.Lock()
+
+
 def _engine(url: str) -> sqlalchemy.Engine:
+    """One engine per URL; the first use creates the tables, once even when threads (a run's deliveries) race."""
+    with _ENGINE_LOCK:
+        return _new_engine(url)
+
+
+@cache
+def _new_engine(url: str) -> sqlalchemy.Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     import sqlalchemy
@@ -248,6 +258,17 @@ class Ledger:
         return self._connected()
 
     def save_run(self, record: RunRecord) -> None:
+        """An upsert, so it is tried again whole (within `patience_seconds`) when the database goes away under it."""
+        deadline = time.monotonic() + self.patience_seconds
+        while True:
+            try:
+                return self._save_run(record)
+            except Exception as error:
+                if not _is_away(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+
+    def _save_run(self, record: RunRecord) -> None:
         row = {
             "id": record.id,
             "kind": record.kind,

@@ -14,7 +14,7 @@ from lifeline.configs.settings import Settings
 from lifeline.tasks.adapters import daemons
 from lifeline.tasks.adapters.locks import plan_lock
 from lifeline.tasks.report.artifacts import deliveries_table, record_markdown, record_table
-from lifeline.tasks.run.ledger import Deliveries, Ledger, LedgerUnreachable
+from lifeline.tasks.run.ledger import Deliveries, Ledger
 from lifeline.tasks.run.record import Journal, RunKind, RunRecord, Trigger, new_run_id, utc_now
 from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.communication import RunCommunications, communicates
@@ -59,7 +59,7 @@ class ProgressSaver:
         with self.lock:  # one save at a time, each of the newest state: the last one written is the newest
             try:
                 self.ledger.save_run(self.record)
-            except LedgerUnreachable as error:
+            except Exception as error:  # noqa: BLE001 - progress is best effort: the closing save waits for it
                 if not self.away:
                     get_run_logger().warning("%s; the run goes on and saves its record when it ends", error)
                 self.away = True

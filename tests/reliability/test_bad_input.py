@@ -163,6 +163,7 @@ def broken_plans(draw, directory: Path) -> tuple[str, str, str]:
     return kind, text, field
 
 
+@pytest.mark.xdist_group("malformed-plans")  # with the count below, on one worker
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
@@ -189,6 +190,7 @@ def test_a_thousand_malformed_plans_exit_2_naming_a_field(plan_dir, data):
                    for problem in problems), (kind, named, err)
 
 
+@pytest.mark.xdist_group("malformed-plans")
 def test_the_examples_were_all_tried():
     """Runs after the property (file order): how many plans were tried, by kind (the count the README quotes)."""
     counts = {kind: TRIED.count(kind) for kind in sorted(set(TRIED))}

@@ -199,6 +199,7 @@ def test_sshd_at_dr_that_stays_down_ends_the_failover_in_one_line_naming_the_hos
 # --- 2. dr replaying beyond its RPO target -----------------------------------------------------------
 
 @pytest.mark.lab
+@pytest.mark.soak  # 50 s on the lab worker, the suite's critical path: `make soak` runs it
 def test_a_standby_replaying_beyond_its_rpo_target_is_not_ready_refused_and_a_forced_failover_records_it(
     normal_lab: Lab, monitor: WriteMonitor, tmp_path: Path
 ) -> None:
