@@ -7,124 +7,22 @@ own database is not the ledger: ephemeral Prefect runs do not keep all task hist
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.probes import redact_url
 from lifeline.tasks.run.deliveries import Acknowledgement, Delivery, EscalationState
+from lifeline.tasks.run.ledger_tables import engine_for, iso, tables
 from lifeline.tasks.run.record import RunRecord, utc_now
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
     import sqlalchemy
 
-
-class _Sql(NamedTuple):
-    metadata: sqlalchemy.MetaData
-    runs: sqlalchemy.Table
-    snapshots: sqlalchemy.Table
-    deliveries: sqlalchemy.Table
-    acknowledgements: sqlalchemy.Table
-    escalations: sqlalchemy.Table
-    maintenance: sqlalchemy.Table
-    alerts: sqlalchemy.Table
-    status_updates: sqlalchemy.Table
-    modes: sqlalchemy.Table
-
-
-@cache
-def _sql() -> _Sql:
-    """SQLAlchemy and the ledger's tables, at first use: importing SQLAlchemy takes ~0.2 s, which every
-    served flow run would otherwise spend before it even starts (issue 5's start latency)."""
-    import sqlalchemy as sa
-
-    metadata = sa.MetaData()
-    runs = sa.Table(
-        "runs",
-        metadata,
-        sa.Column("id", sa.String(32), primary_key=True),
-        sa.Column("kind", sa.String(16), nullable=False, index=True),
-        sa.Column("plan", sa.String(64), nullable=False, index=True),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("started_at", sa.String(40), nullable=False, index=True),  # ISO 8601, UTC: sorts as time
-        sa.Column("record", sa.Text, nullable=False),
-        sa.Column("parent_id", sa.String(32), nullable=True, index=True),
-    )
-    snapshots = sa.Table(
-        "snapshots",
-        metadata,
-        sa.Column("snapshot_id", sa.String(64), primary_key=True),
-        sa.Column("plan", sa.String(64), nullable=False, index=True),
-        sa.Column("dataset", sa.String(64), nullable=False, index=True),
-        sa.Column("repository", sa.String(64), nullable=False),
-        sa.Column("recorded_at", sa.String(40), nullable=False),
-        sa.Column("run_id", sa.String(32), nullable=False),
-        sa.Column("facts", sa.Text, nullable=False),
-    )
-    deliveries = sa.Table(
-        "deliveries",
-        metadata,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("run_id", sa.String(32), nullable=False, index=True),
-        sa.Column("message_id", sa.String(64), nullable=False, index=True),
-        sa.Column("at", sa.String(40), nullable=False),
-        sa.Column("delivery", sa.Text, nullable=False),
-    )
-    acknowledgements = sa.Table(
-        "acknowledgements",
-        metadata,
-        sa.Column("run_id", sa.String(32), primary_key=True),
-        sa.Column("acknowledgement", sa.Text, nullable=False),
-    )
-    escalations = sa.Table(
-        "escalations",
-        metadata,
-        sa.Column("run_id", sa.String(32), primary_key=True),
-        sa.Column("plan", sa.String(200), nullable=False, index=True),
-        sa.Column("status", sa.String(16), nullable=False, index=True),
-        sa.Column("escalation", sa.Text, nullable=False),
-    )
-    maintenance = sa.Table(  # a repository's last prune and last check, whichever plan or worker ran them
-        "maintenance",
-        metadata,
-        sa.Column("repository", sa.String(200), primary_key=True),  # its name and a hash of its URL
-        sa.Column("operation", sa.String(16), primary_key=True),
-        sa.Column("at", sa.String(40), nullable=False),
-        sa.Column("run_id", sa.String(32), nullable=False),
-    )
-    alerts = sa.Table(  # every warning intake took, once per key: what makes intake idempotent
-        "alerts",
-        metadata,
-        sa.Column("key", sa.String(300), primary_key=True),
-        sa.Column("plan", sa.String(64), nullable=False, index=True),
-        sa.Column("received_at", sa.String(40), nullable=False),
-        sa.Column("alert", sa.Text, nullable=False),
-    )
-    status_updates = sa.Table(  # what the public status page said, and who approved it
-        "status_updates",
-        metadata,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("plan", sa.String(64), nullable=False, index=True),
-        sa.Column("at", sa.String(40), nullable=False),
-        sa.Column("update", sa.Text, nullable=False),
-    )
-    modes = sa.Table(  # operating modes a warning turned on (staff shortage), until when
-        "modes",
-        metadata,
-        sa.Column("plan", sa.String(64), primary_key=True),
-        sa.Column("mode", sa.String(32), primary_key=True),
-        sa.Column("until", sa.String(40), nullable=False),
-        sa.Column("run_id", sa.String(32), nullable=False),
-    )
-    return _Sql(metadata, runs, snapshots, deliveries, acknowledgements, escalations, maintenance, alerts,
-                status_updates, modes)
 
 
 class SnapshotFacts(BaseModel):
@@ -141,52 +39,6 @@ class SnapshotFacts(BaseModel):
     bytes: int | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
-
-
-_ENGINE_LOCK = threading.Lock()
-
-
-def _engine(url: str) -> sqlalchemy.Engine:
-    """One engine per URL; the first use creates the tables, once even when threads (a run's deliveries) race."""
-    with _ENGINE_LOCK:
-        return _new_engine(url)
-
-
-@cache
-def _new_engine(url: str) -> sqlalchemy.Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
-    _sql().metadata.create_all(engine)
-    _add_missing_columns(engine)
-    return engine
-
-
-def _add_missing_columns(engine: sqlalchemy.Engine) -> None:
-    """A ledger made before runs had a parent gets the column (and its index); its runs have no parent."""
-    import sqlalchemy
-
-    runs_table = _sql().runs
-
-    def has_column() -> bool:
-        return "parent_id" in {column["name"] for column in sqlalchemy.inspect(engine).get_columns(runs_table.name)}
-
-    if has_column():
-        return
-    try:
-        with engine.begin() as connection:
-            connection.execute(sqlalchemy.text(f"ALTER TABLE {runs_table.name} ADD COLUMN parent_id VARCHAR(32)"))
-    except sqlalchemy.exc.DBAPIError:
-        if not has_column():  # not another process adding it at the same moment
-            raise
-    for index in runs_table.indexes:
-        if "parent_id" in index.columns:
-            index.create(engine, checkfirst=True)
 
 
 class LedgerUnreachable(LifelineError):
@@ -228,9 +80,9 @@ class Ledger:
 
     @property
     def engine(self) -> sqlalchemy.Engine:
-        return _engine(self.url)
+        return engine_for(self.url)
 
-    def _connected(self) -> sqlalchemy.Connection:
+    def connection(self) -> sqlalchemy.Connection:
         """A connection, waiting up to `patience_seconds` while the database is away (never once a statement
         has run: nothing is written twice)."""
         deadline = time.monotonic() + self.patience_seconds
@@ -251,11 +103,8 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlalchemy.Connection]:
-        with self._connected() as connection, connection.begin():
+        with self.connection() as connection, connection.begin():
             yield connection
-
-    def connection(self) -> sqlalchemy.Connection:
-        return self._connected()
 
     def save_run(self, record: RunRecord) -> None:
         """An upsert, so it is tried again whole (within `patience_seconds`) when the database goes away under it."""
@@ -274,11 +123,11 @@ class Ledger:
             "kind": record.kind,
             "plan": record.plan,
             "status": record.status,
-            "started_at": _iso(record.started_at),
+            "started_at": iso(record.started_at),
             "record": record.model_dump_json(),
             "parent_id": record.parent_id,
         }
-        runs_table = _sql().runs
+        runs_table = tables().runs
         with self.transaction() as connection:
             updated = connection.execute(
                 runs_table.update().where(runs_table.c.id == record.id).values(**row)
@@ -289,7 +138,7 @@ class Ledger:
     def runs(self, *, kind: str | None = None, plan: str | None = None, status: str | None = None,
              last: int | None = None, own_only: bool = False) -> list[RunRecord]:
         """Newest first. `own_only`: leave out runs another run started (a drill's failback)."""
-        runs_table = _sql().runs
+        runs_table = tables().runs
         query = runs_table.select().with_only_columns(runs_table.c.record).order_by(runs_table.c.started_at.desc())
         if kind:
             query = query.where(runs_table.c.kind == kind)
@@ -305,7 +154,7 @@ class Ledger:
             return [RunRecord.model_validate_json(text) for (text,) in connection.execute(query)]
 
     def run(self, run_id: str) -> RunRecord | None:
-        runs_table = _sql().runs
+        runs_table = tables().runs
         query = runs_table.select().with_only_columns(runs_table.c.record).where(runs_table.c.id.startswith(run_id))
         with self.connection() as connection:
             rows = connection.execute(query).all()
@@ -313,14 +162,14 @@ class Ledger:
 
     def children(self, parent_id: str) -> list[RunRecord]:
         """The runs `parent_id` started, in the order they started."""
-        runs_table = _sql().runs
+        runs_table = tables().runs
         query = (runs_table.select().with_only_columns(runs_table.c.record)
                  .where(runs_table.c.parent_id == parent_id).order_by(runs_table.c.started_at))
         with self.connection() as connection:
             return [RunRecord.model_validate_json(text) for (text,) in connection.execute(query)]
 
     def record_snapshots(self, facts: Iterable[SnapshotFacts]) -> None:
-        snapshots_table = _sql().snapshots
+        snapshots_table = tables().snapshots
         with self.transaction() as connection:
             for fact in facts:
                 connection.execute(snapshots_table.delete().where(snapshots_table.c.snapshot_id == fact.snapshot_id))
@@ -330,14 +179,14 @@ class Ledger:
                         plan=fact.plan,
                         dataset=fact.dataset,
                         repository=fact.repository,
-                        recorded_at=_iso(fact.recorded_at),
+                        recorded_at=iso(fact.recorded_at),
                         run_id=fact.run_id,
                         facts=fact.model_dump_json(),
                     )
                 )
 
     def snapshot_facts(self, snapshot_id: str) -> SnapshotFacts | None:
-        snapshots_table = _sql().snapshots
+        snapshots_table = tables().snapshots
         query = snapshots_table.select().with_only_columns(snapshots_table.c.facts).where(
             snapshots_table.c.snapshot_id == snapshot_id)
         with self.connection() as connection:
@@ -345,27 +194,27 @@ class Ledger:
         return SnapshotFacts.model_validate_json(row[0]) if row else None
 
     def snapshots_recorded(self, plan: str, dataset: str, before: datetime | None = None) -> list[SnapshotFacts]:
-        snapshots_table = _sql().snapshots
+        snapshots_table = tables().snapshots
         query = (
             snapshots_table.select().with_only_columns(snapshots_table.c.facts)
             .where(snapshots_table.c.plan == plan, snapshots_table.c.dataset == dataset)
             .order_by(snapshots_table.c.recorded_at)
         )
         if before is not None:
-            query = query.where(snapshots_table.c.recorded_at < _iso(before))
+            query = query.where(snapshots_table.c.recorded_at < iso(before))
         with self.connection() as connection:
             return [SnapshotFacts.model_validate_json(text) for (text,) in connection.execute(query)]
 
     def record_maintenance(self, repository: str, operation: str, at: datetime, run_id: str) -> None:
-        table = _sql().maintenance
+        table = tables().maintenance
         key = (table.c.repository == repository) & (table.c.operation == operation)
         with self.transaction() as connection:
             connection.execute(table.delete().where(key))
-            connection.execute(table.insert().values(repository=repository, operation=operation, at=_iso(at),
+            connection.execute(table.insert().values(repository=repository, operation=operation, at=iso(at),
                                                      run_id=run_id))
 
     def last_maintenance(self, repository: str, operation: str) -> datetime | None:
-        table = _sql().maintenance
+        table = tables().maintenance
         query = table.select().with_only_columns(table.c.at).where(
             table.c.repository == repository, table.c.operation == operation)
         with self.connection() as connection:
@@ -380,14 +229,14 @@ class Deliveries:
         self.ledger = ledger
 
     def record(self, delivery: Delivery) -> None:
-        table = _sql().deliveries
+        table = tables().deliveries
         with self.ledger.transaction() as connection:
             connection.execute(table.insert().values(run_id=delivery.run_id, message_id=delivery.message_id,
-                                                     at=_iso(delivery.at), delivery=delivery.model_dump_json()))
+                                                     at=iso(delivery.at), delivery=delivery.model_dump_json()))
 
     def confirm(self, message_id: str, by: str) -> Delivery | None:
         """A person says they delivered a manual message: its latest attempt becomes `confirmed`."""
-        table = _sql().deliveries
+        table = tables().deliveries
         with self.ledger.transaction() as connection:
             row = connection.execute(table.select().where(table.c.message_id.startswith(message_id))
                                      .order_by(table.c.id.desc())).first()
@@ -399,11 +248,11 @@ class Deliveries:
             confirmed = delivery.model_copy(update={"status": "confirmed", "answer": f"confirmed by {by}",
                                                     "at": utc_now()})
             connection.execute(table.insert().values(run_id=confirmed.run_id, message_id=confirmed.message_id,
-                                                     at=_iso(confirmed.at), delivery=confirmed.model_dump_json()))
+                                                     at=iso(confirmed.at), delivery=confirmed.model_dump_json()))
             return confirmed
 
     def of_run(self, run_id: str) -> list[Delivery]:
-        table = _sql().deliveries
+        table = tables().deliveries
         query = table.select().with_only_columns(table.c.delivery).where(table.c.run_id == run_id).order_by(table.c.id)
         with self.ledger.connection() as connection:
             return [Delivery.model_validate_json(text) for (text,) in connection.execute(query)]
@@ -415,7 +264,7 @@ class Deliveries:
             return existing
         import sqlalchemy
 
-        table = _sql().acknowledgements
+        table = tables().acknowledgements
         try:
             with self.ledger.transaction() as connection:
                 connection.execute(table.insert().values(run_id=acknowledgement.run_id,
@@ -425,7 +274,7 @@ class Deliveries:
         return acknowledgement
 
     def acknowledgement(self, run_id: str) -> Acknowledgement | None:
-        table = _sql().acknowledgements
+        table = tables().acknowledgements
         query = table.select().with_only_columns(table.c.acknowledgement).where(table.c.run_id == run_id)
         with self.ledger.connection() as connection:
             row = connection.execute(query).first()
@@ -443,21 +292,21 @@ class Escalations:
         self.ledger = ledger
 
     def save(self, state: EscalationState) -> None:
-        table = _sql().escalations
+        table = tables().escalations
         values = {"plan": state.plan, "status": state.status, "escalation": state.model_dump_json()}
         with self.ledger.transaction() as connection:
             if connection.execute(table.update().where(table.c.run_id == state.run_id).values(**values)).rowcount == 0:
                 connection.execute(table.insert().values(run_id=state.run_id, **values))
 
     def get(self, run_id: str) -> EscalationState | None:
-        table = _sql().escalations
+        table = tables().escalations
         with self.ledger.connection() as connection:
             row = connection.execute(table.select().with_only_columns(table.c.escalation)
                                      .where(table.c.run_id == run_id)).first()
         return EscalationState.model_validate_json(row[0]) if row else None
 
     def still_open(self, plan: str) -> list[EscalationState]:
-        table = _sql().escalations
+        table = tables().escalations
         query = table.select().with_only_columns(table.c.escalation).where(table.c.plan == plan,
                                                                             table.c.status == "open")
         with self.ledger.connection() as connection:

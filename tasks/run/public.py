@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from lifeline.tasks.run.ledger import Ledger, _iso, _sql
+from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.run.ledger_tables import iso, tables
 from lifeline.tasks.run.record import utc_now
 from pydantic import BaseModel, Field
 
@@ -34,11 +35,11 @@ class Alerts:
         """(True, it) when this key is new; (False, the one taken first) when it is not."""
         import sqlalchemy
 
-        table = _sql().alerts
+        table = tables().alerts
         try:
             with self.ledger.transaction() as connection:
                 connection.execute(table.insert().values(key=taken.key, plan=taken.plan,
-                                                         received_at=_iso(taken.received_at),
+                                                         received_at=iso(taken.received_at),
                                                          alert=taken.model_dump_json()))
         except sqlalchemy.exc.IntegrityError:
             existing = self.get(taken.key)
@@ -48,24 +49,24 @@ class Alerts:
         return True, taken
 
     def update(self, taken: TakenAlert) -> None:
-        table = _sql().alerts
+        table = tables().alerts
         with self.ledger.transaction() as connection:
             connection.execute(table.update().where(table.c.key == taken.key).values(alert=taken.model_dump_json()))
 
     def release(self, key: str) -> None:
         """Forget a key whose run could not be started, so that the sender's retry starts it."""
-        table = _sql().alerts
+        table = tables().alerts
         with self.ledger.transaction() as connection:
             connection.execute(table.delete().where(table.c.key == key))
 
     def get(self, key: str) -> TakenAlert | None:
-        table = _sql().alerts
+        table = tables().alerts
         with self.ledger.connection() as connection:
             row = connection.execute(table.select().with_only_columns(table.c.alert).where(table.c.key == key)).first()
         return TakenAlert.model_validate_json(row[0]) if row else None
 
     def of_plan(self, plan: str, last: int = 100) -> list[TakenAlert]:
-        table = _sql().alerts
+        table = tables().alerts
         query = (table.select().with_only_columns(table.c.alert).where(table.c.plan == plan)
                  .order_by(table.c.received_at.desc()).limit(last))
         with self.ledger.connection() as connection:
@@ -92,14 +93,14 @@ class StatusUpdates:
         self.ledger = ledger
 
     def add(self, update: StatusUpdate) -> None:
-        table = _sql().status_updates
+        table = tables().status_updates
         with self.ledger.transaction() as connection:
-            connection.execute(table.insert().values(plan=update.plan, at=_iso(update.at),
+            connection.execute(table.insert().values(plan=update.plan, at=iso(update.at),
                                                      update=update.model_dump_json()))
 
     def of_plan(self, plan: str) -> list[StatusUpdate]:
         """Oldest first."""
-        table = _sql().status_updates
+        table = tables().status_updates
         query = table.select().with_only_columns(table.c.update).where(table.c.plan == plan).order_by(table.c.id)
         with self.ledger.connection() as connection:
             return [StatusUpdate.model_validate_json(text) for (text,) in connection.execute(query)]
@@ -112,19 +113,19 @@ class Modes:
         self.ledger = ledger
 
     def turn_on(self, plan: str, mode: str, until: datetime, run_id: str) -> None:
-        table = _sql().modes
+        table = tables().modes
         with self.ledger.transaction() as connection:
             connection.execute(table.delete().where(table.c.plan == plan, table.c.mode == mode))
-            connection.execute(table.insert().values(plan=plan, mode=mode, until=_iso(until), run_id=run_id))
+            connection.execute(table.insert().values(plan=plan, mode=mode, until=iso(until), run_id=run_id))
 
     def turn_off(self, plan: str, mode: str) -> None:
-        table = _sql().modes
+        table = tables().modes
         with self.ledger.transaction() as connection:
             connection.execute(table.delete().where(table.c.plan == plan, table.c.mode == mode))
 
     def active_until(self, plan: str, mode: str) -> datetime | None:
         """When the mode ends, if it is on now."""
-        table = _sql().modes
+        table = tables().modes
         with self.ledger.connection() as connection:
             row = connection.execute(table.select().with_only_columns(table.c.until)
                                      .where(table.c.plan == plan, table.c.mode == mode)).first()

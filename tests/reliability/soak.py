@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+from lifeline.infra.lab.processes import process_tree, resident_kib
 
 from tests.benchmarks.common import bench_tmpdir, log, print_table
 from tests.benchmarks.lab import backed_up_lab
@@ -148,41 +149,14 @@ def start_run(deployment: str) -> None:
 def sample_until(stop: threading.Event, serve_pid: int, ledger_file: Path, started: float,
                  samples: list[Sample]) -> None:
     while not stop.is_set():
-        workers = descendants(serve_pid)
+        workers = process_tree(serve_pid)[1:]
         samples.append(Sample(
-            at=time.monotonic() - started, serve_rss_mib=rss_mib(serve_pid), serve_fds=fds(serve_pid),
-            workers=len(workers), workers_rss_mib=sum(rss_mib(pid) for pid in workers),
+            at=time.monotonic() - started, serve_rss_mib=resident_kib(serve_pid) / 1024, serve_fds=fds(serve_pid),
+            workers=len(workers), workers_rss_mib=sum(resident_kib(pid) for pid in workers) / 1024,
             workers_fds=sum(fds(pid) for pid in workers),
             ledger_bytes=sum(path.stat().st_size for path in ledger_file.parent.glob(ledger_file.name + "*")),
         ))
         stop.wait(SAMPLE_EVERY_SECONDS)
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], list(children.get(pid, []))
-    while todo:
-        child = todo.pop()
-        found.append(child)
-        todo.extend(children.get(child, []))
-    return found
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def fds(pid: int) -> int:
