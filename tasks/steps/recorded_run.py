@@ -74,13 +74,12 @@ def exclusive_run(
     kind: RunKind, loaded: LoadedPlan, settings: Settings, sweep: Callable[[], object] | None = None, **options
 ) -> Iterator[Journal]:
     """A failover, failback or drill: one at a time per plan (a second one refuses at once), recorded.
-    `sweep` cleans up what drills left: it runs first, holding the plan lock, before the run's record opens, and
-    returns the records of the drills it swept (this run carries on their messages)."""
+    `sweep` cleans up what drills left: it runs first, holding the plan lock, before the run's record opens."""
     record_id = options.pop("record_id", None) or new_run_id()
     with plan_lock(settings.locks_dir, loaded.plan.name, kind, record_id):
-        swept = list(sweep() or []) if sweep is not None else []
-        with recorded_run(kind, loaded, settings, exclusive=True, record_id=record_id, carries_on=swept,
-                          **options) as journal:
+        if sweep is not None:
+            sweep()
+        with recorded_run(kind, loaded, settings, exclusive=True, record_id=record_id, **options) as journal:
             yield journal
 
 
@@ -106,6 +105,18 @@ def close_interrupted_runs(ledger: Ledger, plan: str, found_by: str, *, holding_
     return closed
 
 
+def interrupted_since_completed(ledger: Ledger, plan: str, kind: RunKind) -> list[str]:
+    """Runs of this kind cut off since the last one that completed, whoever closed their records (the next run,
+    a verification that found the process gone, a drill's sweep): a new run of the kind carries them on."""
+    found = []
+    for run in ledger.runs(plan=plan, kind=kind, last=50):
+        if run.status == "completed":
+            break
+        if run.status == "failed" and (run.error or "").startswith("interrupted"):
+            found.append(run.id)
+    return found
+
+
 @contextmanager
 def recorded_run(
     kind: RunKind,
@@ -117,7 +128,6 @@ def recorded_run(
     scenario: str | None = None,
     exclusive: bool = False,
     parent_id: str | None = None,
-    carries_on: list[str] | None = None,
 ) -> Iterator[Journal]:
     """`exclusive`: the caller holds the plan lock (see exclusive_run)."""
     record = RunRecord(
@@ -129,13 +139,12 @@ def recorded_run(
     journal = Journal(record)
     ledger = Ledger(settings.ledger)
     warn_of_drill_leftovers(loaded, settings)
-    interrupted = close_interrupted_runs(ledger, loaded.plan.name, record.id, holding_the_lock=exclusive)
-    for closed in interrupted:
+    for closed in close_interrupted_runs(ledger, loaded.plan.name, record.id, holding_the_lock=exclusive):
         get_run_logger().warning("run %s was interrupted (its process is gone): recorded as failed", closed)
     ledger.save_run(record)
     journal.on_change = ProgressSaver(ledger, record)
     communications = RunCommunications(loaded.plan, str(loaded.path), journal, ledger,
-                                      carries_on=[*interrupted, *(carries_on or [])]) \
+                                      carries_on=interrupted_since_completed(ledger, loaded.plan.name, kind)) \
         if communicates(loaded.plan) else None
     if communications is not None:
         journal.announce, journal.answered_by = communications.announce, communications.answered_by
