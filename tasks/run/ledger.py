@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from functools import wraps
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.probes import redact_url
@@ -72,6 +73,30 @@ def _is_away(error: BaseException) -> bool:
     return _is_operational(error) and any(sign in str(error).lower() for sign in AWAY)
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def patiently(operation: Callable[P, T]) -> Callable[P, T]:
+    """Try a read or an idempotent write again whole (within the ledger's patience) when the database goes away
+    under a statement: a connection that passed its ping can still be closed by a server stopping mid-query."""
+
+    @wraps(operation)
+    def tried_again(*args: P.args, **kwargs: P.kwargs) -> T:
+        owner = args[0]
+        ledger = owner if isinstance(owner, Ledger) else owner.ledger  # type: ignore[attr-defined]
+        deadline = time.monotonic() + ledger.patience_seconds
+        while True:
+            try:
+                return operation(*args, **kwargs)
+            except Exception as error:
+                if not _is_away(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+
+    return tried_again
+
+
 class Ledger:
     def __init__(self, url: str, patience_seconds: float = PATIENCE_SECONDS):
         """`patience_seconds`: how long to wait for a database that is away before saying so."""
@@ -106,18 +131,8 @@ class Ledger:
         with self.connection() as connection, connection.begin():
             yield connection
 
+    @patiently
     def save_run(self, record: RunRecord) -> None:
-        """An upsert, so it is tried again whole (within `patience_seconds`) when the database goes away under it."""
-        deadline = time.monotonic() + self.patience_seconds
-        while True:
-            try:
-                return self._save_run(record)
-            except Exception as error:
-                if not _is_away(error) or time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.5)
-
-    def _save_run(self, record: RunRecord) -> None:
         row = {
             "id": record.id,
             "kind": record.kind,
@@ -135,6 +150,7 @@ class Ledger:
             if not updated:
                 connection.execute(runs_table.insert().values(**row))
 
+    @patiently
     def runs(self, *, kind: str | None = None, plan: str | None = None, status: str | None = None,
              last: int | None = None, own_only: bool = False) -> list[RunRecord]:
         """Newest first. `own_only`: leave out runs another run started (a drill's failback)."""
@@ -153,6 +169,7 @@ class Ledger:
         with self.connection() as connection:
             return [RunRecord.model_validate_json(text) for (text,) in connection.execute(query)]
 
+    @patiently
     def run(self, run_id: str) -> RunRecord | None:
         runs_table = tables().runs
         query = runs_table.select().with_only_columns(runs_table.c.record).where(runs_table.c.id.startswith(run_id))
@@ -160,6 +177,7 @@ class Ledger:
             rows = connection.execute(query).all()
         return RunRecord.model_validate_json(rows[0][0]) if len(rows) == 1 else None
 
+    @patiently
     def children(self, parent_id: str) -> list[RunRecord]:
         """The runs `parent_id` started, in the order they started."""
         runs_table = tables().runs
@@ -169,6 +187,10 @@ class Ledger:
             return [RunRecord.model_validate_json(text) for (text,) in connection.execute(query)]
 
     def record_snapshots(self, facts: Iterable[SnapshotFacts]) -> None:
+        self._record_snapshots(list(facts))
+
+    @patiently
+    def _record_snapshots(self, facts: list[SnapshotFacts]) -> None:
         snapshots_table = tables().snapshots
         with self.transaction() as connection:
             for fact in facts:
@@ -185,6 +207,7 @@ class Ledger:
                     )
                 )
 
+    @patiently
     def snapshot_facts(self, snapshot_id: str) -> SnapshotFacts | None:
         snapshots_table = tables().snapshots
         query = snapshots_table.select().with_only_columns(snapshots_table.c.facts).where(
@@ -193,6 +216,7 @@ class Ledger:
             row = connection.execute(query).first()
         return SnapshotFacts.model_validate_json(row[0]) if row else None
 
+    @patiently
     def snapshots_recorded(self, plan: str, dataset: str, before: datetime | None = None) -> list[SnapshotFacts]:
         snapshots_table = tables().snapshots
         query = (
@@ -205,6 +229,7 @@ class Ledger:
         with self.connection() as connection:
             return [SnapshotFacts.model_validate_json(text) for (text,) in connection.execute(query)]
 
+    @patiently
     def record_maintenance(self, repository: str, operation: str, at: datetime, run_id: str) -> None:
         table = tables().maintenance
         key = (table.c.repository == repository) & (table.c.operation == operation)
@@ -213,6 +238,7 @@ class Ledger:
             connection.execute(table.insert().values(repository=repository, operation=operation, at=iso(at),
                                                      run_id=run_id))
 
+    @patiently
     def last_maintenance(self, repository: str, operation: str) -> datetime | None:
         table = tables().maintenance
         query = table.select().with_only_columns(table.c.at).where(
@@ -251,6 +277,7 @@ class Deliveries:
                                                      at=iso(confirmed.at), delivery=confirmed.model_dump_json()))
             return confirmed
 
+    @patiently
     def of_run(self, run_id: str) -> list[Delivery]:
         table = tables().deliveries
         query = table.select().with_only_columns(table.c.delivery).where(table.c.run_id == run_id).order_by(table.c.id)
@@ -273,6 +300,7 @@ class Deliveries:
             return self.acknowledgement(acknowledgement.run_id) or acknowledgement
         return acknowledgement
 
+    @patiently
     def acknowledgement(self, run_id: str) -> Acknowledgement | None:
         table = tables().acknowledgements
         query = table.select().with_only_columns(table.c.acknowledgement).where(table.c.run_id == run_id)
@@ -291,6 +319,7 @@ class Escalations:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
+    @patiently
     def save(self, state: EscalationState) -> None:
         table = tables().escalations
         values = {"plan": state.plan, "status": state.status, "escalation": state.model_dump_json()}
@@ -298,6 +327,7 @@ class Escalations:
             if connection.execute(table.update().where(table.c.run_id == state.run_id).values(**values)).rowcount == 0:
                 connection.execute(table.insert().values(run_id=state.run_id, **values))
 
+    @patiently
     def get(self, run_id: str) -> EscalationState | None:
         table = tables().escalations
         with self.ledger.connection() as connection:
@@ -305,6 +335,7 @@ class Escalations:
                                      .where(table.c.run_id == run_id)).first()
         return EscalationState.model_validate_json(row[0]) if row else None
 
+    @patiently
     def still_open(self, plan: str) -> list[EscalationState]:
         table = tables().escalations
         query = table.select().with_only_columns(table.c.escalation).where(table.c.plan == plan,

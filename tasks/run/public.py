@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.run.ledger import Ledger, patiently
 from lifeline.tasks.run.ledger_tables import iso, tables
 from lifeline.tasks.run.record import utc_now
 from pydantic import BaseModel, Field
@@ -48,23 +48,27 @@ class Alerts:
             return False, existing
         return True, taken
 
+    @patiently
     def update(self, taken: TakenAlert) -> None:
         table = tables().alerts
         with self.ledger.transaction() as connection:
             connection.execute(table.update().where(table.c.key == taken.key).values(alert=taken.model_dump_json()))
 
+    @patiently
     def release(self, key: str) -> None:
         """Forget a key whose run could not be started, so that the sender's retry starts it."""
         table = tables().alerts
         with self.ledger.transaction() as connection:
             connection.execute(table.delete().where(table.c.key == key))
 
+    @patiently
     def get(self, key: str) -> TakenAlert | None:
         table = tables().alerts
         with self.ledger.connection() as connection:
             row = connection.execute(table.select().with_only_columns(table.c.alert).where(table.c.key == key)).first()
         return TakenAlert.model_validate_json(row[0]) if row else None
 
+    @patiently
     def of_plan(self, plan: str, last: int = 100) -> list[TakenAlert]:
         table = tables().alerts
         query = (table.select().with_only_columns(table.c.alert).where(table.c.plan == plan)
@@ -98,6 +102,7 @@ class StatusUpdates:
             connection.execute(table.insert().values(plan=update.plan, at=iso(update.at),
                                                      update=update.model_dump_json()))
 
+    @patiently
     def of_plan(self, plan: str) -> list[StatusUpdate]:
         """Oldest first."""
         table = tables().status_updates
@@ -112,17 +117,20 @@ class Modes:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
+    @patiently
     def turn_on(self, plan: str, mode: str, until: datetime, run_id: str) -> None:
         table = tables().modes
         with self.ledger.transaction() as connection:
             connection.execute(table.delete().where(table.c.plan == plan, table.c.mode == mode))
             connection.execute(table.insert().values(plan=plan, mode=mode, until=iso(until), run_id=run_id))
 
+    @patiently
     def turn_off(self, plan: str, mode: str) -> None:
         table = tables().modes
         with self.ledger.transaction() as connection:
             connection.execute(table.delete().where(table.c.plan == plan, table.c.mode == mode))
 
+    @patiently
     def active_until(self, plan: str, mode: str) -> datetime | None:
         """When the mode ends, if it is on now."""
         table = tables().modes

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,3 +85,26 @@ def test_a_ledger_that_refuses_the_password_is_named_in_one_line_at_once(
     message = one_line_error(result.stderr)
     assert "password authentication failed" in message and "not-the-password" not in result.stderr
     assert time.monotonic() - started < 60  # refused is not away: not waited for
+
+
+def test_a_read_whose_connection_the_server_closes_mid_statement_is_tried_again_and_answers(
+    ledger_server: PostgresServer,
+) -> None:
+    """The failure a restart causes in the instant between a connection's ping and its statement's answer."""
+    ledger = Ledger(ledger_server.sqlalchemy_url(), patience_seconds=20)
+    assert ledger.last_maintenance("repository", "prune") is None  # the tables exist
+    answers: list[object] = []
+    with ledger_server.connect(autocommit=False) as holder:
+        holder.execute("LOCK TABLE maintenance IN ACCESS EXCLUSIVE MODE")
+        reader = threading.Thread(target=lambda: answers.append(ledger.last_maintenance("repository", "prune")))
+        reader.start()
+
+        def waiting_reader() -> list[tuple]:
+            return ledger_server.query("postgres", "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                       " AND query LIKE '%maintenance%'")
+
+        [(pid,)] = wait_for(waiting_reader, 20, "the read waiting on the lock", poll=0.05)
+        ledger_server.execute("postgres", f"SELECT pg_terminate_backend({int(pid)})")
+        holder.rollback()
+    reader.join(30)
+    assert answers == [None]  # the read came back with its answer, not with "server closed the connection"
