@@ -34,7 +34,7 @@ from lifeline.infra.lab import (
     up,
 )
 from lifeline.infra.lab import aws as lab_aws
-from lifeline.infra.lab.processes import is_alive, port_open, run, wait_until
+from lifeline.infra.lab.processes import boot_clock, is_alive, port_open, run, started_before, wait_until
 from lifeline.infra.lab.smtp import received_messages
 from lifeline.infra.lab.state import COMPONENT_SIDES, site_components
 from lifeline.tasks.adapters.sip import SipEndpoint, place_call
@@ -399,3 +399,19 @@ def test_netns_lab_reaches_sites_from_ops_and_cuts_links() -> None:
     finally:
         down(home, purge=True, **QUIET)
         home.rmdir()
+
+
+def test_a_pid_handed_out_again_after_lab_down_stopped_it_is_not_taken_for_a_survivor() -> None:
+    """`lab down` counts as left behind only processes older than the down itself: pids come round again."""
+    before = boot_clock()
+    time.sleep(0.05)
+    newcomer = subprocess.Popen(["sleep", "30"])
+    try:
+        time.sleep(0.05)
+        assert not started_before(newcomer.pid, before)  # started after: somebody else's, not a survivor
+        assert started_before(newcomer.pid, boot_clock())
+        assert started_before(os.getpid(), before)
+    finally:
+        newcomer.kill()
+        newcomer.wait()
+    assert not started_before(newcomer.pid, boot_clock())  # gone

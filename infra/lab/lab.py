@@ -23,6 +23,7 @@ from .processes import (
     LabError,
     LabUsageError,
     LabUser,
+    boot_clock,
     ensure_lab_user,
     exclusive_lock,
     grant_traverse,
@@ -30,6 +31,7 @@ from .processes import (
     lab_user_by_name,
     processes_mentioning,
     say,
+    started_before,
     stop_tree,
     wait_gone,
 )
@@ -317,6 +319,7 @@ def down(home: Path | None = None, *, purge: bool = False, log: Log = say) -> li
             shutil.rmtree(paths.root)
         return []
     stopped: list[int] = []
+    stopping_since = boot_clock()
     with _locked_lab(home) as context:
 
         def stop(name: str) -> None:
@@ -332,7 +335,7 @@ def down(home: Path | None = None, *, purge: bool = False, log: Log = say) -> li
         stray = processes_mentioning(str(paths.root))
         for pid in stray:  # a daemon whose pid file was lost
             stopped.extend(stop_tree(pid, timeout=2.0))
-        still = wait_gone(stopped, 1.0)
+        still = [pid for pid in wait_gone(stopped, 1.0) if started_before(pid, stopping_since)]
         listening = [name for name in COMPONENT_SIDES
                      if components.port(context, name) is not None and _still_listening(context, name)]
         if context.netns:

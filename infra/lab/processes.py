@@ -304,6 +304,21 @@ def signal_all(pids: Sequence[int], signal_number: int) -> None:
             os.kill(pid, signal_number)
 
 
+def boot_clock() -> float:
+    """Seconds since boot, the clock /proc's process start times are counted on."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def started_before(pid: int, moment: float) -> bool:
+    """Did the process now holding ``pid`` start before ``moment`` (a `boot_clock` reading)? A pid stopped a
+    moment ago may already belong to somebody else: the kernel hands pids out again (pid_max is often 32768)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK") < moment
+
+
 def wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
     """Wait until none of ``pids`` is alive; return those still alive at the deadline."""
     deadline = time.monotonic() + timeout
