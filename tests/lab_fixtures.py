@@ -157,6 +157,19 @@ class FreshBackups:
             record = ledger().run(pitr_backup_flow(str(self.lab.plan), "crm"))
             assert record is not None and record.status == "completed", record and record.error
 
+    def ensure_pitr_backup(self) -> None:
+        """A pgBackRest backup of the CRM to restore from (a point-in-time repair, the logical-corruption drill):
+        the suite's PITR tests take their own, a soak or kill matrix takes one here when there is none."""
+        from lifeline.tasks.run.pitr_inputs import pgbackrest_at, pitr_of
+
+        plan = load_plan(self.lab.plan).plan
+        database, _ = pitr_of(plan, "crm")
+        if pgbackrest_at(plan, database, "main").info().oldest_restorable is None:
+            from lifeline.flows.pitr import pitr_backup_flow
+
+            record = ledger().run(pitr_backup_flow(str(self.lab.plan), "crm"))
+            assert record is not None and record.status == "completed", record and record.error
+
     def forget(self) -> None:
         """The lab was rebuilt, its repositories with it: back up at the next `ensure()`."""
         self.taken_at = float("-inf")

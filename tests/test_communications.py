@@ -304,3 +304,34 @@ def test_under_serve_an_escalation_is_a_flow_run_that_a_restart_carries_on_and_i
     told = [d for d in Deliveries(ledger()).of_run(record_id) if d.status == "delivered" and d.level]
     per_level = {level: sorted(d.contact for d in told if d.level == level) for level in (1, 2, 3, 4)}
     assert per_level == {1: [], 2: ["li"], 3: ["wang"], 4: []}  # level 1's on-call had the event itself
+
+
+def test_a_message_a_kill_cut_off_mid_send_is_not_sent_again_by_the_run_that_carries_on(tmp_path, smtp_sink, webhook):
+    """At most once: the killed run wrote `sending` for Wang's notice and died before the answer. Nobody knows
+    if it went, so the run taking over does not send it again (an escalation reaches Wang if nobody acks);
+    the others, never attempted, are told. The killed run's report shows the message as cut off."""
+    from lifeline.configs.messages import unknown_fields
+    from lifeline.tasks.report.after_action import communications_of
+    from lifeline.tasks.run.deliveries import Delivery
+    from lifeline.tasks.run.ledger import Deliveries
+    from lifeline.tasks.run.record import Journal, RunRecord
+    from lifeline.tasks.steps.communication import RunCommunications
+
+    write_password(tmp_path / "pw")
+    path = write_plan(tmp_path, roster_document(smtp_sink[0], webhook.url))
+    plan = load_plan(path).plan
+    killed = RunRecord(kind="failover", plan=plan.name, plan_sha256="-", status="failed")
+    Deliveries(ledger()).record(Delivery(message_id="cut-off-1", run_id=killed.id, event="incident_declared",
+                                         audience="liaison", contact="wang", channel="email", channel_type="email",
+                                         recipient="w***@cc.example", status="sending", attempt=1))
+    journal = Journal(RunRecord(kind="failover", plan=plan.name, plan_sha256="-"))
+    communications = RunCommunications(plan, str(path), journal, ledger(), carries_on=[killed.id])
+    communications.announce("incident_declared", **unknown_fields("incident_declared"))
+    communications.notifier.wait()
+    told = {delivery.contact for delivery in Deliveries(ledger()).of_run(journal.record.id)}
+    assert told and "wang" not in told, told
+    mails = [mailbox.MaildirMessage(m) for m in mailbox.Maildir(str(smtp_sink[1]))]
+    assert not [mail for mail in mails if mail["To"] == "wang@cc.example"]
+    assert Deliveries(ledger()).cut_off(journal.record.id) == []  # every send of the new run has its outcome
+    [cut_off], _ = communications_of(ledger(), killed)
+    assert cut_off.status == "sending" and cut_off.contact == "wang"

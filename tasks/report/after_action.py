@@ -310,7 +310,12 @@ def _communications(record: RunRecord, plan: Any, told: Sequence[Delivery], ackn
     lines.append(f"Fallback channel needed for: {', '.join(fallbacks)}." if fallbacks else "No fallback was needed.")
     lines.append(f"Acknowledged by {acknowledged.contact} ({acknowledged.via}) at {when(acknowledged.at, zone)}."
                  if acknowledged else "Nobody acknowledged this run.")
-    rows = [(when(d.at, zone), d.event, d.audience, d.contact, d.channel, d.recipient, d.status, str(d.attempt),
+    cut_off = [d for d in told if d.status == "sending"]
+    if cut_off:
+        lines.append(f"Cut off while sending (the process died; counted as told, not sent again): "
+                     f"{', '.join(sorted({d.contact for d in cut_off}))}.")
+    rows = [(when(d.at, zone), d.event, d.audience, d.contact, d.channel, d.recipient,
+             "cut off" if d.status == "sending" else d.status, str(d.attempt),
              "" if d.level is None else str(d.level)) for d in told]
     return Section("communications", "Communications", [
         Bullets(lines, "communications"),
@@ -344,7 +349,8 @@ def after_action(record: RunRecord, plan: Any = None, history: Sequence[RunRecor
 def communications_of(ledger: Ledger, record: RunRecord) -> tuple[list[Delivery], Acknowledgement | None]:
     """The run's delivery attempts and its acknowledgement, as the report's last two arguments take them."""
     deliveries = Deliveries(ledger)
-    return deliveries.of_run(record.id), deliveries.acknowledgement(record.id)
+    told = sorted(deliveries.of_run(record.id) + deliveries.cut_off(record.id), key=lambda delivery: delivery.at)
+    return told, deliveries.acknowledgement(record.id)
 
 
 def render_html(record: RunRecord, plan: Any = None, history: Sequence[RunRecord] = (),

@@ -11,7 +11,9 @@ from typing import Literal
 from lifeline.tasks.run.record import utc_now
 from pydantic import BaseModel, Field
 
-DeliveryStatus = Literal["delivered", "failed", "awaiting_confirmation", "confirmed"]
+DeliveryStatus = Literal["delivered", "failed", "awaiting_confirmation", "confirmed", "sending"]
+# "sending" is written just before the provider is asked and stands alone only when the process died mid-send:
+# the next run counts that person as told (at most once), and the escalation reaches them if nobody acknowledges.
 
 
 def mask_phone(number: str) -> str:

@@ -277,8 +277,17 @@ class Deliveries:
                                                      at=iso(confirmed.at), delivery=confirmed.model_dump_json()))
             return confirmed
 
-    @patiently
     def of_run(self, run_id: str) -> list[Delivery]:
+        """Every attempt's outcome, in order."""
+        return [delivery for delivery in self._rows_of_run(run_id) if delivery.status != "sending"]
+
+    def cut_off(self, run_id: str) -> list[Delivery]:
+        """Messages whose last attempt was being sent when the run's process died: nobody knows if they went."""
+        last_of_message = {delivery.message_id: delivery for delivery in self._rows_of_run(run_id)}
+        return [delivery for delivery in last_of_message.values() if delivery.status == "sending"]
+
+    @patiently
+    def _rows_of_run(self, run_id: str) -> list[Delivery]:
         table = tables().deliveries
         query = table.select().with_only_columns(table.c.delivery).where(table.c.run_id == run_id).order_by(table.c.id)
         with self.ledger.connection() as connection:

@@ -162,6 +162,8 @@ class Notifier:
             return None
         for attempt in range(1, channel.attempts + 1):
             started = time.monotonic()
+            if self.deliveries is not None:
+                self.deliveries.record(Delivery(**base, status="sending", attempt=attempt))
             try:
                 sent = self._send(channel_name, channel, address, subject, body, contact.language)
             except ChannelFailed as failure:

@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     with bench_tmpdir("lifeline-soak-") as root, backed_up_lab(root, call_rate=CALL_RATE) as lab_run:
         from tests.lab_fixtures import FreshBackups, Lab
 
-        FreshBackups(Lab(lab_run.home), taken_at=time.monotonic()).ensure()  # the WAL archive, as preflight wants
+        fresh = FreshBackups(Lab(lab_run.home), taken_at=time.monotonic())
+        fresh.ensure()  # the WAL archive, as preflight wants
+        fresh.ensure_pitr_backup()  # what the logical-corruption drill restores from
         plan = squeezed_plan(lab_run.plan)
         began_at = datetime.now(UTC)
         samples, verifies_started = soak(plan, root, options.minutes * 60)
