@@ -38,7 +38,7 @@ os.environ.pop("LIFELINE_PLAN", None)
 let_children_be_interrupted()  # the suite behaves the same when started as `make test &`
 os.environ.pop("LIFELINE_LEDGER_URL", None)
 
-pytest_plugins = ["tests.pg_fixtures", "tests.lab_fixtures", "tests.serve_fixtures"]
+pytest_plugins = ["tests.pg_fixtures", "tests.lab_fixtures", "tests.serve_fixtures", "tests.channel_fixtures"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -167,7 +167,7 @@ class FreshBackups:
         if pgbackrest_at(plan, database, "main").info().oldest_restorable is None:
             from lifeline.flows.pitr import pitr_backup_flow
 
-            record = ledger().run(pitr_backup_flow(str(self.lab.plan), "crm"))
+            record = ledger().run(pitr_backup_flow(str(self.lab.plan), "crm", kind="full"))
             assert record is not None and record.status == "completed", record and record.error
 
     def forget(self) -> None:

@@ -5,67 +5,16 @@ from __future__ import annotations
 
 import json
 import mailbox
-import socket
-import threading
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from lifeline.configs.loading import PlanInvalid, load_plan
 from lifeline.tasks.run.deliveries import mask_phone
 
 from tests.helpers import ledger, run_cli, write_password, write_plan
+from tests.servers import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "lifeline_home")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Webhook:
-    """A JSON webhook receiver on loopback: what a chat room would show."""
-
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b'{"ok": true}')
-
-            def log_message(self, *args) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def webhook():
-    receiver = Webhook()
-    yield receiver
-    receiver.server.shutdown()
-
-
-@pytest.fixture
-def smtp_sink(tmp_path):
-    from aiosmtpd.controller import Controller
-    from aiosmtpd.handlers import Mailbox
-
-    folder = tmp_path / "mail"
-    mailbox.Maildir(str(folder), create=True)
-    port = free_port()
-    controller = Controller(Mailbox(folder), hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port, folder
-    controller.stop()
 
 
 def roster_document(smtp_port: int, chat_url: str) -> dict:

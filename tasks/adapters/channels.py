@@ -62,7 +62,8 @@ class SmtpServer:
 
 def send_email(server: SmtpServer, to: str, subject: str, body: str) -> Sent:
     message = EmailMessage()
-    message["From"], message["To"], message["Subject"] = server.sender, to, subject
+    # one line: a newline from a message's fields (a reason typed into a form) would end the header there
+    message["From"], message["To"], message["Subject"] = server.sender, to, " ".join(subject.splitlines())
     message["Message-ID"] = make_msgid(domain=server.sender.rsplit("@", 1)[-1])
     message.set_content(body)
     where = f"SMTP {server.host}:{server.port}"

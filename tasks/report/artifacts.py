@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lifeline.tasks.report.document import markdown_text
 from lifeline.tasks.run.deliveries import Delivery
 from lifeline.tasks.run.record import RunRecord
 
@@ -58,7 +59,7 @@ def record_markdown(record: RunRecord) -> str:
     if record.cost is not None:
         lines.append(f"- Cost: {record.cost:,.2f} {record.currency or ''}")
     if record.error:
-        lines.append(f"- Error: {record.error}")
+        lines.append(f"- Error: {markdown_text(record.error)}")
     lines += ["", "| step | status | seconds | attempts |", "|---|---|---|---|"]
     for step in record.steps:
         lines.append(f"| {step.name} | {step.status} | {_seconds(step.seconds)} | {step.attempts} |")

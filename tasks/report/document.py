@@ -101,8 +101,14 @@ def to_html(document: Document) -> str:
 # --- Markdown -----------------------------------------------------------------------------------
 
 
+def markdown_text(text: object) -> str:
+    """Text as Markdown shows it, on one line: what a run was told (a reason, an operator, an error) can neither
+    open a heading or list with a newline nor smuggle HTML into a renderer that passes HTML through."""
+    return " ".join(str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").splitlines())
+
+
 def _cell_markdown(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ") or " "
+    return markdown_text(text).replace("\\", "\\\\").replace("|", "\\|") or " "
 
 
 def _table_markdown(table: Table) -> list[str]:
@@ -114,19 +120,20 @@ def _table_markdown(table: Table) -> list[str]:
 
 def _block_markdown(block: Block) -> list[str]:
     if isinstance(block, Paragraph):
-        return [block.text]
+        return [markdown_text(block.text)]
     if isinstance(block, Facts):
-        return [f"- **{label}**: {value}" for label, value in block.pairs]
+        return [f"- **{markdown_text(label)}**: {markdown_text(value)}" for label, value in block.pairs]
     if isinstance(block, Table):
         return _table_markdown(block) if block.rows else ["(none)"]
     if isinstance(block, Bullets):
-        return [f"- {item}" for item in block.items]
-    lines = [f"_{block.caption}_"] if block.caption else []
+        return [f"- {markdown_text(item)}" for item in block.items]
+    lines = [f"_{markdown_text(block.caption)}_"] if block.caption else []
     return lines + (_table_markdown(block.text) if block.text is not None else ["(chart in the HTML report)"])
 
 
 def to_markdown(document: Document) -> str:
-    lines = [f"# {document.title}", "", document.subtitle, "", f"**{document.verdict_text}**"]
+    lines = [f"# {markdown_text(document.title)}", "", markdown_text(document.subtitle), "",
+             f"**{markdown_text(document.verdict_text)}**"]
     for section in document.sections:
         lines += ["", f"## {section.title}"]
         for block in section.blocks:

@@ -18,7 +18,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -30,6 +29,7 @@ from lifeline.infra.lab import components
 from lifeline.infra.lab.aws import sent_sms
 from lifeline.tasks.run.ledger import Deliveries
 
+from tests.channel_fixtures import Webhook
 from tests.helpers import (
     files_plan,
     ledger,
@@ -70,31 +70,9 @@ def marker() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-class FailingProvider:
-    """A chat provider on loopback that answers every POST with HTTP 500 (after reading it)."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict] = []
-        posts = self.posts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(500)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"json://127.0.0.1:{self.server.server_port}/lifeline"  # as the lab's chat: Apprise's json://
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def failing_provider() -> Iterator[FailingProvider]:
-    provider = FailingProvider()
+def failing_provider() -> Iterator[Webhook]:
+    provider = Webhook(answer_status=500)
     yield provider
     provider.server.shutdown()
 
@@ -131,14 +109,14 @@ def stop_sshd_when_the_step_starts(lab: Lab, marker: Path, down_for: float | Non
 
 @pytest.mark.lab
 def test_sshd_at_dr_stopped_during_a_step_is_retried_and_the_failover_completes_once_it_is_back(
-    normal_lab: Lab, monitor: WriteMonitor, failing_provider: FailingProvider, marker: Path, tmp_path: Path
+    normal_lab: Lab, monitor: WriteMonitor, failing_provider: Webhook, marker: Path, tmp_path: Path
 ) -> None:
     lab = normal_lab
     with_step_at_dr = runbook_with_a_step_at_dr(lab, marker, retries=8)
 
     def and_a_chat_provider_answering_500(document: dict) -> None:  # the on-call engineer's first channel
         with_step_at_dr(document)
-        document["channels"]["chat"]["url"] = failing_provider.url
+        document["channels"]["chat"]["url"] = failing_provider.apprise_url
 
     plan = str(plan_copy(lab, tmp_path, and_a_chat_provider_answering_500))
     bounce = stop_sshd_when_the_step_starts(lab, marker, down_for=2.5)
@@ -162,7 +140,7 @@ def test_sshd_at_dr_stopped_during_a_step_is_retried_and_the_failover_completes_
         chain = [d for d in told if d.message_id == message_id]
         assert [d.attempt for d in chain if d.channel == "chat"] == list(range(1, CHAT_ATTEMPTS + 1))
         assert [d.status for d in chain].count("delivered") == 1 and chain[-1].fallback, chain
-    assert len(failing_provider.posts) == CHAT_ATTEMPTS * len(on_chat)
+    assert len(failing_provider.received) == CHAT_ATTEMPTS * len(on_chat)
     back_to_main_with_one_primary_at_a_time(lab, monitor)
 
 
@@ -250,10 +228,10 @@ def test_a_standby_replaying_beyond_its_rpo_target_is_not_ready_refused_and_a_fo
 
 @pytest.mark.lab
 def test_a_chat_provider_answering_500_is_retried_twice_then_sms_tells_the_engineer_once(
-    lab: Lab, failing_provider: FailingProvider, tmp_path: Path
+    lab: Lab, failing_provider: Webhook, tmp_path: Path
 ) -> None:
     def chat_answers_500(document: dict) -> None:
-        document["channels"]["chat"]["url"] = failing_provider.url
+        document["channels"]["chat"]["url"] = failing_provider.apprise_url
 
     plan = plan_copy(lab, tmp_path, chat_answers_500)
     roster = load_plan(plan).plan
@@ -266,7 +244,7 @@ def test_a_chat_provider_answering_500_is_retried_twice_then_sms_tells_the_engin
     assert attempts == [("chat", 1, "failed", False), ("chat", 2, "failed", False), ("sms", 1, "delivered", True)]
     assert all(d["answer"] == "chat chat: HTTP 500 (Apprise could not deliver)"
                for d in result["deliveries"] if d["channel"] == "chat")
-    assert len(failing_provider.posts) == CHAT_ATTEMPTS  # bounded: the channel's attempts, no more
+    assert len(failing_provider.received) == CHAT_ATTEMPTS  # bounded: the channel's attempts, no more
     phone = roster.contacts[engineer].phones[0]
     texts = [sms for sms in sent_sms(lab.context.paths) if result["run_id"] in sms["message"]]
     assert [sms["phone_number"] for sms in texts] == [phone]  # once, on the next channel
