@@ -156,6 +156,8 @@ class Host(PlanModel):
     port: int = Field(22, ge=1, le=65535)
     user: str
     key_file: PlanPath
+    key_passphrase_file: PlanPath | None = Field(None, description="A file (0600) holding the passphrase of an "
+                                                "encrypted key_file; read only to open the key.")
     known_hosts_file: PlanPath = Field(description="Host keys are always verified against this file.")
     concurrency: int | None = Field(None, ge=1, le=64, description="SSH commands Lifeline runs on it at once, "
                                     "across every worker (a Prefect global concurrency limit); unset: no limit, and "

@@ -10,7 +10,8 @@ from pathlib import Path
 from lifeline.configs.base import Problem
 from pydantic import BaseModel
 
-SECRET_FIELDS = ("password_file", "passfile", "credentials_file", "token_file", "environment_file")
+SECRET_FIELDS = ("password_file", "passfile", "credentials_file", "token_file", "environment_file",
+                 "passphrase_file")
 WRITTEN_BY_LIFELINE = ("new_",)  # e.g. a leak drill's new_password_file: Lifeline writes it, 0600
 
 

@@ -195,6 +195,27 @@ def test_a_key_the_server_does_not_know_is_refused(hosts, tmp_path):
     assert raised.value.user_error and not raised.value.transient
 
 
+def test_the_labs_encrypted_key_opens_with_its_passphrase_file_and_refuses_in_one_line_without_it(hosts, tmp_path):
+    """The lab's key is encrypted (its passphrase a canary the secrets test looks for): connect opens it with the
+    plan's key_passphrase_file; without the file, or with a wrong passphrase, one line names the file to fix."""
+    target = hosts["main"]
+    assert target.key_passphrase_file is not None
+    client = ssh_pool.connect(target)
+    client.close()
+    without = dataclasses.replace(target, key_passphrase_file=None)
+    with pytest.raises(ssh.AuthenticationFailed) as raised:
+        ssh_pool.connect(without)
+    assert f"key file {target.key_file} is encrypted: name the file holding its passphrase in key_passphrase_file" \
+        in assert_one_line_naming(raised.value, target)
+    wrong = tmp_path / "wrong.passphrase"
+    wrong.write_text("not-the-passphrase\n")
+    with pytest.raises(ssh.AuthenticationFailed) as raised:
+        ssh_pool.connect(dataclasses.replace(target, key_passphrase_file=wrong))
+    message = assert_one_line_naming(raised.value, target)
+    assert f"does not open with the passphrase in {wrong}" in message and "not-the-passphrase" not in message
+    assert raised.value.user_error and not raised.value.transient
+
+
 def test_a_closed_port_is_unreachable_and_transient(hosts, pool):
     target = dataclasses.replace(hosts["main"], port=free_port())
     started = time.monotonic()

@@ -97,7 +97,9 @@ def lab_plan_values(context: LabContext) -> dict[str, Any]:
         "hosts": {
             site: {"site": site, "address": context.address(site),
                    "port": state.ports.for_component(f"sshd-{site}"), "user": context.user.name,
-                   "key_file": str(paths.client_key), "known_hosts_file": str(paths.known_hosts)}
+                   "key_file": str(paths.client_key), "known_hosts_file": str(paths.known_hosts),
+                   **({"key_passphrase_file": str(paths.client_key_passphrase_file)}
+                      if paths.client_key_passphrase_file.exists() else {})}  # a lab made before keys had one
             for site in SITES
         },
     }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .context import LabContext
 from .processes import LabError, is_alive, is_root, log_tail, read_pid, run, start_daemon, stop_tree, wait_until
-from .state import SITES
+from .state import SITES, write_secret
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
@@ -24,6 +24,31 @@ def _generate_key(path: Path, comment: str) -> None:
     os.chmod(path, 0o600)
 
 
+def _generate_encrypted_key(path: Path, passphrase_file: Path, comment: str) -> None:
+    """Lifeline's key, encrypted with a random passphrase kept 0600 beside the lab's other secrets (a canary the
+    secrets test looks for). Made in-process: ssh-keygen would take the passphrase on its command line."""
+    if path.exists() and path.with_suffix(".pub").exists():
+        return
+    import secrets
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        BestAvailableEncryption,
+        Encoding,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    passphrase = secrets.token_urlsafe(24)
+    write_secret(passphrase_file, passphrase + "\n")
+    key = Ed25519PrivateKey.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_secret(path, key.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH,
+                                         BestAvailableEncryption(passphrase.encode())).decode())
+    public = key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
+    path.with_suffix(".pub").write_text(f"{public} {comment}\n", encoding="utf-8")
+
+
 def known_hosts_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
@@ -31,7 +56,7 @@ def known_hosts_name(address: str, port: int) -> str:
 def prepare(context: LabContext) -> None:
     """Keys (generated once), per-site configs, authorized_keys and the shared known_hosts."""
     paths = context.paths
-    _generate_key(paths.client_key, "lifeline@lab")
+    _generate_encrypted_key(paths.client_key, paths.client_key_passphrase_file, "lifeline@lab")
     client_public = paths.client_key.with_suffix(".pub").read_text(encoding="utf-8").strip()
     for site in SITES:
         _generate_key(paths.host_key(site), f"sshd-{site}@lab")

@@ -15,7 +15,8 @@ from lifeline.tasks.run.adapter_inputs import aws_session, replicated_database
 
 def ssh_target(name: str, host: Host, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS) -> SshTarget:
     return SshTarget(name=name, address=host.address, port=host.port, user=host.user, key_file=host.key_file,
-                     known_hosts_file=host.known_hosts_file, connect_timeout=connect_timeout)
+                     known_hosts_file=host.known_hosts_file, connect_timeout=connect_timeout,
+                     key_passphrase_file=host.key_passphrase_file)
 
 
 def ssh_targets(hosts: Mapping[str, Host], connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS) -> dict[str, SshTarget]:

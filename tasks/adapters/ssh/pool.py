@@ -15,7 +15,8 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from functools import cache
+from pathlib import Path, PurePosixPath
 
 import paramiko
 from lifeline.tasks.adapters.ssh.target import (
@@ -69,14 +70,37 @@ def _open_socket(target: SshTarget) -> socket.socket:
 
 def _load_key(target: SshTarget) -> paramiko.PKey:
     try:
-        return paramiko.PKey.from_path(target.key_file)
-    except FileNotFoundError:
-        raise AuthenticationFailed(target, f"key file {target.key_file} does not exist") from None
-    except paramiko.PasswordRequiredException:
-        raise AuthenticationFailed(target, f"key file {target.key_file} is encrypted; Lifeline needs an unencrypted key") from None
+        return _opened_key(target.key_file, target.key_passphrase_file, _modified(target.key_file))
+    except FileNotFoundError as error:
+        raise AuthenticationFailed(target, f"key file {error.filename} does not exist") from None
+    except (TypeError, paramiko.PasswordRequiredException):
+        raise AuthenticationFailed(target, f"key file {target.key_file} is encrypted: name the file holding its "
+                                           "passphrase in key_passphrase_file") from None
     except (OSError, paramiko.SSHException, ValueError) as error:
+        if target.key_passphrase_file is not None and isinstance(error, ValueError | paramiko.SSHException):
+            raise AuthenticationFailed(target, f"key file {target.key_file} does not open with the passphrase in "
+                                               f"{target.key_passphrase_file}") from None
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         raise AuthenticationFailed(target, f"key file {target.key_file} is not usable: {reason}") from None
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@cache
+def _opened_key(key_file: Path, passphrase_file: Path | None, modified: float) -> paramiko.PKey:
+    """Opened once per process (an encrypted key costs ~0.3 s of key derivation); again when the file changes."""
+    passphrase = passphrase_file.read_text(encoding="utf-8").rstrip("\r\n").encode() if passphrase_file else None
+    try:
+        return paramiko.PKey.from_path(key_file, passphrase=passphrase)
+    except TypeError:  # a passphrase for a key that has none (cryptography refuses it): the key opens without
+        if passphrase is None:
+            raise
+        return paramiko.PKey.from_path(key_file)
 
 
 def connect(target: SshTarget) -> paramiko.SSHClient:

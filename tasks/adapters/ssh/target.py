@@ -21,6 +21,7 @@ class SshTarget:
     known_hosts_file: Path
     port: int = 22
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
+    key_passphrase_file: Path | None = None  # the passphrase itself is read only when the key is opened
 
     @property
     def label(self) -> str:
