@@ -34,6 +34,7 @@ from lifeline.infra.lab import (
     up,
 )
 from lifeline.infra.lab import aws as lab_aws
+from lifeline.infra.lab import smtp as lab_smtp
 from lifeline.infra.lab.processes import boot_clock, is_alive, port_open, run, started_before, wait_until
 from lifeline.infra.lab.smtp import received_messages
 from lifeline.infra.lab.state import COMPONENT_SIDES, site_components
@@ -161,6 +162,9 @@ def test_smtp_sink_and_sms_are_kept(lab: Lab) -> None:
     message["From"], message["To"], message["Subject"] = "lifeline@lab", "oncall@lab", "drill ✓ passed"
     message.set_content("RTO 42 s")
     with smtplib.SMTP("127.0.0.1", context.state.ports.smtp, timeout=5) as smtp:
+        with pytest.raises(smtplib.SMTPSenderRefused):  # the sink wants its login, like a real relay
+            smtp.send_message(message)
+        smtp.login(*lab_smtp.login(context.paths))
         smtp.send_message(message)
     assert any(received["Subject"] == "drill ✓ passed" for received in received_messages(context.paths))
     sns = lab_aws.client(context.paths, context.state, "sns")
@@ -370,6 +374,7 @@ def test_netns_lab_reaches_sites_from_ops_and_cuts_links() -> None:
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
             client.connect(context.address("main"), port=context.state.ports.ssh_main, username=context.state.user,
                            key_filename=str(context.paths.client_key), look_for_keys=False, allow_agent=False,
+                           passphrase=context.paths.client_key_passphrase_file.read_text().strip(),
                            timeout=5)
             try:
                 return str(client.exec_command("id -un")[1].read().decode().strip())

@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 from lifeline.infra.lab import aws as lab_aws
 from lifeline.infra.lab import components, fault, heal, load_channel_faults, load_faults
+from lifeline.infra.lab import smtp as lab_smtp
 from lifeline.infra.lab.chat import sent_chat
 from lifeline.infra.lab.context import LabContext
 from lifeline.infra.lab.roster import channel_endpoints
@@ -48,6 +49,7 @@ def send_mail(context: LabContext, subject: str) -> None:
     message["From"], message["To"], message["Subject"] = "lifeline@lab", "oncall@lab", subject
     message.set_content("the call centre is failing over to dr")
     with smtplib.SMTP(context.address("ops"), context.state.ports.smtp, timeout=5) as smtp:
+        smtp.login(*lab_smtp.login(context.paths))
         smtp.send_message(message)
 
 

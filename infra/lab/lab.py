@@ -128,6 +128,8 @@ def _prepare_directories(context: LabContext) -> None:
     for secret_file in (paths.restic_password_file, paths.intake_token_file):
         if not secret_file.exists():
             write_secret(secret_file, secrets.token_urlsafe(32) + "\n")
+    if not paths.smtp_credentials_file.exists():
+        write_secret(paths.smtp_credentials_file, f"SMTP_USERNAME=lifeline\nSMTP_PASSWORD={secrets.token_urlsafe(24)}\n")
     postgres.ensure_password(context)
 
 

@@ -10,12 +10,13 @@ CHAT_PATH = "lifeline"
 
 
 def channel_endpoints(context: LabContext) -> dict[str, Any]:
-    """``smtp_host``/``smtp_port``: the SMTP sink (plain, no TLS, no login); ``chat_url``: the chat
-    receiver as an Apprise URL (``json://`` posts Apprise's JSON body)."""
+    """``smtp_host``/``smtp_port``/``smtp_credentials_file``: the SMTP sink (plain, no TLS, with a login);
+    ``chat_url``: the chat receiver as an Apprise URL (``json://`` posts Apprise's JSON body)."""
     ops = context.address("ops")
     return {
         "smtp_host": ops,
         "smtp_port": context.state.ports.smtp,
+        "smtp_credentials_file": str(context.paths.smtp_credentials_file),
         "chat_url": f"json://{ops}:{context.state.ports.chat}/{CHAT_PATH}",
     }
 
@@ -47,7 +48,8 @@ def lab_communication_values(context: LabContext) -> dict[str, Any]:
         "channels": {
             "sms": {"type": "sms", "attempts": 2, "backoff_seconds": 0.2},
             "email": {"type": "email", "host": endpoints["smtp_host"], "port": endpoints["smtp_port"],
-                      "security": "none", "sender": "lifeline@callcenter.lab", "attempts": 2, "backoff_seconds": 0.2},
+                      "security": "none", "sender": "lifeline@callcenter.lab", "attempts": 2, "backoff_seconds": 0.2,
+                      "credentials_file": endpoints["smtp_credentials_file"]},
             "chat": {"type": "chat", "url": endpoints["chat_url"], "attempts": 2, "backoff_seconds": 0.2},
             "voice": {"type": "voice", "ring_seconds": 8, "attempts": 1},  # the phones answer through the lab's SBC
         },

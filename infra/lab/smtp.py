@@ -33,6 +33,27 @@ def received_messages(paths: LabPaths) -> list[EmailMessage]:
     return messages
 
 
+def login(paths: LabPaths) -> tuple[str, str]:
+    """The sink's one login (user, password), from the lab's 0600 credentials file."""
+    from dotenv import dotenv_values
+
+    values = dotenv_values(paths.smtp_credentials_file)
+    return str(values["SMTP_USERNAME"]), str(values["SMTP_PASSWORD"])
+
+
+def _login_of(paths: LabPaths):  # noqa: ANN202 - aiosmtpd's authenticator callable
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    user, password = login(paths)
+
+    def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:  # noqa: ANN001
+        given = auth_data if isinstance(auth_data, LoginPassword) else None
+        return AuthResult(success=given is not None and given.login.decode() == user
+                          and given.password.decode() == password)
+
+    return authenticate
+
+
 def serve(lab_dir: Path) -> None:
     from aiosmtpd.controller import Controller
     from aiosmtpd.handlers import Mailbox
@@ -43,7 +64,8 @@ def serve(lab_dir: Path) -> None:
         raise SystemExit(f"no lab state in {lab_dir}")
     paths.maildir.parent.mkdir(parents=True, exist_ok=True)
     mailbox.Maildir(str(paths.maildir), create=True)
-    controller = Controller(Mailbox(paths.maildir), hostname=state.addresses.ops, port=state.ports.smtp)
+    controller = Controller(Mailbox(paths.maildir), hostname=state.addresses.ops, port=state.ports.smtp,
+                            authenticator=_login_of(paths), auth_required=True, auth_require_tls=False)
     controller.start()
     print(f"smtp sink on {state.addresses.ops}:{state.ports.smtp} -> {paths.maildir}", flush=True)
     stop = threading.Event()

@@ -166,6 +166,15 @@ class LabPaths:
     def intake_token_file(self) -> Path:
         return self.secrets_dir / "intake.token"
 
+    @property
+    def smtp_credentials_file(self) -> Path:
+        """SMTP_USERNAME and SMTP_PASSWORD (KEY=VALUE): the sink refuses mail without this login."""
+        return self.secrets_dir / "smtp.env"
+
+    @property
+    def client_key_passphrase_file(self) -> Path:
+        return self.secrets_dir / "ssh-key.passphrase"
+
     # ssh (Lifeline's side)
     @property
     def ssh_dir(self) -> Path:
