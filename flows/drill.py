@@ -12,12 +12,12 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
-from lifeline.configs.drills import PointInTimeRecovery, Scenario
+from lifeline.configs.drills import Scenario
 from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.settings import Settings, load_settings
 from lifeline.flows.failback import clean_up_drill, sweep_drill_leftovers
 from lifeline.flows.failover import default_runbook, fail_over
-from lifeline.flows.pitr import restore_to_point
+from lifeline.flows.pitr import repair_corruption
 from lifeline.tasks.adapters.deadline import wait_until
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run import topology
@@ -25,7 +25,7 @@ from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.measurements import recorded_incident_time
 from lifeline.tasks.run.record import Journal, Trigger, utc_now
 from lifeline.tasks.steps import communication_drills, drills
-from lifeline.tasks.steps.corruption_drill import check_corruption_gone, corrupted_rows, show_corruption_at_standbys
+from lifeline.tasks.steps.corruption_drill import corrupted_rows
 from lifeline.tasks.steps.recorded_run import exclusive_run
 from lifeline.tasks.steps.restore import restore_dataset
 from lifeline.tasks.steps.verification import verify_site
@@ -122,6 +122,8 @@ def rehearse(loaded: LoadedPlan, settings: Settings, journal: Journal, name: str
             journal.record_skipped("write sentinel", "the scenario marks no data (no sentinel database or dataset)")
         if scenario.recovery.point_in_time is not None and sentinel is not None:
             time.sleep(scenario.recovery.point_in_time.rewind_seconds + 1)  # the sentinel before the restore's target
+        marker.fault_injected_at = utc_now()  # before the fault: a sweep repairs from before it if we are killed
+        marker.save(settings.drills_dir)
         inject_fault(plan, journal, scenario)
         detect(plan, journal, scenario, scenario.fault.probe_site or home, sentinel)
         recover(loaded, settings, journal, scenario, marker, home, away)
@@ -226,7 +228,11 @@ def recover(loaded, settings, journal: Journal, scenario: Scenario, marker, home
     elif recovery.point_in_time is not None:
         marker.repair_schema = f"lifeline_drill_{journal.record.id}"
         marker.save(settings.drills_dir)
-        repair_corruption(loaded, settings, journal, recovery.point_in_time, home, marker.repair_schema)
+        to_time = journal.record.incident_at - timedelta(seconds=recovery.point_in_time.rewind_seconds)
+        repair_corruption(loaded, settings, journal, recovery.point_in_time, home, marker.repair_schema, to_time,
+                          reason=f"drill {journal.record.scenario}")
+        marker.repaired = True
+        marker.save(settings.drills_dir)
     elif recovery.leak is not None:
         from lifeline.tasks.steps.leak_recovery import recover_from_leak
 
@@ -242,17 +248,6 @@ def recover(loaded, settings, journal: Journal, scenario: Scenario, marker, home
     else:
         raise DrillFailed("the scenario names no recovery (failover, restore, point_in_time, leak, notify, approval "
                           "or alert)")
-
-
-def repair_corruption(loaded, settings, journal: Journal, recovery: PointInTimeRecovery, home: str,
-                      aside_schema: str) -> None:
-    """Show the bad write at the standby too, repair the tables from a restore to just before it, check again."""
-    plan, record = loaded.plan, journal.record
-    show_corruption_at_standbys(plan, recovery, home, journal=journal, step_name="show the corruption at the standby")
-    to_time = record.incident_at - timedelta(seconds=recovery.rewind_seconds)
-    restore_to_point(loaded, settings, journal, recovery.database, to_time, None, "repair", recovery.tables,
-                     approval="yes", reason=f"drill {record.scenario}", aside_schema=aside_schema)
-    check_corruption_gone(plan, recovery, home, journal=journal, step_name="check the corruption is gone")
 
 
 def check_sentinel(plan, journal: Journal, scenario: Scenario, sentinel: drills.Sentinel) -> None:

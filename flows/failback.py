@@ -10,6 +10,7 @@ What a drill left behind is swept here too: a drill that failed over returns to 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from lifeline.configs.drills import Scenario
 from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.plan import Plan
 from lifeline.configs.settings import Settings, load_settings
+from lifeline.flows.pitr import repair_corruption
 from lifeline.tasks.adapters import replication
 from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import replicated_database
@@ -26,7 +28,7 @@ from lifeline.tasks.run.record import Journal, Trigger, utc_now
 from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
 from lifeline.tasks.steps.approvers import approvers_for
-from lifeline.tasks.steps.corruption_drill import drop_repair_schema
+from lifeline.tasks.steps.corruption_drill import corrupted_rows, drop_repair_schema
 from lifeline.tasks.steps.failover import rebuild_old_primary_as_standby, switch_database_back, switch_dns
 from lifeline.tasks.steps.pitr import keep_archiving
 from lifeline.tasks.steps.preflight import assess_failback_readiness, go_or_refuse
@@ -191,12 +193,39 @@ def clean_up_drill(loaded: LoadedPlan, settings: Settings, scenario: Scenario, m
             done["failback_run"] = failback.record.id
         if scenario.fault.undo:
             drills.run_fault_command(scenario.fault.undo, "undo fault")  # faults the failback's restarts recorded
+    if corruption_left_by_the_drill(plan, scenario, marker, home):
+        done["repair_run"] = repair_what_the_drill_left(loaded, settings, scenario, marker, home)
     if marker.repair_schema and scenario.recovery.point_in_time is not None:
         done["repair_schema_dropped"] = drop_repair_schema(plan, scenario.recovery.point_in_time, marker.repair_schema)
     if marker.sentinel_token:
         done["sentinels_removed"] = drills.remove_sentinels(plan, scenario, marker.sentinel_token, marker.sentinel_file)
     marker.remove(settings.drills_dir)
     return done
+
+
+def corruption_left_by_the_drill(plan: Plan, scenario: Scenario, marker: drills.DrillMarker, home: str) -> bool:
+    recovery = scenario.recovery.point_in_time
+    return (recovery is not None and marker.fault_injected_at is not None and not marker.repaired
+            and corrupted_rows(plan, recovery, home) > 0)
+
+
+def repair_what_the_drill_left(loaded: LoadedPlan, settings: Settings, scenario: Scenario,
+                               marker: drills.DrillMarker, home: str) -> str:
+    """The drill's fault ran, its repair did not (killed, or it failed): the lab does not restore data, so the
+    same repair runs now as a run of its own, from just before the fault."""
+    recovery = scenario.recovery.point_in_time
+    assert recovery is not None and marker.fault_injected_at is not None
+    marker.repair_schema = marker.repair_schema or f"lifeline_drill_{marker.record_id}"
+    marker.save(settings.drills_dir)
+    with recorded_run("restore", loaded, settings, trigger="cli", scenario=marker.scenario,
+                      parent_id=marker.record_id) as repair:
+        repair.record.incident_at = marker.fault_injected_at
+        repair_corruption(loaded, settings, repair, recovery, home, marker.repair_schema,
+                          marker.fault_injected_at - timedelta(seconds=recovery.rewind_seconds),
+                          reason=f"end of drill {marker.scenario}: its fault ran, its repair did not")
+    marker.repaired = True
+    marker.save(settings.drills_dir)
+    return repair.record.id
 
 
 def sweep_drill_leftovers(loaded: LoadedPlan, settings: Settings, *, kept_too: bool) -> list[str]:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from lifeline.configs.drills import PointInTimeRecovery
 from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.settings import Settings, load_settings
 from lifeline.tasks.adapters.errors import LifelineError
@@ -17,6 +18,7 @@ from lifeline.tasks.run.pitr_inputs import pitr_of
 from lifeline.tasks.run.record import Journal, Trigger
 from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
 from lifeline.tasks.steps.approvers import approvers_for
+from lifeline.tasks.steps.corruption_drill import check_corruption_gone, show_corruption_at_standbys
 from lifeline.tasks.steps.pitr import PitrBackupTaken, archive_lag, configure_archiving, take_pitr_backup
 from lifeline.tasks.steps.pitr_replace import rebuild_standbys_after_rewind, rewind_primary
 from lifeline.tasks.steps.pitr_restore import (
@@ -169,3 +171,14 @@ def restore_to_point(loaded: LoadedPlan, settings: Settings, journal: Journal, d
     if mode == "replace":
         rebuild_standbys_after_rewind(plan, database, primary, journal=journal, step_name="rebuild the standby")
     return proven
+
+
+def repair_corruption(loaded: LoadedPlan, settings: Settings, journal: Journal, recovery: PointInTimeRecovery,
+                      home: str, aside_schema: str, to_time: datetime, reason: str) -> None:
+    """A logical-corruption drill's recovery (and its sweep's, when the drill was killed before it): show the bad
+    write at the standby too, repair the tables from a restore to `to_time`, check again."""
+    plan = loaded.plan
+    show_corruption_at_standbys(plan, recovery, home, journal=journal, step_name="show the corruption at the standby")
+    restore_to_point(loaded, settings, journal, recovery.database, to_time, None, "repair", recovery.tables,
+                     approval="yes", reason=reason, aside_schema=aside_schema)
+    check_corruption_gone(plan, recovery, home, journal=journal, step_name="check the corruption is gone")

@@ -53,6 +53,9 @@ class DrillMarker(BaseModel):
     kept: bool = Field(False, description="Left for inspection by --keep: the next failback of the plan cleans it up.")
     repair_schema: str | None = Field(None, description="The schema a point-in-time drill's repair kept the corrupted "
                                       "rows in: dropped with the sentinels.")
+    fault_injected_at: datetime | None = Field(None, description="Just before the fault command ran: a point-in-time "
+                                               "drill killed before its repair is repaired from before it.")
+    repaired: bool = Field(False, description="The point-in-time drill's repair succeeded.")
 
     def path(self, drills_dir: Path) -> Path:
         return drills_dir / f"{self.record_id}.json"
