@@ -107,6 +107,10 @@ def _tell_nobody(event: str, contact_ids: list[str], level: int | None = None) -
     return None
 
 
+def _told_nobody(event: str) -> frozenset[str]:
+    return frozenset()
+
+
 def _send_nowhere(audiences: list[str], template: str | None, message: str | None) -> None:
     return None
 
@@ -146,6 +150,7 @@ class Journal:
         self.tell_contacts: Callable[..., None] = _tell_nobody  # an event to named people (an approver's deputies)
         # The run goes on with what an earlier run of the same incident began: whom it told is not told again.
         self.carry_on: Callable[[str], None] = _carry_on_nothing
+        self.told_before: Callable[[str], frozenset[str]] = _told_nobody  # contacts those earlier runs told of an event
         # Called at every step's start and end: the ledger shows how far a run got, even one whose process is killed.
         self.on_change: Callable[[], None] = _keep_nothing
 

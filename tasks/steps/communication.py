@@ -82,14 +82,20 @@ class RunCommunications:
 
     def announce(self, event: str, **fields: object) -> None:
         announcement = Announcement(event, {**self.common_fields(), **fields})
-        told_before = frozenset(contact for told_event, contact in self.told_before if told_event == event)
+        told_before = self.told_of(event)
         told = self.notifier.announce(announcement, exclude=told_before)
         if event in self.plan.escalation.events and self.plan.escalation.levels and not self.acknowledged():
             self.escalate(announcement, told_before | {recipient.contact_id for recipient in told})
 
+    def told_of(self, event: str) -> frozenset[str]:
+        """Who a run this one carries on already told of `event`."""
+        return frozenset(contact for told_event, contact in self.told_before if told_event == event)
+
     def tell_contacts(self, event: str, contact_ids: list[str], level: int | None = None) -> None:
-        """The event to these people, on the channels of the first audience the event goes to."""
+        """The event to these people, on the channels of the first audience the event goes to (not to those a run
+        this one carries on told of it)."""
         audiences = self.plan.audiences_for(event) or list(self.plan.audiences)  # type: ignore[arg-type]
+        contact_ids = [contact for contact in contact_ids if contact not in self.told_of(event)]
         if not audiences or not contact_ids:
             return
         self.notifier.announce_to(Announcement(event, self.common_fields(), level=level), contact_ids, audiences[0])

@@ -79,7 +79,11 @@ def rehearse_deputy_approval(plan: Plan, ledger: Ledger, journal: Journal, recov
     run_id, pause_over = flow_run.id, threading.Event()
 
     def deputy_answers_once_told() -> None:
-        deputy = wait_for_delivery(ledger, journal.record, approvers.deputies, pause_over)
+        deputy = wait_for_delivery(ledger, journal.record, approvers.deputies, pause_over,
+                                   told_before=journal.told_before("approval_needed"))
+        while deputy is not None and not approvers.deputies_asked.wait(0.2):  # told by a killed run: not asked yet
+            if pause_over.is_set():
+                return
         if deputy is not None:
             answer_form(run_id, {"operator": deputy, "reason": "drill: the deputy approves", "approve": True},
                         pause_over)
@@ -104,8 +108,12 @@ def rehearse_deputy_approval(plan: Plan, ledger: Ledger, journal: Journal, recov
     recovered(journal, decision.answered_at)
 
 
-def wait_for_delivery(ledger: Ledger, record: RunRecord, contacts: list[str], stop: threading.Event) -> str | None:
-    """The first of `contacts` whom this run's approval request reached (None: stopped first)."""
+def wait_for_delivery(ledger: Ledger, record: RunRecord, contacts: list[str], stop: threading.Event,
+                      told_before: frozenset[str] = frozenset()) -> str | None:
+    """The first of `contacts` whom this run's approval request reached, or a killed run this one carries on did
+    (None: stopped first)."""
+    if earlier := [contact for contact in contacts if contact in told_before]:
+        return earlier[0]
     while not stop.is_set():
         for delivery in Deliveries(ledger).of_run(record.id):
             if delivery.contact in contacts and delivery.event == "approval_needed" and delivery.status == "delivered":

@@ -148,7 +148,7 @@ def recorded_run(
         if communicates(loaded.plan) else None
     if communications is not None:
         journal.announce, journal.answered_by = communications.announce, communications.answered_by
-        journal.carry_on = communications.carry_on
+        journal.carry_on, journal.told_before = communications.carry_on, communications.told_of
         journal.send, journal.tell_contacts = communications.send, communications.tell_contacts
     if loaded.plan.status_page is not None:
         from lifeline.tasks.steps.status_page import RunPosts
