@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.settings import load_settings
+from lifeline.flows.crashed_runs import ensure_crash_detection
 from lifeline.flows.serve import deployment_name, deployments
 from lifeline.tasks.run import topology
 from lifeline.tasks.steps.host_slots import ensure_host_limits
@@ -76,6 +77,7 @@ def ensure_pools(sites: list[str]) -> list[str]:
 def deploy_plan(loaded: LoadedPlan) -> list[tuple[str, str, str]]:
     """Create the pools and apply every deployment (in place when it exists); (deployment, pool, id) each."""
     ensure_pools(list(loaded.plan.sites))
+    ensure_crash_detection()
     settings = load_settings()
     ensure_limits(loaded.plan, {name: open_repository(loaded.plan, name, settings) for name in loaded.plan.repositories})
     ensure_host_limits(loaded.plan)

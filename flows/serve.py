@@ -14,6 +14,7 @@ from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.settings import load_settings
 from lifeline.flows.alert import alert_flow
 from lifeline.flows.backup import backup_flow
+from lifeline.flows.crashed_runs import ensure_crash_detection, send_heartbeats_often
 from lifeline.flows.drill import drill_flow
 from lifeline.flows.escalation import escalation_flow
 from lifeline.flows.failback import failback_flow
@@ -156,6 +157,8 @@ def serve_plan(loaded: LoadedPlan, query_seconds: float) -> None:
     """Blocks, serving every deployment; no run limit, since a paused failover keeps its slot. Escalations an
     earlier `serve` left open are carried on once this one has registered its deployments."""
     served_since = datetime.now(UTC)
+    send_heartbeats_often()
+    ensure_crash_detection()
     threading.Thread(target=carry_on_escalations, name="carry-on-escalations", daemon=True, kwargs={
         "plan_path": str(loaded.path), "plan": loaded.plan, "ledger": Ledger(load_settings().ledger),
         "log": lambda line: print(line, flush=True), "served_since": served_since}).start()

@@ -143,6 +143,9 @@ def worker(
     argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", site_pool(site), "--type", POOL_TYPE,
             "--name", name or f"{site_pool(site)}-{socket.gethostname()}"]
     os.environ["PREFECT_WORKER_QUERY_SECONDS"] = str(query_seconds)
+    from lifeline.flows.crashed_runs import send_heartbeats_often
+
+    send_heartbeats_often()  # its flow-run processes inherit it: the server crashes a run whose process died
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)  # the worker is Prefect's own; systemd's signals reach it directly
