@@ -174,8 +174,8 @@ def test_a_failover_declined_in_its_form_ends_cancelled_and_changes_nothing(
     # The wait for a person is its own stretch of the record: the step spans it, between two milestones.
     approval = step_named(declined, "approval")
     waited = (declined.milestones["rejected"] - declined.milestones["awaiting_approval"]).total_seconds()
-    assert waited == pytest.approx(approval.seconds, abs=0.05)
-    assert waited == pytest.approx(approval.detail["waited_seconds"], abs=0.05) and waited > 0.1
+    assert waited == pytest.approx(approval.seconds, abs=0.25)
+    assert waited == pytest.approx(approval.detail["waited_seconds"], abs=0.25) and waited > 0.1
     with capsys.disabled():
         print(f"\n[latency] failover deployment run created through the API -> RUNNING: {latency:.2f} s "
               f"({api.start_breakdown(run['id'], parse_time(run['created']))})")

@@ -145,8 +145,8 @@ def cut_case(lab, case: FlowCase, point, number: int, ledger) -> Outcome:  # noq
             outcome.problems.append(f"the run after the kill failed ({code}): {error}")
             return outcome
         settle_call_log()
-        problems = [*closed_problems(ledger, cut.record_id, rerun), *twice_told_problems(lab, ledger, [
-            run_id for run_id in (cut.record_id, rerun.id) if run_id])]
+        problems = [*closed_problems(ledger, cut.record_id, rerun), *twice_told_problems(lab, ledger, taken_over(
+            ledger, cut.record_id, rerun.id))]
         if case.name in ("failover", "failback"):
             problems += [*serving_problems(lab, case.serves), *lost_row_problems(lab, monitor, case.serves),
                          *lost_call_problems(lab, case.serves, since)]
@@ -159,6 +159,13 @@ def cut_case(lab, case: FlowCase, point, number: int, ledger) -> Outcome:  # noq
         return outcome
     finally:
         monitor.finish()
+
+
+def taken_over(ledger, killed_id: str | None, rerun_id: str) -> list[str]:  # noqa: ANN001 - Ledger
+    """The runs whose messages must not repeat: the killed one and its rerun, unless the kill landed after the
+    killed run had saved its completion (then the rerun is a run of its own, with its own messages)."""
+    killed = ledger.run(killed_id) if killed_id else None
+    return [rerun_id] if killed is None or killed.status == "completed" else [killed.id, rerun_id]
 
 
 def start_monitor(lab):  # noqa: ANN001, ANN201 - test helpers
