@@ -125,6 +125,7 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
         journal.record_skipped("fail back", f"{home} already serves and {away} streams from it")
         recovered = wait_until_recovered(plan, home, journal=journal, step_name=f"verify {home}")
         journal.milestone("recovered", recovered.recovered_at)
+        keep_archiving(plan, journal, home)  # the run it takes over may have been killed before this
         return
     readiness = failback_preflight(plan, home, away, journal=journal, step_name="preflight")
     go_or_refuse(readiness, force, journal)

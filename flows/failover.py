@@ -200,6 +200,7 @@ def fail_over(
         fence(plan, journal, source, force)
         recovered = wait_until_recovered(plan, target, journal=journal, step_name=f"verify {target}")
         journal.milestone("recovered", recovered.recovered_at)
+        keep_archiving(plan, journal, target)  # the run it takes over may have been killed before this
         return
     seen = probe_site(plan, source, journal=journal, step_name=f"probe {source}")
     if not seen.critical_healthy:
