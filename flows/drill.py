@@ -225,6 +225,8 @@ def recover(loaded, settings, journal: Journal, scenario: Scenario, marker, home
         target = recovery.restore.target or str(dataset.paths[0])
         restore_dataset(loaded, settings, journal, recovery.restore.dataset, target, replace=True,
                         incident_at=journal.record.incident_at)
+        marker.repaired = True
+        marker.save(settings.drills_dir)
     elif recovery.point_in_time is not None:
         marker.repair_schema = f"lifeline_drill_{journal.record.id}"
         marker.save(settings.drills_dir)

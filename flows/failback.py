@@ -33,6 +33,7 @@ from lifeline.tasks.steps.failover import rebuild_old_primary_as_standby, switch
 from lifeline.tasks.steps.pitr import keep_archiving
 from lifeline.tasks.steps.preflight import assess_failback_readiness, go_or_refuse
 from lifeline.tasks.steps.recorded_run import exclusive_run, flow_result, recorded_run
+from lifeline.tasks.steps.restore import restore_dataset
 from lifeline.tasks.steps.step import step
 from lifeline.tasks.steps.telephony import route_calls, take_down_announcement
 from lifeline.tasks.steps.verification import wait_until_recovered
@@ -194,8 +195,8 @@ def clean_up_drill(loaded: LoadedPlan, settings: Settings, scenario: Scenario, m
             done["failback_run"] = failback.record.id
         if scenario.fault.undo:
             drills.run_fault_command(scenario.fault.undo, "undo fault")  # faults the failback's restarts recorded
-    if corruption_left_by_the_drill(plan, scenario, marker, home):
-        done["repair_run"] = repair_what_the_drill_left(loaded, settings, scenario, marker, home)
+    if data_left_destroyed(plan, scenario, marker, home):
+        done["recovery_run"] = recover_what_the_drill_destroyed(loaded, settings, scenario, marker, home)
     if marker.repair_schema and scenario.recovery.point_in_time is not None:
         done["repair_schema_dropped"] = drop_repair_schema(plan, scenario.recovery.point_in_time, marker.repair_schema)
     if marker.sentinel_token:
@@ -204,29 +205,40 @@ def clean_up_drill(loaded: LoadedPlan, settings: Settings, scenario: Scenario, m
     return done
 
 
-def corruption_left_by_the_drill(plan: Plan, scenario: Scenario, marker: drills.DrillMarker, home: str) -> bool:
-    recovery = scenario.recovery.point_in_time
-    return (recovery is not None and marker.fault_injected_at is not None and not marker.repaired
-            and corrupted_rows(plan, recovery, home) > 0)
+def data_left_destroyed(plan: Plan, scenario: Scenario, marker: drills.DrillMarker, home: str) -> bool:
+    """The drill's fault ran and its recovery did not succeed, and the data the fault destroys is still gone."""
+    recovery = scenario.recovery
+    if marker.fault_injected_at is None or marker.repaired:
+        return False
+    if recovery.point_in_time is not None:
+        return corrupted_rows(plan, recovery.point_in_time, home) > 0
+    return recovery.restore is not None and bool(drills.missing_data(plan, scenario, None))
 
 
-def repair_what_the_drill_left(loaded: LoadedPlan, settings: Settings, scenario: Scenario,
-                               marker: drills.DrillMarker, home: str) -> str:
-    """The drill's fault ran, its repair did not (killed, or it failed): the lab does not restore data, so the
-    same repair runs now as a run of its own, from just before the fault."""
-    recovery = scenario.recovery.point_in_time
-    assert recovery is not None and marker.fault_injected_at is not None
-    marker.repair_schema = marker.repair_schema or f"lifeline_drill_{marker.record_id}"
-    marker.save(settings.drills_dir)
+def recover_what_the_drill_destroyed(loaded: LoadedPlan, settings: Settings, scenario: Scenario,
+                                     marker: drills.DrillMarker, home: str) -> str:
+    """The drill's fault ran, its recovery did not (killed, or it failed): the lab does not restore data, so the
+    drill's own recovery runs now as a run of its own, from before the fault."""
+    recovery, fault_at = scenario.recovery, marker.fault_injected_at
+    assert fault_at is not None
+    if recovery.point_in_time is not None:
+        marker.repair_schema = marker.repair_schema or f"lifeline_drill_{marker.record_id}"
+        marker.save(settings.drills_dir)
     with recorded_run("restore", loaded, settings, trigger="cli", scenario=marker.scenario,
-                      parent_id=marker.record_id) as repair:
-        repair.record.incident_at = marker.fault_injected_at
-        repair_corruption(loaded, settings, repair, recovery, home, marker.repair_schema,
-                          marker.fault_injected_at - timedelta(seconds=recovery.rewind_seconds),
-                          reason=f"end of drill {marker.scenario}: its fault ran, its repair did not")
+                      parent_id=marker.record_id) as recovering:
+        recovering.record.incident_at = fault_at
+        reason = f"end of drill {marker.scenario}: its fault ran, its recovery did not"
+        if recovery.point_in_time is not None:
+            repair_corruption(loaded, settings, recovering, recovery.point_in_time, home, str(marker.repair_schema),
+                              fault_at - timedelta(seconds=recovery.point_in_time.rewind_seconds), reason=reason)
+        elif recovery.restore is not None:
+            dataset = recovery.restore.dataset
+            restore_dataset(loaded, settings, recovering, dataset,
+                            recovery.restore.target or str(loaded.plan.datasets[dataset].paths[0]), replace=True,
+                            incident_at=fault_at)
     marker.repaired = True
     marker.save(settings.drills_dir)
-    return repair.record.id
+    return recovering.record.id
 
 
 def sweep_drill_leftovers(loaded: LoadedPlan, settings: Settings, *, kept_too: bool) -> list[str]:

@@ -55,7 +55,8 @@ class DrillMarker(BaseModel):
                                       "rows in: dropped with the sentinels.")
     fault_injected_at: datetime | None = Field(None, description="Just before the fault command ran: a point-in-time "
                                                "drill killed before its repair is repaired from before it.")
-    repaired: bool = Field(False, description="The point-in-time drill's repair succeeded.")
+    repaired: bool = Field(False, description="The drill's recovery of the data its fault destroys (a restore, a "
+                           "point-in-time repair) succeeded.")
 
     def path(self, drills_dir: Path) -> Path:
         return drills_dir / f"{self.record_id}.json"
