@@ -151,12 +151,12 @@ def cut_case(lab, case: FlowCase, point, number: int, ledger) -> Outcome:  # noq
         problems = [*closed_problems(ledger, cut.record_id, rerun), *twice_told_problems(lab, ledger, taken_over(
             ledger, cut.record_id, rerun.id))]
         if case.name in ("failover", "failback"):
-            problems += [*serving_problems(lab, case.serves), *lost_row_problems(lab, monitor, case.serves),
+            problems += [*serving_problems(lab, case.serves), *lost_row_problems(lab, monitor, case.serves, ledger, since),
                          *lost_call_problems(lab, case.serves, since)]
         elif not lab.status().normal:
             problems.append(f"the lab is not normal: {lab.status().not_normal_because}")
         else:
-            problems += lost_row_problems(lab, monitor, "main")
+            problems += lost_row_problems(lab, monitor, "main", ledger, since)
         cleaned_up(lab, case, Path(arguments[-1]).parent if case.name == "restore" else None)
         outcome.problems = problems + two_primaries(monitor)
         return outcome
