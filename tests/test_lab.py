@@ -54,9 +54,10 @@ def ssh_client(lab_dir: Path, port: int, known_hosts: Path | None) -> paramiko.S
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    client.connect("127.0.0.1", port=port, username=open_lab(lab_dir.parent).state.user,
-                   key_filename=str(lab_dir / "ssh" / "id_ed25519"), sock=sock, look_for_keys=False,
-                   allow_agent=False, timeout=5)
+    context = open_lab(lab_dir.parent)
+    client.connect("127.0.0.1", port=port, username=context.state.user, key_filename=str(context.paths.client_key),
+                   passphrase=context.paths.client_key_passphrase_file.read_text().strip(), sock=sock,
+                   look_for_keys=False, allow_agent=False, timeout=5)
     return client
 
 

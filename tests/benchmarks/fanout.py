@@ -79,8 +79,9 @@ def bare_ssh_command(target: ssh.SshTarget, nodelay: bool) -> int:
         sock = socket.create_connection((target.address, target.port), timeout=5)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
+        passphrase = target.key_passphrase_file.read_text().strip() if target.key_passphrase_file else None
         client.connect(target.address, port=target.port, username=target.user, key_filename=str(target.key_file),
-                       sock=sock, timeout=5, look_for_keys=False, allow_agent=False)
+                       passphrase=passphrase, sock=sock, timeout=5, look_for_keys=False, allow_agent=False)
         _, stdout, _ = client.exec_command(ssh.command_line(COMMAND), timeout=5)
         stdout.read()
         return stdout.channel.recv_exit_status()
