@@ -8,16 +8,14 @@ was killed leaves a marker, and the next failover, failback or drill of the plan
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
 from lifeline.configs.drills import Scenario
 from lifeline.configs.loading import LoadedPlan, load_plan
 from lifeline.configs.settings import Settings, load_settings
-from lifeline.flows.failback import clean_up_drill, sweep_drill_leftovers
+from lifeline.flows.failback import clean_up_drill, recover_destroyed_data, sweep_drill_leftovers
 from lifeline.flows.failover import default_runbook, fail_over
-from lifeline.flows.pitr import repair_corruption
 from lifeline.tasks.adapters.deadline import wait_until
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run import topology
@@ -27,7 +25,6 @@ from lifeline.tasks.run.record import Journal, Trigger, utc_now
 from lifeline.tasks.steps import communication_drills, drills
 from lifeline.tasks.steps.corruption_drill import corrupted_rows
 from lifeline.tasks.steps.recorded_run import exclusive_run
-from lifeline.tasks.steps.restore import restore_dataset
 from lifeline.tasks.steps.verification import verify_site
 from prefect import flow
 
@@ -220,21 +217,9 @@ def recover(loaded, settings, journal: Journal, scenario: Scenario, marker, home
         fail_over(loaded, journal, home, away, plan.recovery.failover or default_runbook(plan, away),
                   reason=f"drill {journal.record.scenario}", force=False, approval="yes",
                   incident_at=journal.record.incident_at)
-    elif recovery.restore is not None:
-        dataset = plan.datasets[recovery.restore.dataset]
-        target = recovery.restore.target or str(dataset.paths[0])
-        restore_dataset(loaded, settings, journal, recovery.restore.dataset, target, replace=True,
-                        incident_at=journal.record.incident_at)
-        marker.repaired = True
-        marker.save(settings.drills_dir)
-    elif recovery.point_in_time is not None:
-        marker.repair_schema = f"lifeline_drill_{journal.record.id}"
-        marker.save(settings.drills_dir)
-        to_time = journal.record.incident_at - timedelta(seconds=recovery.point_in_time.rewind_seconds)
-        repair_corruption(loaded, settings, journal, recovery.point_in_time, home, marker.repair_schema, to_time,
-                          reason=f"drill {journal.record.scenario}")
-        marker.repaired = True
-        marker.save(settings.drills_dir)
+    elif recovery.restore is not None or recovery.point_in_time is not None:
+        recover_destroyed_data(loaded, settings, journal, scenario, marker, home, journal.record.incident_at,
+                               reason=f"drill {journal.record.scenario}")
     elif recovery.leak is not None:
         from lifeline.tasks.steps.leak_recovery import recover_from_leak
 

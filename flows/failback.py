@@ -10,7 +10,7 @@ What a drill left behind is swept here too: a drill that failed over returns to 
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -219,26 +219,32 @@ def recover_what_the_drill_destroyed(loaded: LoadedPlan, settings: Settings, sce
                                      marker: drills.DrillMarker, home: str) -> str:
     """The drill's fault ran, its recovery did not (killed, or it failed): the lab does not restore data, so the
     drill's own recovery runs now as a run of its own, from before the fault."""
-    recovery, fault_at = scenario.recovery, marker.fault_injected_at
-    assert fault_at is not None
+    assert marker.fault_injected_at is not None
+    with recorded_run("restore", loaded, settings, trigger="cli", scenario=marker.scenario,
+                      parent_id=marker.record_id) as recovering:
+        recovering.record.incident_at = marker.fault_injected_at
+        recover_destroyed_data(loaded, settings, recovering, scenario, marker, home, marker.fault_injected_at,
+                               reason=f"end of drill {marker.scenario}: its fault ran, its recovery did not")
+    return recovering.record.id
+
+
+def recover_destroyed_data(loaded: LoadedPlan, settings: Settings, journal: Journal, scenario: Scenario,
+                           marker: drills.DrillMarker, home: str, incident_at: datetime, reason: str) -> None:
+    """A drill's recovery of what its fault destroys, for the drill and for its clean-up: the dataset restored in
+    place, or the tables repaired from just before the bad write; the marker then says it was done."""
+    recovery = scenario.recovery
     if recovery.point_in_time is not None:
         marker.repair_schema = marker.repair_schema or f"lifeline_drill_{marker.record_id}"
         marker.save(settings.drills_dir)
-    with recorded_run("restore", loaded, settings, trigger="cli", scenario=marker.scenario,
-                      parent_id=marker.record_id) as recovering:
-        recovering.record.incident_at = fault_at
-        reason = f"end of drill {marker.scenario}: its fault ran, its recovery did not"
-        if recovery.point_in_time is not None:
-            repair_corruption(loaded, settings, recovering, recovery.point_in_time, home, str(marker.repair_schema),
-                              fault_at - timedelta(seconds=recovery.point_in_time.rewind_seconds), reason=reason)
-        elif recovery.restore is not None:
-            dataset = recovery.restore.dataset
-            restore_dataset(loaded, settings, recovering, dataset,
-                            recovery.restore.target or str(loaded.plan.datasets[dataset].paths[0]), replace=True,
-                            incident_at=fault_at)
+        repair_corruption(loaded, settings, journal, recovery.point_in_time, home, marker.repair_schema,
+                          incident_at - timedelta(seconds=recovery.point_in_time.rewind_seconds), reason=reason)
+    elif recovery.restore is not None:
+        dataset = recovery.restore.dataset
+        restore_dataset(loaded, settings, journal, dataset,
+                        recovery.restore.target or str(loaded.plan.datasets[dataset].paths[0]), replace=True,
+                        incident_at=incident_at)
     marker.repaired = True
     marker.save(settings.drills_dir)
-    return recovering.record.id
 
 
 def sweep_drill_leftovers(loaded: LoadedPlan, settings: Settings, *, kept_too: bool) -> list[str]:

@@ -349,7 +349,7 @@ def after_action(record: RunRecord, plan: Any = None, history: Sequence[RunRecor
 def communications_of(ledger: Ledger, record: RunRecord) -> tuple[list[Delivery], Acknowledgement | None]:
     """The run's delivery attempts and its acknowledgement, as the report's last two arguments take them."""
     deliveries = Deliveries(ledger)
-    told = sorted(deliveries.of_run(record.id) + deliveries.cut_off(record.id), key=lambda delivery: delivery.at)
+    told = sorted(deliveries.of_run(record.id, with_cut_off=True), key=lambda delivery: delivery.at)
     return told, deliveries.acknowledgement(record.id)
 
 

@@ -277,14 +277,15 @@ class Deliveries:
                                                      at=iso(confirmed.at), delivery=confirmed.model_dump_json()))
             return confirmed
 
-    def of_run(self, run_id: str) -> list[Delivery]:
-        """Every attempt's outcome, in order."""
-        return [delivery for delivery in self._rows_of_run(run_id) if delivery.status != "sending"]
+    def of_run(self, run_id: str, *, with_cut_off: bool = False) -> list[Delivery]:
+        """Every attempt's outcome, in order; `with_cut_off`: and the messages cut off (see `cut_off`), in one read."""
+        rows = self._rows_of_run(run_id)
+        outcomes = [delivery for delivery in rows if delivery.status != "sending"]
+        return outcomes + _cut_off(rows) if with_cut_off else outcomes
 
     def cut_off(self, run_id: str) -> list[Delivery]:
         """Messages whose last attempt was being sent when the run's process died: nobody knows if they went."""
-        last_of_message = {delivery.message_id: delivery for delivery in self._rows_of_run(run_id)}
-        return [delivery for delivery in last_of_message.values() if delivery.status == "sending"]
+        return _cut_off(self._rows_of_run(run_id))
 
     @patiently
     def _rows_of_run(self, run_id: str) -> list[Delivery]:
@@ -316,6 +317,11 @@ class Deliveries:
         with self.ledger.connection() as connection:
             row = connection.execute(query).first()
         return Acknowledgement.model_validate_json(row[0]) if row else None
+
+
+def _cut_off(rows: list[Delivery]) -> list[Delivery]:
+    last_of_message = {delivery.message_id: delivery for delivery in rows}
+    return [delivery for delivery in last_of_message.values() if delivery.status == "sending"]
 
 
 def record_as_json(records: list[RunRecord]) -> str:

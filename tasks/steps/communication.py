@@ -67,8 +67,9 @@ class RunCommunications:
     def carry_on(self, run_id: str) -> None:
         """Whom run `run_id` told of an event (of the same incident) is not told of it again by this run; nor is
         whoever it was telling when it was killed (at most once: the escalation reaches them if nobody acks)."""
-        told = [delivery for delivery in self.deliveries.of_run(run_id) if delivery.status != "failed"]
-        self.told_before |= {(delivery.event, delivery.contact) for delivery in told + self.deliveries.cut_off(run_id)}
+        self.told_before |= {(delivery.event, delivery.contact)
+                             for delivery in self.deliveries.of_run(run_id, with_cut_off=True)
+                             if delivery.status != "failed"}
 
     def _delivered(self, delivery: Delivery) -> None:
         if delivery.audience == "liaison" and delivery.event in INCIDENT_NOTICES \

@@ -53,8 +53,8 @@ class DrillMarker(BaseModel):
     kept: bool = Field(False, description="Left for inspection by --keep: the next failback of the plan cleans it up.")
     repair_schema: str | None = Field(None, description="The schema a point-in-time drill's repair kept the corrupted "
                                       "rows in: dropped with the sentinels.")
-    fault_injected_at: datetime | None = Field(None, description="Just before the fault command ran: a point-in-time "
-                                               "drill killed before its repair is repaired from before it.")
+    fault_injected_at: datetime | None = Field(None, description="Just before the fault command ran: a drill killed "
+                                               "before recovering what its fault destroys is recovered from before it.")
     repaired: bool = Field(False, description="The drill's recovery of the data its fault destroys (a restore, a "
                            "point-in-time repair) succeeded.")
 

@@ -91,7 +91,7 @@ def twice_told_problems(lab: Lab, ledger: Ledger, run_ids: list[str]) -> list[st
     SNS carried for those runs is one the ledger recorded as delivered or as cut off while sending (a message
     sent again after a kill would show as more SMS than that)."""
     deliveries = Deliveries(ledger)
-    told = [delivery for run_id in run_ids for delivery in [*deliveries.of_run(run_id), *deliveries.cut_off(run_id)]
+    told = [delivery for run_id in run_ids for delivery in deliveries.of_run(run_id, with_cut_off=True)
             if delivery.status != "failed"]
     problems = [f"{contact} got {event} {count} times" for (event, contact), count in
                 Counter((delivery.event, delivery.contact) for delivery in told
