@@ -300,9 +300,9 @@ def test_a_missing_database_is_a_permanent_error(postgres_server):
     assert raised.value.transient is False
 
 
-def test_rename_ends_sessions_on_that_database_only(postgres_server):
+def test_rename_ends_sessions_on_that_database_only(postgres_server, source):
     postgres_server.create_database("crm_rename_me")
-    with postgres_server.connect("crm_rename_me") as on_renamed, postgres_server.connect(SOURCE) as elsewhere:
+    with postgres_server.connect("crm_rename_me") as on_renamed, postgres_server.connect(source) as elsewhere:
         postgres.rename_database(postgres_server.dsn(), "crm_rename_me", "crm_renamed", postgres_server.passfile)
         with pytest.raises(psycopg.OperationalError):
             on_renamed.execute("SELECT 1")
@@ -311,10 +311,10 @@ def test_rename_ends_sessions_on_that_database_only(postgres_server):
     assert not postgres.database_exists(postgres_server.dsn(), "crm_rename_me", postgres_server.passfile)
 
 
-def test_only_staging_databases_can_be_dropped(postgres_server):
+def test_only_staging_databases_can_be_dropped(postgres_server, source):
     with pytest.raises(ValueError, match="only Lifeline staging databases"):
-        postgres.drop_database(postgres_server.dsn(), SOURCE, postgres_server.passfile)
-    assert SOURCE in postgres_server.databases()
+        postgres.drop_database(postgres_server.dsn(), source, postgres_server.passfile)
+    assert source in postgres_server.databases()
 
 
 # --- no server needed ---------------------------------------------------------------------------------
