@@ -12,6 +12,7 @@ from lifeline.configs.settings import load_settings
 from lifeline.flows.backup import backup_flow
 from lifeline.flows.restore import restore_flow
 from lifeline.tasks.adapters.errors import LifelineError
+from lifeline.tasks.adapters.restic import ResticRepository
 from lifeline.tasks.steps.preflight import assess_readiness
 from lifeline.tasks.steps.repositories import open_repository
 
@@ -209,3 +210,44 @@ def test_restore_from_a_corrupted_repository_fails_and_leaves_the_target_untouch
     failed = ledger().runs(kind="restore")[0]
     assert failed.status == "failed"
     assert any(step.status == "failed" for step in failed.steps)
+
+
+def test_a_snapshot_forgotten_between_choice_and_restore_is_chosen_again(files_setup, tmp_path, monkeypatch):
+    """The nightly backup's retention may forget "latest" while a restore is about to read it."""
+    plan, recordings, _ = files_setup
+    older = ledger().run(backup_flow(str(plan)))
+    (recordings / "later.wav").write_bytes(b"later")
+    newer = ledger().run(backup_flow(str(plan)))
+    restore = ResticRepository.restore
+
+    def forgotten_first(repository, snapshot_id, *args, **kwargs):
+        if snapshot_id == newer.snapshots[0]:
+            repository.forget_snapshots([snapshot_id])  # the real restic, as a concurrent retention would
+        return restore(repository, snapshot_id, *args, **kwargs)
+
+    monkeypatch.setattr(ResticRepository, "restore", forgotten_first)
+    target = tmp_path / "restored"
+    restored = ledger().run(restore_flow(str(plan), "recordings", str(target)))
+    assert restored.status == "completed"
+    assert restored.snapshots == older.snapshots
+    assert [step.name for step in restored.steps if step.name.startswith("choose snapshot")] == [
+        "choose snapshot", "choose snapshot again"]
+    assert tree(target) == {name: data for name, data in tree(recordings).items() if name != "later.wav"}
+    assert not list(tmp_path.glob(".restored.lifeline-staging-*"))
+
+
+def test_a_named_snapshot_that_is_gone_is_a_clear_error_not_another_snapshot(files_setup, tmp_path, monkeypatch):
+    plan, _, _ = files_setup
+    chosen = ledger().run(backup_flow(str(plan))).snapshots[0]
+    restore = ResticRepository.restore
+
+    def forgotten_first(repository, snapshot_id, *args, **kwargs):
+        repository.forget_snapshots([snapshot_id])
+        return restore(repository, snapshot_id, *args, **kwargs)
+
+    monkeypatch.setattr(ResticRepository, "restore", forgotten_first)
+    target = tmp_path / "restored"
+    with pytest.raises(LifelineError, match=f"{chosen[:8]}.*forgotten since it was chosen"):
+        restore_flow(str(plan), "recordings", str(target), snapshot=chosen[:8])
+    assert not target.exists()
+    assert not list(tmp_path.glob(".restored.lifeline-staging-*"))

@@ -31,6 +31,7 @@ from lifeline.tasks.adapters.restic import (
     RepositoryMissing,
     ResticFailed,
     ResticRepository,
+    SnapshotGone,
     WrongPassword,
     backup_arguments,
     check_arguments,
@@ -221,6 +222,7 @@ def test_password_never_accepted_as_an_environment_variable(password_file):
         (1, "Fatal: unable to create lock in backend: repository is already locked by PID 503 on vm by root\n",
          RepositoryLocked, True),
         (1, "Fatal: no such file or directory: /srv/x (PID 503 on vm)\n", ResticFailed, False),
+        (1, 'Fatal: invalid id "7c99": no matching ID found for prefix "7c99"\n', SnapshotGone, False),
     ],
 )
 def test_one_function_classifies_every_failure(returncode, stderr, kind, transient):

@@ -15,7 +15,7 @@ from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.plan import Dataset
 from lifeline.configs.settings import Settings
 from lifeline.tasks.adapters import postgres
-from lifeline.tasks.adapters.restic import NoSpace, ResticRepository, Snapshot
+from lifeline.tasks.adapters.restic import NoSpace, ResticRepository, Snapshot, SnapshotGone
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.progress import reporter
 from lifeline.tasks.run.record import Journal
@@ -229,6 +229,28 @@ def restore_database(
     return PlacedRestore(target=detail["target"], moved_aside=result.moved_aside, detail=detail)
 
 
+def _restore_chosen(settings: Settings, journal: Journal, repository: ResticRepository, chosen: ChosenSnapshot,
+                    dataset: str, entry: Dataset, target: str, replace: bool, again: str) -> None:
+    record = journal.record
+    if entry.postgres:
+        facts = Ledger(settings.ledger).snapshot_facts(chosen.id)
+        restore_database(
+            repository, chosen, entry, target,
+            facts.row_counts if facts else None, replace,
+            settings.home_dir / "staging" / record.id, settings.locks_dir, settings.postgres_bin_dir,
+            journal=journal, step_name=f"restore {dataset} and verify row counts{again}",
+        )
+        return
+    target_dir = Path(target).expanduser().absolute()
+    refuse_occupied_target(target_dir, replace, journal=journal, step_name=f"check target{again}")
+    staged = restore_to_staging(
+        repository, chosen, staging_beside(target_dir, record.id), settings.locks_dir,
+        journal=journal, step_name=f"restore {dataset} to staging and verify{again}",
+    )
+    record.bytes += staged.bytes
+    put_in_place(staged, target_dir, replace, journal=journal, step_name=f"put in place{again}")
+
+
 def restore_dataset(
     loaded: LoadedPlan, settings: Settings, journal: Journal, dataset: str, target: str, *,
     snapshot: str = "latest", as_of: datetime | None = None, replace: bool = False,
@@ -248,28 +270,21 @@ def restore_dataset(
     entry = plan.datasets[dataset]
     repository = repository or open_repository(plan, entry.repository, settings)
     ensure_limits(plan, {repository.name: repository})
-    chosen = choose_snapshot(repository, dataset_tags(plan, dataset), snapshot, as_of, snapshot_ids,
-                             journal=journal, step_name="choose snapshot")
-    record.snapshots = [chosen.id]
     record.rpo_target_seconds = plan.rpo_target(dataset).total_seconds()
     record.rto_target_seconds = (entry.rto_minutes or plan.targets.rto_minutes) * 60
-    if entry.postgres:
-        facts = Ledger(settings.ledger).snapshot_facts(chosen.id)
-        restore_database(
-            repository, chosen, entry, target,
-            facts.row_counts if facts else None, replace,
-            settings.home_dir / "staging" / record.id, settings.locks_dir, settings.postgres_bin_dir,
-            journal=journal, step_name=f"restore {dataset} and verify row counts",
-        )
-    else:
-        target_dir = Path(target).expanduser().absolute()
-        refuse_occupied_target(target_dir, replace, journal=journal, step_name="check target")
-        staged = restore_to_staging(
-            repository, chosen, staging_beside(target_dir, record.id), settings.locks_dir,
-            journal=journal, step_name=f"restore {dataset} to staging and verify",
-        )
-        record.bytes += staged.bytes
-        put_in_place(staged, target_dir, replace, journal=journal, step_name="put in place")
+    # A backup's retention running at the same time may forget the snapshot between choosing and restoring it:
+    # a snapshot chosen by rule (latest, as of) is then chosen again, once; one the operator named is not.
+    chosen_by_rule = snapshot == "latest" and not snapshot_ids
+    for again in ("", " again"):
+        chosen = choose_snapshot(repository, dataset_tags(plan, dataset), snapshot, as_of, snapshot_ids,
+                                 journal=journal, step_name=f"choose snapshot{again}")
+        record.snapshots = [chosen.id]
+        try:
+            _restore_chosen(settings, journal, repository, chosen, dataset, entry, target, replace, again)
+            break
+        except SnapshotGone:
+            if again or not chosen_by_rule:
+                raise
     record.recovered_at = journal.milestone("recovered")
     record.rto_seconds = (record.recovered_at - record.incident_at).total_seconds()
     record.rpo_seconds = max(0.0, (record.incident_at - chosen.time).total_seconds())

@@ -47,6 +47,7 @@ from lifeline.tasks.adapters.restic.errors import (
     RepositoryMissing,
     ResticError,
     ResticFailed,
+    SnapshotGone,
     WrongPassword,
     _json_lines,
     _json_object,
@@ -56,7 +57,7 @@ from lifeline.tasks.adapters.restic.errors import (
 
 __all__ = [
     "NoSpace", "PartialBackup", "ProducerFailed", "RepositoryLocked", "RepositoryMissing", "ResticError",
-    "ResticFailed", "WrongPassword", "classify_failure", "ResticRepository", "Snapshot",
+    "ResticFailed", "SnapshotGone", "WrongPassword", "classify_failure", "ResticRepository", "Snapshot",
 ]
 
 ProgressCallback = Callable[[float, int], None]  # (fraction 0..1, bytes done)

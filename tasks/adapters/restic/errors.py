@@ -32,6 +32,8 @@ _NETWORK = re.compile(
 )
 # A full disk (ENOSPC) is never fixed by a retry; restic 0.14 ends such a restore with "There were N errors".
 _NO_SPACE = re.compile(r"no space left on device|disk quota exceeded", re.I)
+# The snapshot named was forgotten (retention of a backup running at the same time) after it was chosen.
+_SNAPSHOT_GONE = re.compile(r"no matching ID found for prefix", re.I)
 _HINT_LINES = re.compile(r"^(is there a repository|lock was created at|storage id|the `unlock` command)", re.I)
 
 
@@ -75,6 +77,12 @@ class NoSpace(ResticError):
     transient = False
 
 
+class SnapshotGone(ResticError):
+    """The snapshot is no longer in the repository: retrying the same id cannot help, choosing again can."""
+
+    transient = False
+
+
 class ProducerFailed(ResticError):
     """The command feeding `backup --stdin` failed; its snapshot has been forgotten."""
 
@@ -110,6 +118,8 @@ def classify_failure(result: CommandResult, *, operation: str, repository: str) 
     if code == EXIT_PARTIAL_BACKUP:
         warnings = backup_warnings(stderr)
         return PartialBackup.during(operation, repository, f"{len(warnings)} unreadable: {'; '.join(warnings[:3])}")
+    if _SNAPSHOT_GONE.search(stderr):
+        return SnapshotGone.during(operation, repository, f"{detail} (forgotten since it was chosen)")
     if _NO_SPACE.search(stderr):
         return NoSpace.during(operation, repository, "no space left on device")
     # restic 0.14 reports an unreachable S3 endpoint as "unable to open config file": network first.
