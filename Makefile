@@ -21,6 +21,8 @@ bench: setup
 
 # The reliability matrix's slow part (tests/reliability/): its cases marked `soak`, every kill point of every flow,
 # then two hours of serving compressed into 20 minutes. KILL_ARGS / SOAK_ARGS narrow them (--flows failover; --minutes 5).
+# The kill matrix runs three labs side by side, each with its share of the flows (--parallel 1 for one).
+KILL_ARGS ?= --parallel 3
 soak: setup
 	@status=0; \
 	uv run --frozen pytest -q -m soak tests/reliability || [ $$? = 5 ] || status=1; \

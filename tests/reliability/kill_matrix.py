@@ -2,6 +2,7 @@
 
     uv run python -m tests.reliability.kill_matrix                          # every flow
     uv run python -m tests.reliability.kill_matrix --flows failover,restore  # some
+    uv run python -m tests.reliability.kill_matrix --parallel 3             # three labs side by side
 
 For each flow: one uncut run gives its journal, and so its kill points (tests/reliability/kill_points.py).
 Then, for each point: the lab is brought to the state the flow starts from, a write monitor writes at both
@@ -15,8 +16,10 @@ killed run left lies about. Progress goes to stderr, the tables to stdout.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -83,7 +86,17 @@ def flow_cases(work: Path, plan: Path) -> dict[str, FlowCase]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kill_matrix", description=__doc__.splitlines()[0])
     parser.add_argument("--flows", default="", help="comma-separated: failover, failback, restore, drill SCENARIO")
+    parser.add_argument("--parallel", type=int, default=1, choices=range(1, 5), metavar="1-4",
+                        help="labs side by side, each with its share of the flows")
+    parser.add_argument("--share", help=argparse.SUPPRESS)  # K/N: run only the K-th of N shares of the flows
+    parser.add_argument("--outcomes-to", type=Path, help=argparse.SUPPRESS)  # then write the outcomes as JSON
     options = parser.parse_args(argv)
+    if options.parallel > 1:
+        outcomes = side_by_side(options.flows, options.parallel)
+        if outcomes is None:
+            return 2
+        print_outcomes(outcomes)
+        return 0 if all(not outcome.problems for outcome in outcomes) else 1
     with bench_tmpdir("lifeline-kill-matrix-") as root:
         work = root / "work"
         work.mkdir()
@@ -94,9 +107,57 @@ def main(argv: list[str] | None = None) -> int:
             if unknown:
                 print(f"kill_matrix: unknown flows {unknown}; known: {list(cases)}", file=sys.stderr)
                 return 2
-            outcomes = [outcome for name in wanted for outcome in matrix_of(cases[name], lab_run.home, work)]
+            every = wanted
+            if options.share:
+                share, shares = (int(number) for number in options.share.split("/"))
+                wanted = share_of(every, share, shares)
+            outcomes: list[Outcome] = []
+            for name in wanted:  # a share writes what it has after every flow: a later failure keeps it
+                outcomes += matrix_of(cases[name], lab_run.home, work)
+                if options.outcomes_to:
+                    options.outcomes_to.write_text(json.dumps(
+                        {"flows": every, "outcomes": [dataclasses.asdict(outcome) for outcome in outcomes]}))
+    if options.outcomes_to:
+        return 0
     print_outcomes(outcomes)
     return 0 if all(not outcome.problems for outcome in outcomes) else 1
+
+
+# Kill points per flow in the last whole run, to share the flows out evenly; a flow not listed counts as 20.
+EXPECTED_POINTS = {"failover": 29, "failback": 24, "drill site-loss": 26, "drill network-outage": 25,
+                   "drill system-crash": 23, "drill data-leak": 20, "drill logical-corruption": 14,
+                   "drill data-corruption": 11, "pitr-restore": 10, "restore": 9, "drill staff-shortage": 7,
+                   "drill comms-failure": 6}
+
+
+def share_of(wanted: list[str], share: int, shares: int) -> list[str]:
+    """The flows of one share: the largest first, each to the share with the fewest expected points."""
+    points: list[list[str]] = [[] for _ in range(shares)]
+    for name in sorted(wanted, key=lambda name: -EXPECTED_POINTS.get(name, 20)):
+        min(points, key=lambda flows: sum(EXPECTED_POINTS.get(flow, 20) for flow in flows)).append(name)
+    return points[share]
+
+
+def side_by_side(flows: str, parallel: int) -> list[Outcome] | None:
+    """Each share of the flows in a process of its own with a lab of its own; the outcomes in the flows' order."""
+    with bench_tmpdir("lifeline-kill-shares-") as root:
+        files = [root / f"share-{share}.json" for share in range(parallel)]
+        processes = [subprocess.Popen([sys.executable, "-m", "tests.reliability.kill_matrix", "--flows", flows,
+                                       "--share", f"{share}/{parallel}", "--outcomes-to", str(file)])
+                     for share, file in enumerate(files)]
+        codes = [process.wait() for process in processes]
+        if any(code == 2 for code in codes):
+            return None
+        written = [json.loads(file.read_text()) for file in files if file.exists()]
+    order = written[0]["flows"] if written else []
+    found = [Outcome(**outcome) for share in written for outcome in share["outcomes"]]
+    done = {outcome.flow for outcome in found}
+    for share, code in enumerate(codes):
+        if code != 0:  # a share that failed: its flows without outcomes, or the share itself if none are known
+            missing = [flow for flow in share_of(order, share, parallel) if flow not in done] if order else []
+            found += [Outcome(name, "(its share of the matrix failed before it)", False, None, code, ["no outcome"])
+                      for name in missing or [f"share {share + 1} of {parallel}"]]
+    return sorted(found, key=lambda outcome: order.index(outcome.flow) if outcome.flow in order else len(order))
 
 
 def matrix_of(case: FlowCase, home: Path, work: Path) -> list[Outcome]:
