@@ -112,11 +112,17 @@ def main(argv: list[str] | None = None) -> int:
                 share, shares = (int(number) for number in options.share.split("/"))
                 wanted = share_of(every, share, shares)
             outcomes: list[Outcome] = []
-            for name in wanted:  # a share writes what it has after every flow: a later failure keeps it
-                outcomes += matrix_of(cases[name], lab_run.home, work)
+
+            def save(running: str) -> None:  # a share writes what it has at every point: a failure keeps it
                 if options.outcomes_to:
-                    options.outcomes_to.write_text(json.dumps(
-                        {"flows": every, "outcomes": [dataclasses.asdict(outcome) for outcome in outcomes]}))
+                    options.outcomes_to.write_text(json.dumps({"flows": every, "running": running, "outcomes": [
+                        dataclasses.asdict(kept) for kept in outcomes]}))
+
+            for name in wanted:
+                save(name)
+                matrix_of(cases[name], lab_run.home, work,
+                          lambda outcome, name=name: (outcomes.append(outcome), save(name)))
+            save("")
     if options.outcomes_to:
         return 0
     print_outcomes(outcomes)
@@ -148,19 +154,20 @@ def side_by_side(flows: str, parallel: int) -> list[Outcome] | None:
         codes = [process.wait() for process in processes]
         if any(code == 2 for code in codes):
             return None
-        written = [json.loads(file.read_text()) for file in files if file.exists()]
-    order = written[0]["flows"] if written else []
-    found = [Outcome(**outcome) for share in written for outcome in share["outcomes"]]
-    done = {outcome.flow for outcome in found}
+        written = {share: json.loads(file.read_text()) for share, file in enumerate(files) if file.exists()}
+    order = next(iter(written.values()))["flows"] if written else []
+    found = [Outcome(**outcome) for share in written.values() for outcome in share["outcomes"]]
     for share, code in enumerate(codes):
-        if code != 0:  # a share that failed: its flows without outcomes, or the share itself if none are known
-            missing = [flow for flow in share_of(order, share, parallel) if flow not in done] if order else []
-            found += [Outcome(name, "(its share of the matrix failed before it)", False, None, code, ["no outcome"])
+        if code != 0:  # a share that failed: the flow it was in and those after it, or the share if none is known
+            flows = share_of(order, share, parallel) if order else []
+            running = written.get(share, {}).get("running")
+            missing = flows[flows.index(running):] if running in flows else flows
+            found += [Outcome(name, "(its share of the matrix failed here)", False, None, code, ["no outcome"])
                       for name in missing or [f"share {share + 1} of {parallel}"]]
     return sorted(found, key=lambda outcome: order.index(outcome.flow) if outcome.flow in order else len(order))
 
 
-def matrix_of(case: FlowCase, home: Path, work: Path) -> list[Outcome]:
+def matrix_of(case: FlowCase, home: Path, work: Path, keep: Callable[[Outcome], None]) -> None:
     from tests.helpers import ledger
     from tests.lab_fixtures import Lab
     from tests.reliability.kill_points import kill_points
@@ -174,15 +181,13 @@ def matrix_of(case: FlowCase, home: Path, work: Path) -> list[Outcome]:
         last = points[-1]
         points = [point for point in points if point.moment != "end"] + [last]
     log(f"{case.name}: {len(points)} kill points from the journal of run {reference.id}")
-    outcomes = []
     for number, point in enumerate(points, start=1):
         began = time.monotonic()
         outcome = cut_case(lab, case, point, number, ledger())
         outcome.seconds = time.monotonic() - began
         log(f"{case.name} {number}/{len(points)} {point}: "
             f"{'converged' if not outcome.problems else '; '.join(outcome.problems)} ({outcome.seconds:.0f} s)")
-        outcomes.append(outcome)
-    return outcomes
+        keep(outcome)
 
 
 def cut_case(lab, case: FlowCase, point, number: int, ledger) -> Outcome:  # noqa: ANN001 - test helpers
