@@ -143,6 +143,7 @@ class Journal:
         self.record = record
         self._lock = threading.Lock()
         self.message_fields: dict[str, object] = {}  # what the run's messages may say (sites, reason...)
+        self.timezone = "UTC"  # the plan's: the zone a person is shown times in
         self.announce: Callable[..., None] = _say_nothing  # set when the plan tells people of its runs
         self.answered_by: Callable[[str], None] = _note_nothing  # a person answered the run's approval
         self.send: Callable[..., list | None] = _send_nowhere  # a runbook `notify` step; None: nobody to tell

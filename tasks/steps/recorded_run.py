@@ -19,6 +19,7 @@ from lifeline.tasks.run.record import Journal, RunKind, RunRecord, Trigger, new_
 from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.communication import RunCommunications, communicates
 from lifeline.tasks.steps.host_slots import hosts_limited
+from lifeline.tasks.steps.prefect_run import name_this_run
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.logging import get_run_logger
 from prefect.states import Cancelled
@@ -76,7 +77,7 @@ def exclusive_run(
     """A failover, failback or drill: one at a time per plan (a second one refuses at once), recorded.
     `sweep` cleans up what drills left: it runs first, holding the plan lock, before the run's record opens."""
     record_id = options.pop("record_id", None) or new_run_id()
-    with plan_lock(settings.locks_dir, loaded.plan.name, kind, record_id):
+    with plan_lock(settings.locks_dir, loaded.plan.name, kind, record_id, where=name_this_run(kind, record_id)):
         if sweep is not None:
             sweep()
         with recorded_run(kind, loaded, settings, exclusive=True, record_id=record_id, **options) as journal:
@@ -136,7 +137,10 @@ def recorded_run(
     )
     if record_id:
         record.id = record_id
+    if not exclusive:  # exclusive_run named it before taking the plan's lock
+        name_this_run(kind, record.id)
     journal = Journal(record)
+    journal.timezone = loaded.plan.timezone
     ledger = Ledger(settings.ledger)
     warn_of_drill_leftovers(loaded, settings)
     for closed in close_interrupted_runs(ledger, loaded.plan.name, record.id, holding_the_lock=exclusive):
