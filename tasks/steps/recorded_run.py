@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
+from zoneinfo import ZoneInfo
 
 from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.settings import Settings
@@ -15,12 +18,13 @@ from lifeline.tasks.adapters import daemons
 from lifeline.tasks.adapters.locks import plan_lock
 from lifeline.tasks.report.artifacts import deliveries_table, record_markdown, record_table
 from lifeline.tasks.run.ledger import Deliveries, Ledger
-from lifeline.tasks.run.record import Journal, RunKind, RunRecord, Trigger, new_run_id, utc_now
+from lifeline.tasks.run.record import Journal, RunKind, RunRecord, Step, Trigger, new_run_id, utc_now
 from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.communication import RunCommunications, communicates
 from lifeline.tasks.steps.host_slots import hosts_limited
 from lifeline.tasks.steps.prefect_run import name_this_run
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect.states import Cancelled
 
@@ -141,6 +145,7 @@ def recorded_run(
         name_this_run(kind, record.id)
     journal = Journal(record)
     journal.timezone = loaded.plan.timezone
+    journal.on_step_end = partial(say_step, ZoneInfo(loaded.plan.timezone))
     ledger = Ledger(settings.ledger)
     warn_of_drill_leftovers(loaded, settings)
     for closed in close_interrupted_runs(ledger, loaded.plan.name, record.id, holding_the_lock=exclusive):
@@ -180,6 +185,20 @@ def recorded_run(
             ledger.save_run(record)
         publish(record, loaded, ledger)
         export_metrics(ledger, loaded, settings)
+
+
+def say_step(zone: ZoneInfo, step: Step) -> None:
+    """One line per step in the run's log, as an operator reads it: what, how it ended, when (the plan's time)."""
+    ended = (step.ended_at or utc_now()).astimezone(zone)
+    seconds = (ended - step.started_at).total_seconds()
+    outcome = f"failed: {step.detail.get('error', '')}" if step.status == "failed" else step.status
+    again = f", attempt {step.attempts}" if step.attempts > 1 else ""
+    try:
+        logger = get_run_logger()
+    except MissingContextError:  # a step journaled outside Prefect's run context (a thread of its own)
+        logger = logging.getLogger("lifeline.steps")
+    logger.log(logging.WARNING if step.status == "failed" else logging.INFO, "%s: %s at %s %s (%.1f s%s)",
+               step.name, outcome, f"{ended:%H:%M:%S}", zone.key, seconds, again)
 
 
 def tell_the_end(communications: RunCommunications) -> None:
