@@ -7,6 +7,7 @@ it needs passes while the other tests run.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -281,6 +282,13 @@ def test_a_not_ready_failover_forced_in_its_form_goes_on_and_records_every_reaso
     assert approval.detail["forced"] is True and approval.detail["operator"] == "Wang Fang"
     assert [reason.split(":")[0] for reason in approval.detail["forced_past"]] == ["backup ivr-config"]
     assert forced.milestones["forced"] <= forced.milestones["fenced"]
+    # Its artifacts give times in the plan's zone, labelled; the run's name carries the record's id.
+    zone = load_plan(lab.plan).plan.timezone
+    artifacts = {artifact["key"].rsplit("-", 1)[1]: artifact for artifact in api.artifacts(run["id"])}
+    rows = json.loads(artifacts["record"]["data"])
+    assert {f"started ({zone})", f"ended ({zone})"} <= set(rows[0]) and "started_at" not in rows[0]
+    assert f"({zone})" in artifacts["summary"]["data"]
+    assert api.flow_run(run["id"])["name"] == f"failover-{forced.id}"
     assert lab.status().dns.points_at == "dr"
     back_to_normal(lab)
     assert lab.status().normal

@@ -236,21 +236,22 @@ def export_metrics(ledger: Ledger, loaded: LoadedPlan, settings: Settings) -> No
 
 
 def publish(record: RunRecord, loaded: LoadedPlan, ledger: Ledger) -> None:
+    zone = ZoneInfo(loaded.plan.timezone)
     try:
         create_table_artifact(
-            table=record_table(record),
+            table=record_table(record, zone),
             key=artifact_key(record.plan, record.kind, "record"),
             description=f"Lifeline {record.kind} run {record.id}: {record.status}",
         )
         create_markdown_artifact(
-            markdown=record_markdown(record),
+            markdown=record_markdown(record, zone),
             key=artifact_key(record.plan, record.kind, "summary"),
             description=f"Lifeline {record.kind} run {record.id}",
         )
         deliveries = Deliveries(ledger)
         told, acknowledged = deliveries.of_run(record.id), deliveries.acknowledgement(record.id)
         if told:
-            create_table_artifact(table=deliveries_table(told), key=artifact_key(record.plan, record.kind, "deliveries"),
+            create_table_artifact(table=deliveries_table(told, zone), key=artifact_key(record.plan, record.kind, "deliveries"),
                                   description=f"Who was told what in {record.kind} run {record.id}")
         if record.kind in ("drill", "failover", "failback", "restore", "alert"):
             from lifeline.tasks.report.after_action import load_history, render_markdown
