@@ -394,7 +394,8 @@ def test_two_failovers_started_together_one_runs_the_other_refuses_naming_it(
     assert (code_a, code_b) == (0, 2), {pid: stderr[-2000:] for pid, stderr in errors.items()}
     message = one_line_error(errors[loser])
     [record] = [r for r in ledger().runs(kind="failover") if r.id not in before]  # the refused one left none
-    assert f"failover run {record.id} (pid {winner}," in message and "refusing" in message
+    assert f"failover run {record.id} (Prefect run 'failover-{record.id}' " in message and "refusing" in message
+    assert f", pid {winner}, started " in message
     assert record.status == "completed"
     assert lab.status().dns.points_at == "dr"
 
