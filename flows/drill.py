@@ -24,6 +24,7 @@ from lifeline.tasks.run.measurements import recorded_incident_time
 from lifeline.tasks.run.record import Journal, Trigger, utc_now
 from lifeline.tasks.steps import communication_drills, drills
 from lifeline.tasks.steps.corruption_drill import corrupted_rows
+from lifeline.tasks.steps.prefect_run import RunInProgress, refused
 from lifeline.tasks.steps.recorded_run import exclusive_run
 from lifeline.tasks.steps.verification import verify_site
 from prefect import flow
@@ -64,10 +65,13 @@ def drill_flow(
     scenario = scenario or most_overdue_scenario(loaded, settings)
     chosen = scenario_of(loaded, scenario)
     sweep = partial(sweep_drill_leftovers, loaded, settings, kept_too=False)
-    with exclusive_run("drill", loaded, settings, sweep=sweep, trigger=trigger, record_id=record_id,
-                       scenario=scenario) as journal:
-        rehearse(loaded, settings, journal, scenario, chosen, keep=keep)
-        return journal.record.id
+    try:
+        with exclusive_run("drill", loaded, settings, sweep=sweep, trigger=trigger, record_id=record_id,
+                           scenario=scenario) as journal:
+            rehearse(loaded, settings, journal, scenario, chosen, keep=keep)
+            return journal.record.id
+    except RunInProgress as busy:
+        return refused(busy)
 
 
 def most_overdue_scenario(loaded: LoadedPlan, settings: Settings) -> str:

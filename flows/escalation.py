@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from lifeline.configs.loading import load_plan
 from lifeline.configs.settings import load_settings
@@ -27,6 +28,6 @@ def escalation_flow(plan_path: str, run_id: str) -> str:
     outcome = escalate_with_form(loaded.plan, ledger, run_id)
     told = [delivery for delivery in Deliveries(ledger).of_run(run_id) if delivery.level is not None]
     if told:
-        create_table_artifact(table=deliveries_table(told), key=artifact_key(loaded.plan.name, "escalation", "deliveries"),
+        create_table_artifact(table=deliveries_table(told, ZoneInfo(loaded.plan.timezone)), key=artifact_key(loaded.plan.name, "escalation", "deliveries"),
                               description=f"Escalation of run {run_id}: {outcome}")
     return outcome

@@ -26,12 +26,13 @@ from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.measurements import measure_outage, write_positions
 from lifeline.tasks.run.record import Journal, Trigger, utc_now
 from lifeline.tasks.steps import drills
-from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
+from lifeline.tasks.steps.approval import ApprovalMode
 from lifeline.tasks.steps.approvers import approvers_for
 from lifeline.tasks.steps.corruption_drill import corrupted_rows, drop_repair_schema
 from lifeline.tasks.steps.failover import rebuild_old_primary_as_standby, switch_database_back, switch_dns
 from lifeline.tasks.steps.pitr import keep_archiving
-from lifeline.tasks.steps.preflight import assess_failback_readiness, go_or_refuse
+from lifeline.tasks.steps.prefect_run import RunInProgress, refused
+from lifeline.tasks.steps.preflight import approved_past_preflight, assess_failback_readiness
 from lifeline.tasks.steps.recorded_run import exclusive_run, flow_result, recorded_run
 from lifeline.tasks.steps.restore import restore_dataset
 from lifeline.tasks.steps.step import step
@@ -70,8 +71,11 @@ def failback_flow(
         return description
     # an explicit failback is how a drill kept for inspection returns to normal
     sweep = partial(sweep_drill_leftovers, loaded, settings, kept_too=True)
-    with exclusive_run("failback", loaded, settings, sweep=sweep, trigger=trigger, record_id=record_id) as journal:
-        fail_back(loaded, journal, reason=reason, approval=approval, force=force)
+    try:
+        with exclusive_run("failback", loaded, settings, sweep=sweep, trigger=trigger, record_id=record_id) as journal:
+            fail_back(loaded, journal, reason=reason, approval=approval, force=force)
+    except RunInProgress as busy:
+        return refused(busy)
     return flow_result(journal)
 
 
@@ -129,11 +133,10 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
         keep_archiving(plan, journal, home)  # the run it takes over may have been killed before this
         return
     readiness = failback_preflight(plan, home, away, journal=journal, step_name="preflight")
-    go_or_refuse(readiness, force, journal)
-    decision = ask_recorded(journal, "approval", f"Fail back {plan.name} from {away} to {home}?",
-                            readiness.markdown(), approval, plan.recovery.approval_timeout_seconds, reason,
-                            public_events=("failback_done",),
-                            approvers=approvers_for(plan, Ledger(load_settings().ledger), journal))
+    decision = approved_past_preflight(
+        journal, readiness, f"Fail back {plan.name} from {away} to {home}?", force=force, approval=approval,
+        timeout_seconds=plan.recovery.approval_timeout_seconds, reason=reason, public_events=("failback_done",),
+        approvers=approvers_for(plan, Ledger(load_settings().ledger), journal))
     if not decision.approved:
         record.status, record.error = "cancelled", "not approved; nothing was changed"
         return

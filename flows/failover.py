@@ -29,11 +29,12 @@ from lifeline.tasks.run import topology
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.measurements import measure_outage, recorded_incident_time, write_positions
 from lifeline.tasks.run.record import Journal, Trigger
-from lifeline.tasks.steps.approval import ApprovalMode, ask_recorded
+from lifeline.tasks.steps.approval import ApprovalMode
 from lifeline.tasks.steps.approvers import approvers_for
 from lifeline.tasks.steps.failover import StepOutcome, fence_site
 from lifeline.tasks.steps.pitr import keep_archiving
-from lifeline.tasks.steps.preflight import assess_readiness, go_or_refuse
+from lifeline.tasks.steps.prefect_run import RunInProgress, refused
+from lifeline.tasks.steps.preflight import approved_past_preflight, assess_readiness
 from lifeline.tasks.steps.recorded_run import exclusive_run, flow_result
 from lifeline.tasks.steps.runbook import INLINE_STEPS, describe_runbook, run_inline_step, step_title, submit_step
 from lifeline.tasks.steps.step import LifelineError, step
@@ -163,9 +164,12 @@ def failover_flow(
         get_run_logger().info("%s", description)
         return description
     sweep = partial(sweep_drill_leftovers, loaded, settings, kept_too=False)
-    with exclusive_run("failover", loaded, settings, sweep=sweep, trigger=trigger, record_id=record_id) as journal:
-        fail_over(loaded, journal, source, target, groups, reason=reason, force=force, approval=approval,
-                  incident_at=incident_at)
+    try:
+        with exclusive_run("failover", loaded, settings, sweep=sweep, trigger=trigger, record_id=record_id) as journal:
+            fail_over(loaded, journal, source, target, groups, reason=reason, force=force, approval=approval,
+                      incident_at=incident_at)
+    except RunInProgress as busy:
+        return refused(busy)
     return flow_result(journal)
 
 
@@ -206,11 +210,11 @@ def fail_over(
     if not seen.critical_healthy:
         journal.milestone("detected", seen.at)
     readiness = preflight(plan, target, journal=journal, step_name="preflight")
-    go_or_refuse(readiness, force, journal)
-    decision = ask_recorded(journal, "approval", f"Fail over {plan.name} from {source} to {target}?",
-                            readiness.markdown(), approval, plan.recovery.approval_timeout_seconds, reason,
-                            public_events=("failover_started", "recovered"),
-                            approvers=approvers_for(plan, Ledger(load_settings().ledger), journal))
+    decision = approved_past_preflight(
+        journal, readiness, f"Fail over {plan.name} from {source} to {target}?", force=force, approval=approval,
+        timeout_seconds=plan.recovery.approval_timeout_seconds, reason=reason,
+        public_events=("failover_started", "recovered"),
+        approvers=approvers_for(plan, Ledger(load_settings().ledger), journal))
     if not decision.approved:
         record.status = "cancelled"
         record.error = f"not approved: {decision.reason or 'no reason given'}; nothing was changed"

@@ -54,7 +54,7 @@ def deployments(loaded: LoadedPlan) -> list[RunnerDeployment]:
     def cron(expression: str | None) -> list[CronSchedule] | None:
         return [CronSchedule(cron=expression, timezone=timezone)] if expression else None
 
-    return [with_supplied_defaults(deployment) for deployment in [
+    return [operator_form(deployment, loaded) for deployment in [
         backup_flow.to_deployment(
             entrypoint_type=BY_MODULE,
             name=deployment_name(plan.name, "backup"), tags=tags, schedules=cron(plan.schedules.backup),
@@ -138,18 +138,36 @@ def pitr_deployments(loaded: LoadedPlan, cron, tags: list[str]) -> list[RunnerDe
     return found
 
 
-def with_supplied_defaults(deployment: RunnerDeployment) -> RunnerDeployment:
-    """The values a deployment supplies become its schema's defaults, no longer required.
+# Filled in by the deployment or by Lifeline itself: never a choice for the operator, so not in the form.
+NOT_CHOSEN = ("plan_path", "trigger", "record_id", "parent_id")
 
-    The UI's Quick run starts a run at once only when the schema requires nothing; otherwise it opens
-    the custom-run form (Prefect 3.9's V2 UI), and the one-click failover would be two clicks and a form.
+
+def operator_form(deployment: RunnerDeployment, loaded: LoadedPlan) -> RunnerDeployment:
+    """The run form shows only what an operator chooses, and the plan's names as choices.
+
+    Parameters the deployment supplies become defaults, no longer required: the UI's Quick run starts a run at
+    once only when the schema requires nothing (otherwise it opens the custom-run form, and the one-click failover
+    would be two clicks and a form). Parameters nobody chooses (NOT_CHOSEN) leave the form; the server fills them
+    from the deployment. A frozen one (a failover's approval: ui) stays, read-only with its one value, because the
+    server refuses any other value only for a parameter in the schema. A restore's dataset or database and a
+    drill's scenario are a choice among the plan's.
     """
     schema = deployment._parameter_openapi_schema  # no public way to adjust it before registration
     supplied = deployment.parameters or {}
+    hidden = [name for name in schema.properties if name in NOT_CHOSEN]
+    for name in hidden:
+        del schema.properties[name]
     for name, value in supplied.items():
         if name in schema.properties:
             schema.properties[name]["default"] = value
-    schema.required = [name for name in schema.required if name not in supplied]
+    schema.required = [name for name in schema.required if name not in supplied and name not in hidden]
+    plan = loaded.plan
+    choices = {"dataset": sorted(plan.datasets), "scenario": ["", *sorted(plan.scenarios)],
+               "database": sorted(name for name, entry in plan.databases.items() if entry.pitr is not None)}
+    for name, allowed in choices.items():  # not where empty means "all" (a backup's dataset): that stays free
+        if name in schema.properties and allowed and schema.properties[name].get("default", "") is not None:
+            schema.properties[name].pop("anyOf", None)
+            schema.properties[name].update(type="string", enum=allowed)
     return deployment
 
 

@@ -72,6 +72,11 @@ class Api:
     def artifacts(self, run_id: str) -> list[dict]:
         return self.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
 
+    def logs(self, run_id: str) -> list[str]:
+        """The run's log messages, oldest first."""
+        found = self.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC"})
+        return [log["message"] for log in found]
+
     def wait_for_state(self, run_id: str, wanted: set[str], timeout: float) -> dict:
         """Until the run is in one of `wanted` (state types); fails at once on an unexpected end."""
         deadline = time.monotonic() + timeout

@@ -7,6 +7,7 @@ it needs passes while the other tests run.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from lifeline.tasks.run.ledger import Deliveries
 from lifeline.tasks.run.record import RunRecord
 
 from tests.helpers import files_plan, ledger, make_recordings, step_named, write_password, write_plan
-from tests.lab_fixtures import Lab
+from tests.lab_fixtures import Lab, back_to_normal
 from tests.serve_fixtures import Api, ServedPlan, parse_time, start_serving, stop_serving
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_server", "every_minute")]
@@ -119,11 +120,12 @@ def test_serve_registers_each_deployment_with_the_plans_schedules_and_typed_para
         assert (properties["reason"]["type"], properties["reason"]["default"]) == ("string", ""), name
         assert (properties["dry_run"]["type"], properties["dry_run"]["default"]) == ("boolean", False), name
         assert (properties["force"]["type"], properties["force"]["default"]) == ("boolean", False), name
-        for parameter in ("reason", "dry_run", "force", "plan_path"):
+        for parameter in ("reason", "dry_run", "force"):
             assert len(properties[parameter].get("description", "")) > 10, (name, parameter)
         # The UI's Quick run starts a run with one click only when the schema requires nothing.
         assert not schema.get("required"), name
-        assert properties["plan_path"]["default"] == str(lab.plan)
+        # What nobody chooses is not in the form: the deployment supplies it.
+        assert not {"plan_path", "trigger", "record_id"} & set(properties), name
         # The form is the safety catch: no run of this deployment can say it is already approved.
         assert (properties["approval"]["enum"], properties["approval"].get("readOnly")) == (["ui"], True), name
         with pytest.raises(httpx.HTTPStatusError) as refused:
@@ -132,6 +134,13 @@ def test_serve_registers_each_deployment_with_the_plans_schedules_and_typed_para
 
     restore = registered["restore"]["parameter_openapi_schema"]
     assert {"dataset", "target", "snapshot", "as_of"} <= set(restore["properties"])
+    assert restore["properties"]["dataset"]["enum"] == sorted(plan.datasets)  # a choice, not a name to type
+    assert registered["pitr-restore"]["parameter_openapi_schema"]["properties"]["database"]["enum"] == ["crm"]
+    assert registered["drill"]["parameter_openapi_schema"]["properties"]["scenario"]["enum"] == \
+        ["", *sorted(plan.scenarios)]
+    for deployment in registered.values():
+        assert not {"plan_path", "trigger", "record_id", "parent_id"} & set(
+            deployment["parameter_openapi_schema"]["properties"]), deployment["name"]
     assert set(restore["required"]) == {"dataset", "target"}  # Quick run asks for them in a form
     assert restore["properties"]["snapshot"]["default"] == "latest"
     assert all(restore["properties"][name].get("description") for name in ("dataset", "target", "snapshot", "as_of"))
@@ -145,18 +154,29 @@ def test_a_failover_declined_in_its_form_ends_cancelled_and_changes_nothing(
     paused = api.wait_for_state(run["id"], {"PAUSED"}, 60)
     latency = start_to_running(api, run)
 
-    # The form: operator, reason (prefilled), approve; the preflight result is its description.
+    # The form: operator, reason (prefilled), a decision; the preflight result is its description.
     keyset = paused["state"]["state_details"]["run_input_keyset"]
     schema = api.get(f"/flow_runs/{run['id']}/input/{keyset['schema']}")
     assert {name: field["type"] for name, field in schema["properties"].items()} == \
-        {"operator": "string", "reason": "string", "approve": "boolean"}
+        {"operator": "string", "reason": "string", "decision": "string"}
+    assert schema["properties"]["decision"]["enum"] == ["Approve", "Reject"]
+    assert {"operator", "decision"} <= set(schema["required"])
     assert schema["properties"]["reason"]["default"] == "rejection test"
     assert all(field.get("description") for field in schema["properties"].values())
     description = api.get(f"/flow_runs/{run['id']}/input/{keyset['description']}")
     assert "**READY** to fail over to `dr`" in description and "| check | ready | detail |" in description
+    assert "Awaiting approval until " in description and f"({load_plan(lab.plan).plan.timezone})" in description
+
+    # An unsigned answer is refused by the server, naming the field; the run stays paused for a signed one.
+    for unsigned in ({"reason": "x", "decision": "Approve"}, {"operator": " ", "reason": "x", "decision": "Approve"},
+                     {"operator": "Zhou Lin", "reason": "", "decision": "Approve"}, {"operator": "Zhou Lin"}):
+        refused = api.post(f"/flow_runs/{run['id']}/resume", {"run_input": unsigned})
+        assert refused["status"] == "REJECT", (unsigned, refused)
+        assert "Validation failed" in refused["details"]["reason"], refused
+    assert api.get(f"/flow_runs/{run['id']}")["state"]["type"] == "PAUSED"
 
     answer = api.post(f"/flow_runs/{run['id']}/resume",
-                      {"run_input": {"operator": "Zhou Lin", "reason": "not today", "approve": False}})
+                      {"run_input": {"operator": "Zhou Lin", "reason": "not today", "decision": "Reject"}})
     assert answer["status"] == "ACCEPT", answer
     done = api.wait_for_state(run["id"], {"CANCELLED"}, 30)
     assert "not approved" in done["state"]["message"]
@@ -234,3 +254,41 @@ def test_a_run_started_by_a_one_minute_cron_completes_within_75_seconds(
     with capsys.disabled():
         print(f"\n[schedule] one-minute cron: first run completed {completed_after:.1f} s after serving; "
               f"started {late:+.2f} s from its scheduled minute, ran {run['total_run_time']:.1f} s")
+
+
+def test_a_not_ready_failover_forced_in_its_form_goes_on_and_records_every_reason_it_went_past(
+    served_lab: ServedPlan, api: Api, normal_lab: Lab, no_run_left_behind
+) -> None:
+    lab = normal_lab
+    document = yaml.safe_load(lab.plan.read_text())  # ivr-config backups wanted 60 ms old: NOT READY
+    document["datasets"]["ivr-config"]["rpo_minutes"] = 0.001
+    not_ready = lab.plan.with_name("plan-forced.yaml")
+    not_ready.write_text(yaml.safe_dump(document, sort_keys=False))
+    try:
+        run = api.create_run(served_lab.deployment_id("failover"), {"plan_path": str(not_ready)})
+        paused = api.wait_for_state(run["id"], {"PAUSED"}, 60)
+        keyset = paused["state"]["state_details"]["run_input_keyset"]
+        schema = api.get(f"/flow_runs/{run['id']}/input/{keyset['schema']}")
+        assert schema["properties"]["force"]["type"] == "boolean"  # offered only when NOT READY
+        answer = api.post(f"/flow_runs/{run['id']}/resume", {"run_input": {
+            "operator": "Wang Fang", "reason": "main is on fire; ivr-config can wait", "decision": "Approve",
+            "force": True}})
+        assert answer["status"] == "ACCEPT", answer
+        api.wait_for_state(run["id"], {"COMPLETED"}, 180)
+    finally:
+        not_ready.unlink()
+    forced = record(api.record_id(run["id"], "failover"))
+    approval = step_named(forced, "approval")
+    assert approval.detail["forced"] is True and approval.detail["operator"] == "Wang Fang"
+    assert [reason.split(":")[0] for reason in approval.detail["forced_past"]] == ["backup ivr-config"]
+    assert forced.milestones["forced"] <= forced.milestones["fenced"]
+    # Its artifacts give times in the plan's zone, labelled; the run's name carries the record's id.
+    zone = load_plan(lab.plan).plan.timezone
+    artifacts = {artifact["key"].rsplit("-", 1)[1]: artifact for artifact in api.artifacts(run["id"])}
+    rows = json.loads(artifacts["record"]["data"])
+    assert {f"started ({zone})", f"ended ({zone})"} <= set(rows[0]) and "started_at" not in rows[0]
+    assert f"({zone})" in artifacts["summary"]["data"]
+    assert api.flow_run(run["id"])["name"] == f"failover-{forced.id}"
+    assert lab.status().dns.points_at == "dr"
+    back_to_normal(lab)
+    assert lab.status().normal

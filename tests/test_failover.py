@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -361,9 +362,13 @@ def test_failover_killed_after_the_promotion_converges_when_run_again_closes_its
     assert lab.status().dns.points_at == "dr" and lab.status().services["dr"].healthy
     wait_for_dr_answering(lab, record.started_at)
 
-    after = run_cli("failover", "--yes", "--plan", plan, "--json")
+    after = run_cli("failover", "--yes", "--plan", plan, "--json", env={"PREFECT_LOGGING_LEVEL": "INFO"})
     assert after.returncode == 0, after.stderr
     done = json.loads(after.stdout)
+    # Each step is one log line an operator reads, with its time in the plan's zone; so is each verification round.
+    zone, rounds = load_plan(Path(plan)).plan.timezone, load_plan(Path(plan)).plan.recovery.verification.rounds
+    assert re.search(rf"fence main: completed at \d\d:\d\d:\d\d {zone} \(\d+\.\d s\)", after.stderr), after.stderr
+    assert re.search(rf"verify dr: round \d+ healthy: {rounds} of {rounds} in a row", after.stderr), after.stderr
     assert done["status"] == "completed"
     skipped = [step for step in done["steps"] if step["status"] == "skipped"]
     assert [step["name"] for step in skipped] == ["fail over"]
@@ -389,7 +394,8 @@ def test_two_failovers_started_together_one_runs_the_other_refuses_naming_it(
     assert (code_a, code_b) == (0, 2), {pid: stderr[-2000:] for pid, stderr in errors.items()}
     message = one_line_error(errors[loser])
     [record] = [r for r in ledger().runs(kind="failover") if r.id not in before]  # the refused one left none
-    assert f"failover run {record.id} (pid {winner}," in message and "refusing" in message
+    assert f"failover run {record.id} (Prefect run 'failover-{record.id}' " in message and "refusing" in message
+    assert f", pid {winner}, started " in message
     assert record.status == "completed"
     assert lab.status().dns.points_at == "dr"
 

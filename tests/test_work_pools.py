@@ -131,17 +131,17 @@ def test_failover_runs_on_drs_worker_with_main_powered_off_and_mains_backup_wait
         # Zhou Lin is the approver's deputy, not asked yet: refused in the form, which is asked again.
         first_pause = plane.api.flow_run(run["id"])["state"]["id"]
         refused = plane.api.post(f"/flow_runs/{run['id']}/resume",
-                                 {"run_input": {"operator": "Zhou Lin", "reason": "main is dark", "approve": True}})
+                                 {"run_input": {"operator": "Zhou Lin", "reason": "main is dark", "decision": "Approve"}})
         assert refused["status"] == "ACCEPT", refused
         wait_for(lambda: (lambda now: now["state_type"] == "PAUSED" and now["state"]["id"] != first_pause)(
             plane.api.flow_run(run["id"])), 60, "the form asked again")
         plane.api.wait_for_input_form(run["id"], 30)
         answer = plane.api.post(f"/flow_runs/{run['id']}/resume",
-                                {"run_input": {"operator": "Wang Fang", "reason": "main is dark", "approve": True}})
+                                {"run_input": {"operator": "Wang Fang", "reason": "main is dark", "decision": "Approve"}})
         assert answer["status"] == "ACCEPT", answer
         done = plane.api.wait_for_state(run["id"], {"COMPLETED"}, 180)
         assert done["work_pool_name"] == "lifeline-dr"
-        assert f"Flow run '{done['name']}' submitted" in (plane.logs / "worker-dr.log").read_text(errors="replace")
+        assert f"flow run '{run['id']}'" in (plane.logs / "worker-dr.log").read_text(errors="replace")  # dr's worker ran it
         record = ledger().run(plane.api.record_id(run["id"], "failover"))
         assert record.status == "completed" and record.trigger == "ui" and lab.status().dns.points_at == "dr"
         assert step_named(record, "approval").detail["operator"] == "Wang Fang"
@@ -152,7 +152,7 @@ def test_failover_runs_on_drs_worker_with_main_powered_off_and_mains_backup_wait
         workers["main"] = plane.start_worker("main", lab.plan)
         finished = plane.api.wait_for_state(backup["id"], {"COMPLETED"}, 240)
         assert finished["work_pool_name"] == "lifeline-main"
-        assert f"Flow run '{finished['name']}' submitted" in (plane.logs / "worker-main.log").read_text(errors="replace")
+        assert f"flow run '{backup['id']}'" in (plane.logs / "worker-main.log").read_text(errors="replace")
     finally:
         for worker in workers.values():
             stop(worker)

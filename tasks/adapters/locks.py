@@ -60,8 +60,9 @@ class RunInProgress(LifelineError):
 
 
 @contextmanager
-def plan_lock(locks_dir: Path, plan: str, kind: str, run_id: str) -> Iterator[None]:
-    """Held for a whole run; a second run of the same plan is refused at once, never queued, naming the first."""
+def plan_lock(locks_dir: Path, plan: str, kind: str, run_id: str, where: str = "") -> Iterator[None]:
+    """Held for a whole run; a second run of the same plan is refused at once, never queued, naming the first
+    (and `where` a person finds it, such as its Prefect run's name and link)."""
     locks_dir.mkdir(parents=True, exist_ok=True)
     path = locks_dir / f"plan-{plan}.lock"
     with open(path, "a+") as handle:
@@ -73,7 +74,8 @@ def plan_lock(locks_dir: Path, plan: str, kind: str, run_id: str) -> Iterator[No
             raise RunInProgress(f"plan {plan}: {holder} is in progress; refusing to start a {kind} meanwhile") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"{kind} run {run_id} (pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        handle.write(f"{kind} run {run_id} ({where + ', ' if where else ''}pid {os.getpid()}, "
+                     f"started {time.strftime('%Y-%m-%d %H:%M:%S %Z')})")
         handle.flush()
         try:
             yield

@@ -99,6 +99,10 @@ def _keep_nothing() -> None:
     return None
 
 
+def _say_nothing_of(step: Step) -> None:
+    return None
+
+
 def _carry_on_nothing(run_id: str) -> None:
     return None
 
@@ -143,6 +147,7 @@ class Journal:
         self.record = record
         self._lock = threading.Lock()
         self.message_fields: dict[str, object] = {}  # what the run's messages may say (sites, reason...)
+        self.timezone = "UTC"  # the plan's: the zone a person is shown times in
         self.announce: Callable[..., None] = _say_nothing  # set when the plan tells people of its runs
         self.answered_by: Callable[[str], None] = _note_nothing  # a person answered the run's approval
         self.send: Callable[..., list | None] = _send_nowhere  # a runbook `notify` step; None: nobody to tell
@@ -153,6 +158,7 @@ class Journal:
         self.told_before: Callable[[str], frozenset[str]] = _told_nobody  # contacts those earlier runs told of an event
         # Called at every step's start and end: the ledger shows how far a run got, even one whose process is killed.
         self.on_change: Callable[[], None] = _keep_nothing
+        self.on_step_end: Callable[[Step], None] = _say_nothing_of  # the run's log line for an operator
 
     def tell(self, event: str, **fields: object) -> None:
         """Announce an event of this run to the audiences the plan names for it."""
@@ -187,6 +193,7 @@ class Journal:
                 step.status, step.ended_at = "failed", utc_now()
                 step.detail["error"] = str(error) or type(error).__name__
             self.on_change()
+            self.on_step_end(step)
             raise
         with self._lock:
             step.ended_at = utc_now()
@@ -194,6 +201,7 @@ class Journal:
                 step.status = "completed"
             step.detail.pop("error", None)
         self.on_change()
+        self.on_step_end(step)
 
     def record_skipped(self, name: str, reason: str) -> None:
         now = utc_now()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run.record import Journal, utc_now
@@ -19,12 +20,26 @@ from pydantic import BaseModel, Field
 ApprovalMode = Literal["terminal", "yes", "ui"]
 
 
-class Approval(RunInput):
-    """The form the Prefect UI shows on a paused run."""
+NOT_BLANK = r"\S"  # Prefect's server checks the form against its schema: a blank name or reason is refused there
 
-    operator: str = Field("", description="Who decides (name or login).")
-    reason: str = Field("", description="Why: the incident, the ticket.")
-    approve: bool = Field(False, description="Tick to go ahead; leave unticked to cancel with nothing changed.")
+
+class Approval(RunInput):
+    """The form the Prefect UI shows on a paused run: every field is required, so an empty form is refused."""
+
+    operator: str = Field(pattern=NOT_BLANK, description="Who decides: your name or contact id.")
+    reason: str = Field(pattern=NOT_BLANK, description="Why: the incident, the ticket.")
+    decision: Literal["Approve", "Reject"] = Field(
+        description="Approve goes ahead; Reject cancels the run with nothing changed.")
+
+    @property
+    def approve(self) -> bool:
+        return self.decision == "Approve"
+
+
+class ForcedApproval(Approval):
+    """The form when preflight says NOT READY: going on takes Force as well as Approve."""
+
+    force: bool = Field(False, description="Go on although preflight says NOT READY (recorded, with every reason).")
 
 
 class ApprovalNeeded(LifelineError):
@@ -37,6 +52,7 @@ class Decision(BaseModel):
     reason: str
     asked_at: datetime
     answered_at: datetime
+    forced: bool = False  # past a NOT READY preflight, in the form
 
     @property
     def detail(self) -> dict:
@@ -45,11 +61,12 @@ class Decision(BaseModel):
             "operator": self.operator,
             "reason": self.reason,
             "waited_seconds": round((self.answered_at - self.asked_at).total_seconds(), 3),
+            **({"forced": True} if self.forced else {}),
         }
 
 
 def ask(prompt: str, description: str, mode: ApprovalMode, timeout_seconds: float, reason: str = "",
-        approvers: Approvers | None = None) -> Decision:
+        approvers: Approvers | None = None, *, offer_force: bool = False, timezone: str = "UTC") -> Decision:
     asked_at = utc_now()
     if mode == "yes":
         return Decision(approved=True, operator="--yes", reason=reason, asked_at=asked_at, answered_at=utc_now())
@@ -60,12 +77,14 @@ def ask(prompt: str, description: str, mode: ApprovalMode, timeout_seconds: floa
         answer = input(f"{prompt} [y/N] ").strip().lower()
         return Decision(approved=answer in ("y", "yes"), operator="terminal", reason=reason, asked_at=asked_at,
                         answered_at=utc_now())
-    return ask_in_ui(description, timeout_seconds, reason, asked_at, approvers)
+    return ask_in_ui(description, timeout_seconds, reason, asked_at, approvers, offer_force=offer_force,
+                     timezone=timezone)
 
 
 def ask_recorded(
     journal: Journal, step_name: str, prompt: str, description: str, mode: ApprovalMode, timeout_seconds: float,
     reason: str = "", public_events: tuple[str, ...] = (), approvers: Approvers | None = None,
+    offer_force: bool = False,
 ) -> Decision:
     """Ask, and record the wait: the step spans it, between the `awaiting_approval` milestone and the
     `approved` (or `rejected`) one, since the time a person takes counts in the RTO. The form also shows the
@@ -75,7 +94,8 @@ def ask_recorded(
     if mode != "yes" and journal.record.kind not in ("drill", "alert"):
         journal.tell("approval_needed")
     with journal.step(step_name) as entry:
-        decision = ask(prompt, description, mode, timeout_seconds, reason, approvers)
+        decision = ask(prompt, description, mode, timeout_seconds, reason, approvers, offer_force=offer_force,
+                       timezone=journal.timezone)
         entry.detail.update(decision.detail)
     journal.milestone("approved" if decision.approved else "rejected", decision.answered_at)
     if decision.approved and public_events:
@@ -92,9 +112,9 @@ PAUSE_GRACE_SECONDS = 60
 
 
 def ask_in_ui(description: str, timeout_seconds: float, reason: str, asked_at: datetime,
-              approvers: Approvers | None = None) -> Decision:
-    """The form on this run's page; an approval by somebody who may not give it is refused there, and the form
-    asked again, until the deadline."""
+              approvers: Approvers | None = None, *, offer_force: bool = False, timezone: str = "UTC") -> Decision:
+    """The form on this run's page; an answer that may not stand (somebody who may not approve, Approve without
+    Force past NOT READY) is refused there with the reason, and the form asked again, until the deadline."""
     from prefect.logging import get_run_logger
     from prefect.runtime import flow_run
 
@@ -104,30 +124,37 @@ def ask_in_ui(description: str, timeout_seconds: float, reason: str, asked_at: d
 
     def answer_no() -> None:
         firing.set()
-        refusal = Approval(operator="", reason=no_answer, approve=False).model_dump()
-        if answer_form(run_id, refusal, pause_over):
+        if answer_form(run_id, {"operator": "Lifeline", "reason": no_answer, "decision": "Reject"}, pause_over):
             answered_by_deadline.set()
 
     deadline = threading.Timer(timeout_seconds, answer_no)
     deadline.daemon = True
-    # A bare initial value would replace the field and drop its description from the form.
-    prefilled = Field(reason, description=Approval.model_fields["reason"].description)
+    form = ForcedApproval if offer_force else Approval
+    # A bare initial value would replace the field and drop its description and its check from the form; without
+    # a reason to prefill, the field stays required (the UI marks a field with a value "Optional").
+    initial = {"reason": Field(reason, pattern=NOT_BLANK, description=Approval.model_fields["reason"].description)} \
+        if reason.strip() else {}
     deadline.start()
     deputies_clock = approvers.start_clock() if approvers else None
-    shown = description + (approvers.markdown() if approvers else "")
+    until = (asked_at + timedelta(seconds=timeout_seconds)).astimezone(ZoneInfo(timezone))
+    waiting = (f"Awaiting approval until {until:%Y-%m-%d %H:%M:%S} ({timezone}): press Resume at the top of this "
+               "run's page, give your name and the reason, choose Approve or Reject, then Submit.")
+    get_run_logger().warning("%s", waiting)
+    heading = f"**{waiting}**\n\n"
+    shown = heading + description + (approvers.markdown() if approvers else "")
     try:
         while True:
             remaining = timeout_seconds - (utc_now() - asked_at).total_seconds()
             answer = pause_flow_run(
-                wait_for_input=Approval.with_initial_data(description=shown, reason=prefilled),
+                wait_for_input=form.with_initial_data(description=shown, **initial),
                 timeout=int(max(0.0, remaining)) + PAUSE_GRACE_SECONDS,
                 poll_interval=1,
             )
-            refused = approvers.refusal(answer.operator) if approvers and answer.approve else None
-            if refused is None or firing.is_set():
+            refused = None if firing.is_set() else refusal(answer, approvers, offer_force)
+            if refused is None:
                 break
             get_run_logger().warning("approval refused: %s", refused)
-            shown = f"**Refused: {refused}.**\n\n" + description + approvers.markdown()
+            shown = f"{heading}**Refused: {refused}.**\n\n" + description + (approvers.markdown() if approvers else "")
     except (FlowPauseTimeout, TimeoutError):  # Prefect raises FlowPauseTimeout, which is no TimeoutError
         return Decision(approved=False, operator="", reason=no_answer, asked_at=asked_at, answered_at=utc_now())
     finally:
@@ -139,5 +166,18 @@ def ask_in_ui(description: str, timeout_seconds: float, reason: str, asked_at: d
         deadline.join(30)  # it may have resumed the run but not yet said so
     if answered_by_deadline.is_set():
         return Decision(approved=False, operator="", reason=no_answer, asked_at=asked_at, answered_at=utc_now())
-    return Decision(approved=answer.approve, operator=answer.operator, reason=answer.reason or reason,
-                    asked_at=asked_at, answered_at=utc_now())
+    return Decision(approved=answer.approve, operator=answer.operator.strip(), reason=answer.reason.strip() or reason,
+                    asked_at=asked_at, answered_at=utc_now(), forced=bool(getattr(answer, "force", False)))
+
+
+def refusal(answer: Approval, approvers: Approvers | None, offer_force: bool) -> str | None:
+    """Why an answer may not stand (None: it may). A Reject always stands, if it is signed."""
+    if not answer.operator.strip() or not answer.reason.strip():
+        return "a decision needs the operator's name and a reason"
+    if not answer.approve:
+        return None
+    if approvers is not None and (refused := approvers.refusal(answer.operator.strip())) is not None:
+        return refused
+    if offer_force and not getattr(answer, "force", False):
+        return "preflight says NOT READY: tick Force to go past it (recorded), or Reject"
+    return None

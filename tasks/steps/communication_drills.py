@@ -85,7 +85,7 @@ def rehearse_deputy_approval(plan: Plan, ledger: Ledger, journal: Journal, recov
             if pause_over.is_set():
                 return
         if deputy is not None:
-            answer_form(run_id, {"operator": deputy, "reason": "drill: the deputy approves", "approve": True},
+            answer_form(run_id, {"operator": deputy, "reason": "drill: the deputy approves", "decision": "Approve"},
                         pause_over)
 
     player = threading.Thread(target=deputy_answers_once_told, name="lab-plays-the-deputy", daemon=True)

@@ -21,6 +21,8 @@ from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import aws_session, replicated_database
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.record import Journal, utc_now
+from lifeline.tasks.steps.approval import ApprovalMode, Decision, ask_recorded
+from lifeline.tasks.steps.approvers import Approvers
 from lifeline.tasks.steps.pitr import archive_lag
 from lifeline.tasks.steps.repositories import dataset_tags, open_repository, snapshot_file_present
 from lifeline.tasks.steps.telephony import sbc_ready
@@ -79,6 +81,22 @@ def go_or_refuse(readiness: Readiness, force: bool, journal: Journal) -> None:
         raise refusal
     journal.milestone("forced")
     journal.record.steps[-1].detail["forced_past"] = readiness.reasons
+
+
+def approved_past_preflight(
+    journal: Journal, readiness: Readiness, prompt: str, *, force: bool, approval: ApprovalMode, timeout_seconds: float,
+    reason: str, public_events: tuple[str, ...], approvers: Approvers | None,
+) -> Decision:
+    """Preflight's verdict, then a person's. NOT READY refuses at once unless forced, except in the UI's form: there
+    the operator sees every reason and may force past them with Force (recorded in the approval step)."""
+    in_form = approval == "ui" and not force and not readiness.ready and not readiness.bad_input
+    if not in_form:
+        go_or_refuse(readiness, force, journal)
+    decision = ask_recorded(journal, "approval", prompt, readiness.markdown(), approval, timeout_seconds,
+                            reason, public_events=public_events, approvers=approvers, offer_force=in_form)
+    if decision.approved and decision.forced:
+        go_or_refuse(readiness, True, journal)
+    return decision
 
 
 def guarded(name: str, probe: Callable[[], tuple[bool, str]]) -> ReadinessItem:

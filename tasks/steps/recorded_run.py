@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
+from zoneinfo import ZoneInfo
 
 from lifeline.configs.loading import LoadedPlan
 from lifeline.configs.settings import Settings
@@ -15,11 +18,13 @@ from lifeline.tasks.adapters import daemons
 from lifeline.tasks.adapters.locks import plan_lock
 from lifeline.tasks.report.artifacts import deliveries_table, record_markdown, record_table
 from lifeline.tasks.run.ledger import Deliveries, Ledger
-from lifeline.tasks.run.record import Journal, RunKind, RunRecord, Trigger, new_run_id, utc_now
+from lifeline.tasks.run.record import Journal, RunKind, RunRecord, Step, Trigger, new_run_id, utc_now
 from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.communication import RunCommunications, communicates
 from lifeline.tasks.steps.host_slots import hosts_limited
+from lifeline.tasks.steps.prefect_run import name_this_run
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from prefect.states import Cancelled
 
@@ -76,7 +81,7 @@ def exclusive_run(
     """A failover, failback or drill: one at a time per plan (a second one refuses at once), recorded.
     `sweep` cleans up what drills left: it runs first, holding the plan lock, before the run's record opens."""
     record_id = options.pop("record_id", None) or new_run_id()
-    with plan_lock(settings.locks_dir, loaded.plan.name, kind, record_id):
+    with plan_lock(settings.locks_dir, loaded.plan.name, kind, record_id, where=name_this_run(kind, record_id)):
         if sweep is not None:
             sweep()
         with recorded_run(kind, loaded, settings, exclusive=True, record_id=record_id, **options) as journal:
@@ -136,7 +141,11 @@ def recorded_run(
     )
     if record_id:
         record.id = record_id
+    if not exclusive:  # exclusive_run named it before taking the plan's lock
+        name_this_run(kind, record.id)
     journal = Journal(record)
+    journal.timezone = loaded.plan.timezone
+    journal.on_step_end = partial(say_step, ZoneInfo(loaded.plan.timezone))
     ledger = Ledger(settings.ledger)
     warn_of_drill_leftovers(loaded, settings)
     for closed in close_interrupted_runs(ledger, loaded.plan.name, record.id, holding_the_lock=exclusive):
@@ -178,6 +187,20 @@ def recorded_run(
         export_metrics(ledger, loaded, settings)
 
 
+def say_step(zone: ZoneInfo, step: Step) -> None:
+    """One line per step in the run's log, as an operator reads it: what, how it ended, when (the plan's time)."""
+    ended = (step.ended_at or utc_now()).astimezone(zone)
+    seconds = (ended - step.started_at).total_seconds()
+    outcome = f"failed: {step.detail.get('error', '')}" if step.status == "failed" else step.status
+    again = f", attempt {step.attempts}" if step.attempts > 1 else ""
+    try:
+        logger = get_run_logger()
+    except MissingContextError:  # a step journaled outside Prefect's run context (a thread of its own)
+        logger = logging.getLogger("lifeline.steps")
+    logger.log(logging.WARNING if step.status == "failed" else logging.INFO, "%s: %s at %s %s (%.1f s%s)",
+               step.name, outcome, f"{ended:%H:%M:%S}", zone.key, seconds, again)
+
+
 def tell_the_end(communications: RunCommunications) -> None:
     """Telling people must never fail the run it tells of; what went wrong is in its deliveries."""
     try:
@@ -213,21 +236,22 @@ def export_metrics(ledger: Ledger, loaded: LoadedPlan, settings: Settings) -> No
 
 
 def publish(record: RunRecord, loaded: LoadedPlan, ledger: Ledger) -> None:
+    zone = ZoneInfo(loaded.plan.timezone)
     try:
         create_table_artifact(
-            table=record_table(record),
+            table=record_table(record, zone),
             key=artifact_key(record.plan, record.kind, "record"),
             description=f"Lifeline {record.kind} run {record.id}: {record.status}",
         )
         create_markdown_artifact(
-            markdown=record_markdown(record),
+            markdown=record_markdown(record, zone),
             key=artifact_key(record.plan, record.kind, "summary"),
             description=f"Lifeline {record.kind} run {record.id}",
         )
         deliveries = Deliveries(ledger)
         told, acknowledged = deliveries.of_run(record.id), deliveries.acknowledgement(record.id)
         if told:
-            create_table_artifact(table=deliveries_table(told), key=artifact_key(record.plan, record.kind, "deliveries"),
+            create_table_artifact(table=deliveries_table(told, zone), key=artifact_key(record.plan, record.kind, "deliveries"),
                                   description=f"Who was told what in {record.kind} run {record.id}")
         if record.kind in ("drill", "failover", "failback", "restore", "alert"):
             from lifeline.tasks.report.after_action import load_history, render_markdown

@@ -19,6 +19,7 @@ from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import probes
 from lifeline.tasks.run.record import utc_now
 from lifeline.tasks.steps.step import step
+from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field
 
 
@@ -105,6 +106,9 @@ def wait_until_recovered(plan: Plan, site: str) -> Recovered:
         nonlocal streak
         rounds.append(current := check_round(runner, services, site))
         streak = [*streak, current] if current.critical_healthy else []
+        said = f"healthy: {len(streak)} of {settings.rounds} in a row" if streak else \
+            "not healthy: " + "; ".join(current.detail["unhealthy"])
+        get_run_logger().info("verify %s: round %d %s", site, len(rounds), said)
         return len(streak) >= settings.rounds
 
     try:

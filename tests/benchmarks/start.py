@@ -64,7 +64,7 @@ def decline(api, run_id: str) -> str:
         if run["state_type"] != "PAUSED":
             break
         answer = api.post(f"/flow_runs/{run_id}/resume",
-                          {"run_input": {"operator": "bench", "reason": "start latency benchmark", "approve": False}})
+                          {"run_input": {"operator": "bench", "reason": "start latency benchmark", "decision": "Reject"}})
         if answer["status"] == "ACCEPT":
             run = api.wait_for_state(run_id, {"CANCELLED"}, 60)
         else:

@@ -30,9 +30,12 @@ def test_a_ui_failover_awaiting_approval_refuses_the_cli_one_and_a_running_cli_o
     assert refused.returncode == 2, refused.stderr[-2000:]
     message = one_line_error(refused.stderr)
     assert f"failover run {waiting.id} " in message and "refusing to start a failover" in message
+    # ... by its Prefect run's name, which carries the record's id, and its link.
+    assert api.flow_run(ui_run["id"])["name"] == f"failover-{waiting.id}"
+    assert f"Prefect run 'failover-{waiting.id}' " in message and f"/runs/flow-run/{ui_run['id']}" in message
     assert lab.status().normal  # neither changed anything
     api.post(f"/flow_runs/{ui_run['id']}/resume",
-             {"run_input": {"operator": "Zhou Lin", "reason": "the CLI one goes", "approve": False}})
+             {"run_input": {"operator": "Zhou Lin", "reason": "the CLI one goes", "decision": "Reject"}})
     api.wait_for_state(ui_run["id"], {"CANCELLED"}, 60)
 
     # The CLI's run holds the plan while it runs: the UI's is refused, naming it, and the CLI's completes.
@@ -42,8 +45,11 @@ def test_a_ui_failover_awaiting_approval_refuses_the_cli_one_and_a_running_cli_o
                        "the CLI's failover record", poll=0.05)[0]
     second = api.create_run(served_lab.deployment_id("failover"), {"reason": "two at once"})
     ended = wait_for_end(api, second["id"])
-    assert ended["state_type"] in ("FAILED", "CANCELLED"), ended["state"]
-    assert f"failover run {running.id} " in (ended["state"]["message"] or ""), ended["state"]
+    assert ended["state_type"] == "CANCELLED", ended["state"]  # refused, not failed
+    refusal = ended["state"]["message"] or ""
+    assert f"failover run {running.id} " in refusal and f"Prefect run 'failover-{running.id}'" in refusal, refusal
+    assert "\n" not in refusal
+    assert not [line for line in api.logs(second["id"]) if "Traceback" in line], api.logs(second["id"])
     _, stderr = cli.communicate(timeout=300)
     assert cli.returncode == 0, stderr[-3000:]
     assert ledger().run(running.id).status == "completed"
