@@ -14,7 +14,9 @@ import pytest
 from lifeline.configs.loading import load_plan
 from lifeline.flows.failover import failover_flow
 from lifeline.infra.lab import agents as lab_agents
+from lifeline.infra.lab import softphones
 from lifeline.tasks.adapters.sip import KamailioRpc, SipEndpoint, place_call
+from lifeline.tasks.adapters.sip.sbc import seconds_left_in
 from lifeline.tasks.report.after_action import render_html
 
 from tests.helpers import ledger, run_cli, step_named, wait_for
@@ -65,6 +67,24 @@ def test_calls_are_answered_at_main_the_sbc_routes_there_and_both_sites_have_age
     assert heard["site"] == "main" and heard["routed_to"] == ["main"], heard
     greeting = (lab.context.paths.ivr_dir("main") / "greeting.ulaw").stat().st_size / 8000
     assert heard["heard_seconds"] == pytest.approx(greeting, abs=0.25) and not heard["silent"], heard
+
+
+def test_agents_stay_registered_as_softphones_do_and_one_logged_out_stays_out(normal_lab: Lab) -> None:
+    """A registration lasts an hour; the site's softphones register its agents again before it runs out."""
+    context = normal_lab.context
+
+    def seconds_left() -> float:
+        return seconds_left_in(KamailioRpc(telephony(normal_lab).sbc.rpc_url).call("ul.dump")).get(
+            "agent-9@dr.lab", 0.0)
+
+    lab_agents.login(context, "dr", ["agent-9"], expires=60)  # less than half an hour left: due at once
+    try:
+        assert seconds_left() <= 60
+        wait_for(lambda: seconds_left() > lab_agents.EXPIRES_SECONDS / 2, 20, "dr's softphones to register agent-9 again")
+    finally:
+        lab_agents.logout(context, "dr", ["agent-9"])
+    time.sleep(2 * softphones.POLL_SECONDS)
+    assert "agent-9" not in lab_agents.registered(context)["dr"]
 
 
 def test_voice_channel_counts_a_message_delivered_only_when_the_phone_is_answered(normal_lab: Lab) -> None:

@@ -8,8 +8,9 @@ the registration: their contact (SIPp's port) does not answer calls. Who is regi
 ``ul.dump`` (see kamailio.py for its shape).
 
 The lab logs in ``agent-1``, ``agent-2`` at main and ``agent-3``, ``agent-4`` at dr (:data:`LAB_AGENTS`) at each
-``up`` and ``heal`` where they are not registered (Kamailio keeps registrations in memory only; they expire after
-an hour).
+``up`` and ``heal`` where they are not registered (Kamailio keeps registrations in memory only). A registration
+lasts an hour; each site's softphones (softphones.py) register again, as a softphone does, every agent of the site
+who is still registered once less than half of that is left (:func:`refresh`). An agent logged out stays out.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from lifeline.tasks.adapters.sip.sbc import registered_in
+from lifeline.tasks.adapters.sip.sbc import registered_in, seconds_left_in
 
 from . import kamailio, kamailio_config
 from .context import LabContext
@@ -162,3 +163,15 @@ def ensure_logged_in(context: LabContext, sites: list[str] | None = None) -> lis
             login(context, site, missing)
             done.append(f"agents: logged in {', '.join(missing)} at {site}")
     return done
+
+
+def refresh(context: LabContext, site: str, expires: int = EXPIRES_SECONDS) -> list[str]:
+    """Register again each agent registered at ``site`` whose registration has less than half of ``expires``
+    left (as a softphone does before its registration runs out); the agents registered again."""
+    _check(site, [])
+    left = seconds_left_in(kamailio.rpc(context, "ul.dump"))
+    suffix = f"@{domain(site)}"
+    due = sorted(record.removesuffix(suffix) for record, seconds in left.items()
+                 if record.endswith(suffix) and seconds < expires / 2)
+    login(context, site, due, expires)
+    return due

@@ -2,7 +2,8 @@
 
 Names: ``moto``, ``s3-tls``, ``smtp``, ``chat``, ``sshd-main``, ``sshd-dr``, ``postgres-main``, ``postgres-dr``,
 ``postgres-calllog``, ``service-main``, ``service-dr``, ``callgen``, ``kamailio`` (the carrier's SBC), ``pbx-main``,
-``pbx-dr``, ``phones`` (the emergency contacts').
+``pbx-dr``, ``softphones-main``, ``softphones-dr`` (the agents' registrations kept fresh), ``phones`` (the
+emergency contacts').
 
 The SIP components listen on UDP: a PBX or the phones are up when they answer OPTIONS; Kamailio when its JSON-RPC (TCP) accepts.
 """
@@ -40,9 +41,12 @@ PYTHON_MODULES: dict[str, str] = {
     "callgen": "lifeline.infra.lab.callgen",
     "pbx-main": "lifeline.infra.lab.pbx",
     "pbx-dr": "lifeline.infra.lab.pbx",
+    "softphones-main": "lifeline.infra.lab.softphones",
+    "softphones-dr": "lifeline.infra.lab.softphones",
     "phones": "lifeline.infra.lab.phones",
 }
-SITE_ARGUMENT = ("service-", "pbx-")  # components that take --site
+SITE_ARGUMENT = ("service-", "pbx-", "softphones-")
+LISTENING_ON_NO_PORT = ("callgen", "softphones-main", "softphones-dr")  # components that take --site
 NATIVE_DAEMONS = {"s3-tls": s3_tls.start, "kamailio": kamailio.start}  # Debian's programs, with configs the lab writes
 
 
@@ -51,9 +55,9 @@ def side(name: str) -> str:
 
 
 def port(context: LabContext, name: str) -> int | None:
-    """The port it takes requests on (None for the call generator). Kamailio's is SIP's (UDP); its JSON-RPC
-    listens on ``ports.sip_rpc`` (TCP)."""
-    if name == "callgen":
+    """The port it takes requests on (None for the call generator and the softphones). Kamailio's is SIP's (UDP);
+    its JSON-RPC listens on ``ports.sip_rpc`` (TCP)."""
+    if name in LISTENING_ON_NO_PORT:
         return None
     if name == "kamailio":
         return context.state.ports.sip
@@ -68,7 +72,7 @@ def host(context: LabContext, name: str) -> str:
 
 
 def address(context: LabContext, name: str) -> str | None:
-    """``host:port`` where the component listens (None for the call generator)."""
+    """``host:port`` where the component listens (None for the call generator and the softphones)."""
     listening_port = port(context, name)
     return None if listening_port is None else f"{host(context, name)}:{listening_port}"
 

@@ -234,6 +234,10 @@ def _ensure_running(context: LabContext, create: bool, log: Log) -> None:
         lambda: _start_unless_blocked(context, "phones", blocked, log),
     ])
     _log_in_agents(context, log)
+    _parallel([
+        lambda: _start_unless_blocked(context, "softphones-main", blocked, log),
+        lambda: _start_unless_blocked(context, "softphones-dr", blocked, log),
+    ])
     if moto_started is not None:
         components.wait_python(context, "moto", moto_started)
         for done in faults.reapply_channel_faults(context):  # a fresh moto has a fresh IAM

@@ -43,6 +43,8 @@ COMPONENT_SIDES: dict[str, str] = {
     "kamailio": "ops",
     "pbx-main": "main",
     "pbx-dr": "dr",
+    "softphones-main": "main",
+    "softphones-dr": "dr",
     "phones": "ops",
 }
 

@@ -6,7 +6,8 @@ within 1 s, everything main had written when we asked), the DNS record names mai
 service is healthy (main's answers 200; dr's answers, with 503 as a read-only standby should),
 the carrier's SBC routes the calls to main (its dispatcher: main active, dr inactive), no fault is
 active (neither of the call centre nor of a communication channel), no site is powered off, no drill
-leftovers. (The agents registered at the SBC are shown, not judged: registrations expire.)
+leftovers. (The agents registered at the SBC are shown, not judged: a test logs them out on purpose; the softphones that
+keep them registered are judged like every component.)
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ table (``ul.dump``), whose address-of-record domains name the sites (``agent-3@d
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -85,18 +86,35 @@ def destinations_in(result: Any, group: int) -> list[Destination]:
     return []
 
 
-def registered_in(result: Any) -> dict[str, list[str]]:
-    """Address of record (`agent-3@dr.lab`) → its live contacts, from a `ul.dump` result. Its `Domains` are
+def _live_contacts(result: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(address of record, contact) for each contact not expired in a `ul.dump` result. Its `Domains` are
     usrloc's tables (`location`), not SIP domains."""
-    registered: dict[str, list[str]] = {}
     for table in (result or {}).get("Domains") or [] if isinstance(result, dict) else []:
         for record in (table.get("Domain") or {}).get("AoRs") or []:
             info = record.get("Info") or {}
-            contacts = [str(contact.get("Contact", {}).get("Address", "")) for contact in info.get("Contacts") or []
-                        if (contact.get("Contact") or {}).get("Expires") != "expired"]
-            if info.get("AoR") and contacts:
-                registered[str(info["AoR"]).removeprefix("sip:")] = contacts
+            for contact in info.get("Contacts") or []:
+                details = contact.get("Contact") or {}
+                if info.get("AoR") and details.get("Expires") not in ("expired", "deleted"):
+                    yield str(info["AoR"]).removeprefix("sip:"), details
+
+
+def registered_in(result: Any) -> dict[str, list[str]]:
+    """Address of record (`agent-3@dr.lab`) → its live contacts, from a `ul.dump` result."""
+    registered: dict[str, list[str]] = {}
+    for address_of_record, contact in _live_contacts(result):
+        registered.setdefault(address_of_record, []).append(str(contact.get("Address", "")))
     return registered
+
+
+def seconds_left_in(result: Any) -> dict[str, float]:
+    """Address of record → the longest time any of its live contacts has left, in seconds (infinite for a
+    permanent one), from a `ul.dump` result (Kamailio gives each contact's `Expires` as seconds from now)."""
+    left: dict[str, float] = {}
+    for address_of_record, contact in _live_contacts(result):
+        expires = contact.get("Expires")
+        seconds = float(expires) if isinstance(expires, int | float) else float("inf")
+        left[address_of_record] = max(left.get(address_of_record, 0.0), seconds)
+    return left
 
 
 def _destination(dest: dict[str, Any]) -> Destination:
