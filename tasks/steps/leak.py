@@ -40,6 +40,7 @@ from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.postgres.connection import PostgresError, connection_info, database_session
 from lifeline.tasks.adapters.restic import ResticRepository, WrongPassword
 from lifeline.tasks.run.adapter_inputs import aws_session
+from lifeline.tasks.steps.repository_slots import repository_slots
 from lifeline.tasks.steps.step import step
 from psycopg import sql
 
@@ -216,8 +217,15 @@ def create_clean_repository(old: ResticRepository, new: ResticRepository) -> Don
 
 @step(retries=0, timeout_seconds=6 * 3600)
 def copy_trusted_snapshots(old: ResticRepository, new: ResticRepository, tags: list[str], trusted: list[str],
-                           incident_at: datetime) -> Copied:
-    """Copy, by id, the snapshots the ledger recorded before T; every other one is refused."""
+                           incident_at: datetime, locks_dir: Path) -> Copied:
+    """Copy, by id, the snapshots the ledger recorded before T; every other one is refused. Holds a slot of the
+    old repository, as a restore does, so that a nightly backup's prune waits for the copy, not the reverse."""
+    with repository_slots(old, locks_dir, exclusive=False):
+        return _copy_trusted(old, new, tags, trusted, incident_at)
+
+
+def _copy_trusted(old: ResticRepository, new: ResticRepository, tags: list[str], trusted: list[str],
+                  incident_at: datetime) -> Copied:
     present = old.snapshots(tags=tags)
     trusted_set = set(trusted)
     to_copy = [snapshot.id for snapshot in present if snapshot.id in trusted_set]

@@ -22,6 +22,7 @@ from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.record import Journal
 from lifeline.tasks.steps import leak
 from lifeline.tasks.steps.repositories import dataset_tags, open_repository
+from lifeline.tasks.steps.repository_slots import ensure_limits
 from lifeline.tasks.steps.restore import ChosenSnapshot, restore_dataset
 
 
@@ -48,7 +49,8 @@ def recover_from_leak(loaded: LoadedPlan, settings: Settings, journal: Journal, 
     trusted = [facts.snapshot_id for facts in Ledger(settings.ledger).snapshots_recorded(plan.name, recovery.dataset,
                                                                                          before=incident_at)
                if facts.repository == dataset.repository]
-    copied = leak.copy_trusted_snapshots(old, new, tags, trusted, incident_at, journal=journal,
+    ensure_limits(plan, {old.name: old})
+    copied = leak.copy_trusted_snapshots(old, new, tags, trusted, incident_at, settings.locks_dir, journal=journal,
                                          step_name="copy trusted snapshots")
     shared = sorted(name for name, entry in plan.repositories.items()
                     if name != dataset.repository and Path(entry.password_file) == Path(old.password_file))
