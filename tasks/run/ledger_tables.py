@@ -121,6 +121,7 @@ def iso(moment: datetime) -> str:
 
 
 _ENGINE_LOCK = threading.Lock()
+SQLITE_BUSY_SECONDS = 60.0  # the ledger's patience (ledger.PATIENCE_SECONDS)
 
 
 def engine_for(url: str) -> sqlalchemy.Engine:
@@ -135,7 +136,11 @@ def _new_engine(url: str) -> sqlalchemy.Engine:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+    # SQLite makes a writer wait for another's lock up to `timeout` (5 s by default), then answers "database is
+    # locked" without running the statement. A busy machine (a drill's deliveries beside nightly backups) can hold
+    # a write longer than 5 s: wait as long as the ledger's patience instead.
+    sqlite_waits = {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}} if url.startswith("sqlite") else {}
+    engine = sqlalchemy.create_engine(url, pool_pre_ping=True, **sqlite_waits)
     tables().metadata.create_all(engine)
     _add_missing_columns(engine)
     return engine

@@ -1,11 +1,13 @@
 """The ledger's database away for 10 s in the middle of a run (a PostgreSQL ledger restarting): the run goes on,
 waits for the ledger where it must write, and its whole record is saved once the database answers again.
-A ledger that refuses us (a wrong password) is not waited for: one line, at once."""
+A ledger that refuses us (a wrong password) is not waited for: one line, at once. A SQLite ledger another process
+holds for a while is waited for, not answered with "database is locked"."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -15,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.run.deliveries import Delivery
+from lifeline.tasks.run.ledger import Deliveries, Ledger
 
 from tests.helpers import files_plan, make_recordings, one_line_error, run_cli, wait_for, write_password, write_plan
 from tests.pg_fixtures import PostgresServer, start_postgres_server, start_stopped_postgres_server, stop_postgres_server
@@ -108,3 +111,25 @@ def test_a_read_whose_connection_the_server_closes_mid_statement_is_tried_again_
         holder.rollback()
     reader.join(30)
     assert answers == [None]  # the read came back with its answer, not with "server closed the connection"
+
+
+def test_a_delivery_written_while_another_process_holds_the_sqlite_ledger_for_8_seconds_is_written_once(
+        tmp_path: Path) -> None:
+    """SQLite answers "database is locked" after its busy timeout without running the statement; the delivery
+    (written once, never retried whole) waits for the lock instead of failing."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.runs()  # creates the tables
+    holder = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    releaser = threading.Timer(8.0, lambda: holder.execute("COMMIT"))
+    releaser.start()
+    began = time.monotonic()
+    try:
+        Deliveries(ledger).record(Delivery(message_id="m-1", run_id="r-1", event="failover", audience="leaders",
+                                           contact="li", channel="email", channel_type="email", recipient="l…@x",
+                                           status="delivered", attempt=1))
+    finally:
+        releaser.join()
+        holder.close()
+    assert time.monotonic() - began >= 7.5  # it waited for the other process, as SQLite's busy handler does
+    assert [delivery.status for delivery in Deliveries(ledger).of_run("r-1")] == ["delivered"]
