@@ -173,9 +173,14 @@ def matrix_of(case: FlowCase, home: Path, work: Path, keep: Callable[[Outcome], 
     from tests.reliability.kill_points import kill_points
 
     lab = Lab(home)
-    to_start(lab, case)
-    reference = run(case.arguments(str(lab.plan), 0))
-    cleaned_up(lab, case, work)
+    try:
+        to_start(lab, case)
+        reference = run(case.arguments(str(lab.plan), 0))
+        cleaned_up(lab, case, work)
+    except Exception as error:  # noqa: BLE001 - this flow's problem: the share goes on with the next one
+        log(f"{case.name}: its uncut run failed: {error}")
+        keep(Outcome(case.name, "(its uncut run)", False, None, None, [f"the uncut run failed: {error}"]))
+        return
     points = kill_points(reference)
     if not case.both_boundaries:
         last = points[-1]
@@ -203,7 +208,10 @@ def cut_case(lab, case: FlowCase, point, number: int, ledger) -> Outcome:  # noq
 
     monitor = start_monitor(lab)
     try:
-        to_start(lab, case)
+        try:
+            to_start(lab, case)
+        except Exception as error:  # noqa: BLE001 - this point's problem; the next one starts from a healed lab
+            return Outcome(case.name, str(point), False, None, None, [f"setting up the start failed: {error}"])
         since = datetime.now(UTC)
         arguments = case.arguments(str(lab.plan), number)
         cut = kill_at(point, arguments, ledger)
