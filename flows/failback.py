@@ -29,7 +29,12 @@ from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.approval import ApprovalMode
 from lifeline.tasks.steps.approvers import approvers_for
 from lifeline.tasks.steps.corruption_drill import corrupted_rows, drop_repair_schema
-from lifeline.tasks.steps.failover import rebuild_old_primary_as_standby, switch_database_back, switch_dns
+from lifeline.tasks.steps.failover import (
+    rebuild_old_primary_as_standby,
+    resumes_switch_back,
+    switch_database_back,
+    switch_dns,
+)
 from lifeline.tasks.steps.pitr import keep_archiving
 from lifeline.tasks.steps.prefect_run import RunInProgress, refused
 from lifeline.tasks.steps.preflight import approved_past_preflight, assess_failback_readiness
@@ -124,7 +129,8 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
     journal.milestone("declared", record.started_at)
     journal.message_fields.update(from_site=away, to_site=home, site=home, reason=reason or "")
     databases = plan.databases_at(home, away)
-    # a failback killed after switching a database back resumes with the rest
+    # a failback killed after switching a database back resumes with the rest; one killed between stopping the
+    # DR site's database and promoting home's resumes that switch (nothing to rebuild)
     switched_back = {name for name in databases if replication.streams_from(replicated_database(plan.databases[name]), home, away)}
     if len(switched_back) == len(databases) and topology.has_taken_over(plan, home):
         journal.record_skipped("fail back", f"{home} already serves and {away} streams from it")
@@ -140,9 +146,10 @@ def fail_back(loaded: LoadedPlan, journal: Journal, *, reason: str, approval: Ap
     if not decision.approved:
         record.status, record.error = "cancelled", "not approved; nothing was changed"
         return
+    cut_short = {name for name in databases if name not in switched_back and resumes_switch_back(plan, name, home, away)}
     rebuilds = [
         rebuild_old_primary_as_standby.submit(plan, name, home, away, journal=journal, step_name=f"rebuild {name} at {home} as standby")
-        for name in databases if name not in switched_back
+        for name in databases if name not in switched_back | cut_short
     ]
     for future in rebuilds:
         future.result()
@@ -189,9 +196,12 @@ def clean_up_drill(loaded: LoadedPlan, settings: Settings, scenario: Scenario, m
         marker.fault_undone = True
         marker.save(settings.drills_dir)
     home = topology.normal_primary_site(plan)
-    if marker.failed_over and not topology.has_begun_serving(plan, topology.other_site(plan, home)):
+    if marker.failed_over and not marker.failing_back and \
+            not topology.has_begun_serving(plan, topology.other_site(plan, home)):
         done["failback"] = "not needed: the failover stopped before anything at the other site took over"
     elif marker.failed_over:
+        marker.failing_back = True  # a failback cut short after switching back still keeps archiving, verifies
+        marker.save(settings.drills_dir)
         with recorded_run("failback", loaded, settings, trigger="cli", scenario=marker.scenario,
                           parent_id=marker.record_id) as failback:
             fail_back(loaded, failback, reason=f"end of drill {marker.scenario}", approval="yes")

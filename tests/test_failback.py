@@ -15,9 +15,12 @@ import pytest
 from lifeline.flows.failback import failback_flow
 from lifeline.flows.failover import failover_flow
 from lifeline.infra.lab import fault, heal
+from lifeline.tasks.adapters.replication import failback as replication_failback
+from lifeline.tasks.adapters.replication.failback import SwitchBackAborted
 
 from tests.helpers import ledger, one_line_error, run_cli, step_named
 from tests.lab_fixtures import Lab, WriteMonitor, call_log, in_recovery, settle_call_log, wait_for_dr_answering
+from tests.reliability.convergence import lost_row_problems
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_server")]
 
@@ -103,3 +106,37 @@ def test_failback_dry_run_changes_nothing_and_not_ready_refuses_without_force_na
     assert lab.wait_normal(30).normal
     monitor.finish()
     monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
+
+
+def test_a_failback_cut_short_between_stopping_dr_and_promoting_main_resumes_and_loses_nothing(
+    normal_lab: Lab, monitor: WriteMonitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kill matrix cut a drill's failback there: dr stopped cleanly, main still its standby. Run again, the
+    failback must not refuse ("dr does not answer: nothing to rebuild main from"): it promotes main."""
+    lab = normal_lab
+    plan = str(lab.plan)
+    assert ledger().run(failover_flow(plan_path=plan, approval="yes", reason="failback test")).status == "completed"
+
+    def cut_here(*arguments: object, **keywords: object) -> None:
+        raise SwitchBackAborted("cut short here, as a SIGKILL of the process would")
+
+    monkeypatch.setattr(replication_failback, "promote", cut_here)
+    before = {record.id for record in ledger().runs(kind="failback")}
+    with pytest.raises(SwitchBackAborted, match="cut short here"):
+        failback_flow(plan, approval="yes")
+    monkeypatch.undo()
+    [cut] = [record for record in ledger().runs(kind="failback") if record.id not in before]
+    assert cut.status == "failed" and step_named(cut, "switch crm back to main").status == "failed"
+    assert (in_recovery(lab, "main"), in_recovery(lab, "dr")) == (True, None)  # dr stopped, main its standby
+
+    resumed = ledger().run(failback_flow(plan, approval="yes"))
+    assert resumed.status == "completed", resumed.error
+    assert step_named(resumed, "preflight").detail["ready"] is True
+    assert step_named(resumed, "switch crm back to main").detail["already_done"] is False
+    assert not any(step.name.startswith("rebuild") for step in resumed.steps)  # nothing rebuilt: main had it all
+    assert (in_recovery(lab, "main"), in_recovery(lab, "dr")) == (False, True)
+    assert ("dr", "streaming") in lab.query("main", "SELECT application_name, state FROM pg_stat_replication")
+    monitor.finish()
+    assert lost_row_problems(lab, monitor, "main") == []
+    monitor.assert_one_primary_at_a_time(["main", "dr", "main"])
+    assert lab.wait_normal(30).normal

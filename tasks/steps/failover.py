@@ -250,6 +250,14 @@ def rebuild_old_primary_as_standby(plan: Plan, database_name: str, old_primary: 
     return StepOutcome(changed=not rebuild.already_streaming, detail=detail)
 
 
+def resumes_switch_back(plan: Plan, database_name: str, home: str, away: str) -> bool:
+    """A failback was killed between stopping `away`'s database cleanly and promoting `home`'s, its standby:
+    switching back resumes from there, with nothing to rebuild."""
+    database = replicated_database(plan.databases[database_name])
+    return not replication.instance_state(database, away).reachable and replication_failback.switch_back_cut_short(
+        database, topology.ssh_targets(plan.hosts), primary_site=home, standby_site=away)
+
+
 @step(retries=0, timeout_seconds=600)
 def switch_database_back(plan: Plan, database_name: str, primary: str, standby: str) -> StepOutcome:
     """Planned switchover: the current primary stops cleanly, the standby has replayed all of it, then is promoted."""

@@ -23,6 +23,7 @@ from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.record import Journal, utc_now
 from lifeline.tasks.steps.approval import ApprovalMode, Decision, ask_recorded
 from lifeline.tasks.steps.approvers import Approvers
+from lifeline.tasks.steps.failover import resumes_switch_back
 from lifeline.tasks.steps.pitr import archive_lag
 from lifeline.tasks.steps.repositories import dataset_tags, open_repository, snapshot_file_present
 from lifeline.tasks.steps.telephony import sbc_ready
@@ -214,6 +215,8 @@ def _primary_to_fail_back_from(plan: Plan, database_name: str, home: str, away: 
     if replication.streams_from(database, home, away):
         return True, f"already switched back: {home} is the primary and {away} streams from it"
     serving = replication.instance_state(database, away)
+    if not serving.reachable and resumes_switch_back(plan, database_name, home, away):
+        return True, f"a switch-back was cut short after {away} stopped cleanly: {home}, its standby, is promoted now"
     if not serving.reachable:
         return False, f"{away} does not answer: {serving.detail}; nothing to rebuild {home} from"
     if serving.in_recovery is not False:

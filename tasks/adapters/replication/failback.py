@@ -270,6 +270,18 @@ def _other_site(database: ReplicatedDatabase, site: str) -> str:
     return others[0]
 
 
+def switch_back_cut_short(database: ReplicatedDatabase, targets: Targets, *, primary_site: str,
+                          standby_site: str) -> bool:
+    """A switch-back stopped `standby_site` (the current primary) cleanly and was cut short before promoting
+    `primary_site`, still its standby: `switch_back` resumes from there, nothing needs rebuilding."""
+    if instance_state(database, primary_site).role != "standby":
+        return False
+    stopped = instance_of(database, standby_site)
+    if server_status(stopped, target_of(stopped, targets)).state is not ServerState.STOPPED:
+        return False
+    return _final_checkpoint(database, standby_site, targets)[0] == "shut down"
+
+
 def switch_back(
     database: ReplicatedDatabase, targets: Targets, *, primary_site: str | None = None, standby_site: str | None = None,
     follow_timeout: float = 5.0, final_wal_timeout: float = 10.0, catch_up_timeout: float = 60.0,
