@@ -293,16 +293,37 @@ def read_to_end(terminal: int, process: subprocess.Popen, timeout: float) -> Non
                 process.wait(timeout=max(deadline - time.monotonic(), 1))
 
 
-def plant_killed_drill(lab: Lab) -> drills.DrillMarker:
-    """What a drill killed before it failed over leaves: its marker (naming a dead process) and its record."""
+def plant_killed_drill(lab: Lab, **state: bool) -> drills.DrillMarker:
+    """What a drill killed before it failed over leaves (or, with `state`, later): its marker (naming a dead
+    process) and its record."""
     gone = subprocess.Popen([sys.executable, "-c", ""])
     gone.wait()
     record = RunRecord(kind="drill", plan=plan_name(lab), plan_sha256=load_plan(lab.plan).sha256, scenario="system-crash")
     ledger().save_run(record)
     marker = drills.DrillMarker(record_id=record.id, plan=plan_name(lab), plan_path=str(lab.plan),
-                                scenario="system-crash", pid=gone.pid, fault_undone=True)
+                                scenario="system-crash", pid=gone.pid, fault_undone=True, **state)
     marker.save(load_settings().drills_dir)
     return marker
+
+
+def test_a_drill_killed_after_its_failback_switched_back_is_finished_by_the_next_run(normal_lab: Lab) -> None:
+    """Killed while its failback verified main: dr no longer serves, but main was not yet archiving its timeline.
+    The kill matrix found the next drill NOT READY ("archiving is not configured at main"): the sweep must
+    finish that failback, not call it "not needed"."""
+    lab = normal_lab
+    marker = plant_killed_drill(lab, failed_over=True, failing_back=True)
+
+    swept = run_cli("failback", "--plan", str(lab.plan), "--yes", "--json")
+
+    assert swept.returncode == 0, swept.stderr
+    assert "sweeping the leftovers of drill " + marker.record_id in swept.stderr
+    [finished] = [r for r in ledger().runs(kind="failback", plan=plan_name(lab), last=3)
+                  if r.parent_id == marker.record_id]
+    assert finished.status == "completed", finished.error
+    assert step_named(finished, "fail back").status == "skipped"  # main already serves: nothing to switch
+    assert step_named(finished, "archive crm at main").status == "completed"
+    assert markers(lab) == []
+    assert_back_to_normal(lab)
 
 
 def test_a_verify_beside_a_failover_awaiting_approval_changes_nothing(normal_lab: Lab, tmp_path: Path) -> None:

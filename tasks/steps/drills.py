@@ -49,6 +49,8 @@ class DrillMarker(BaseModel):
     sentinel_token: str = ""
     sentinel_file: str | None = None
     failed_over: bool = False
+    failing_back: bool = Field(False, description="Its failback began: a clean-up finishes it even when the other "
+                               "site no longer serves (it may have been cut short after switching back).")
     fault_undone: bool = False
     kept: bool = Field(False, description="Left for inspection by --keep: the next failback of the plan cleans it up.")
     repair_schema: str | None = Field(None, description="The schema a point-in-time drill's repair kept the corrupted "
