@@ -206,11 +206,14 @@ def cut_case(lab, case: FlowCase, point, number: int, ledger) -> Outcome:  # noq
     )
     from tests.reliability.kill_points import kill_at
 
-    monitor = start_monitor(lab)
+    try:
+        monitor = start_monitor(lab)  # its table is made at main: a normal lab's primary
+    except Exception as error:  # noqa: BLE001 - this point's problem; the next one starts from a healed lab
+        return Outcome(case.name, str(point), False, None, None, [f"setting up the start failed: {error}"])
     try:
         try:
             to_start(lab, case)
-        except Exception as error:  # noqa: BLE001 - this point's problem; the next one starts from a healed lab
+        except Exception as error:  # noqa: BLE001 - as above
             return Outcome(case.name, str(point), False, None, None, [f"setting up the start failed: {error}"])
         since = datetime.now(UTC)
         arguments = case.arguments(str(lab.plan), number)
@@ -248,8 +251,10 @@ def taken_over(ledger, killed_id: str | None, rerun_id: str) -> list[str]:  # no
 def start_monitor(lab):  # noqa: ANN001, ANN201 - test helpers
     from lifeline.configs.loading import load_plan
 
-    from tests.lab_fixtures import MONITOR_TABLE, WriteMonitor
+    from tests.lab_fixtures import MONITOR_TABLE, WriteMonitor, back_to_normal
 
+    if not lab.status().normal:  # what the last point left, if its rerun failed
+        back_to_normal(lab)
     lab.query("main", f"CREATE TABLE IF NOT EXISTS {MONITOR_TABLE} (id bigint GENERATED ALWAYS AS IDENTITY "
                       "PRIMARY KEY, site text NOT NULL, sent_at timestamptz)")
     crm = load_plan(lab.plan).plan.databases["crm"]
