@@ -10,13 +10,17 @@ log and the databases, not against the code that computed them.
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
+from lifeline.configs.loading import load_plan
 from lifeline.flows.failback import failback_flow
 from lifeline.flows.failover import failover_flow
 from lifeline.infra.lab import fault, heal
+from lifeline.tasks.adapters.postgres.connection import ConnectionInfo
 from lifeline.tasks.adapters.replication import failback as replication_failback
 from lifeline.tasks.adapters.replication.failback import SwitchBackAborted
+from lifeline.tasks.adapters.replication.split import SPARE_PORT_OFFSET
 
 from tests.helpers import ledger, one_line_error, run_cli, step_named
 from tests.lab_fixtures import Lab, WriteMonitor, call_log, in_recovery, settle_call_log, wait_for_dr_answering
@@ -43,7 +47,13 @@ def test_failover_while_main_is_up_fences_it_first_and_failback_keeps_every_call
     outage_began = record.started_at
     wait_for_dr_answering(lab, outage_began)
 
-    failback = ledger().run(failback_flow(str(lab.plan), approval="yes"))
+    # Something else holds the port the moved-aside copy of main would take (a client's ephemeral port on a busy
+    # host): the copy takes the next one.
+    main_dsn = load_plan(lab.plan).plan.databases["crm"].instances["main"].dsn
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", ConnectionInfo.from_dsn(main_dsn).port + SPARE_PORT_OFFSET))
+        holder.listen()
+        failback = ledger().run(failback_flow(str(lab.plan), approval="yes"))
     assert failback.status == "completed", failback.error
     settle_call_log()
     assert (in_recovery(lab, "main"), in_recovery(lab, "dr")) == (False, True)

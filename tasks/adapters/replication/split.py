@@ -30,6 +30,7 @@ from lifeline.tasks.adapters import ssh
 from lifeline.tasks.adapters.postgres.connection import ConnectionInfo, connection_info, database_session
 from lifeline.tasks.adapters.replication import (
     ReplicationError,
+    ServerControlFailed,
     ServerState,
     Targets,
     instance_of,
@@ -44,6 +45,7 @@ from lifeline.tasks.adapters.replication.database import DatabaseNode, Replicate
 from lifeline.tasks.adapters.ssh import SshTarget
 
 SPARE_PORT_OFFSET = 1000
+SPARE_PORT_TRIES = 5
 PAGE_ROWS = 50_000  # rows listed per psql call: keeps one answer well under the SSH adapter's 16 MiB cap
 FETCH_BATCH = 1_000  # ctids per full-row fetch: keeps the command line far below the host's 128 KiB limit
 ROW_ALIAS = "lifeline_split_row"  # a table alias no real column is likely to shadow
@@ -209,6 +211,22 @@ def throwaway_options(port: int) -> str:
     return f"-p {port} " + " ".join(f"-c {name}={value}" for name, value in settings.items())
 
 
+def _start_throwaway(instance: DatabaseNode, target: SshTarget, moved_aside_dir: Path, port: int,
+                     start_timeout: float) -> int:
+    """Start the copy on `port`, or on one of the next few when something else holds it (a client's ephemeral
+    port on a busy host); the port it listens on."""
+    log_file = moved_aside_dir.with_name(f"{moved_aside_dir.name}.log")
+    for candidate in range(port, port + SPARE_PORT_TRIES):
+        try:
+            start_server(instance, target, start_timeout, data_dir=moved_aside_dir,
+                         server_options=throwaway_options(candidate), log_file=log_file)
+            return candidate
+        except ServerControlFailed as error:
+            if "could not create" not in str(error) or candidate == port + SPARE_PORT_TRIES - 1:
+                raise
+    return port  # not reached: the last candidate returns or raises
+
+
 def report_split(database: ReplicatedDatabase, site: str, moved_aside_dir: Path, new_primary_site: str, targets: Targets, *,
                  spare_port: int | None = None, start_timeout: float = 120.0) -> SplitReport:
     """Write (or, if already written, read back) the report of rows only the moved-aside old primary has."""
@@ -221,8 +239,7 @@ def report_split(database: ReplicatedDatabase, site: str, moved_aside_dir: Path,
     if server_status(instance, target, data_dir=moved_aside_dir).state is ServerState.RUNNING:
         stop_server(instance, target, data_dir=moved_aside_dir)  # left by an interrupted run: its port is unknown
     remote(target, ["touch", moved_aside_dir / "standby.signal"])
-    start_server(instance, target, start_timeout, data_dir=moved_aside_dir, server_options=throwaway_options(port),
-                 log_file=moved_aside_dir.with_name(f"{moved_aside_dir.name}.log"))
+    port = _start_throwaway(instance, target, moved_aside_dir, port, start_timeout)
     try:
         throwaway = _Throwaway(instance, target, port)
         new_primary = instance_of(database, new_primary_site)
