@@ -138,8 +138,10 @@ def back_up_dataset(
                     resolve_full_id=False,
                 ),
             )
-    # One listing gives both the new snapshot's time and the previous snapshot's (restic 0.14 reports a short id).
-    listing = repository.snapshots(tags=tags)
+        # One listing gives both the new snapshot's time and the previous snapshot's (restic 0.14 reports a short
+        # id). Inside the slot: restic's listing locks the repository, and a prune or check holding it whole would
+        # fail this step, whose retry backs the dataset up again.
+        listing = repository.snapshots(tags=tags)
     (snapshot,) = [s for s in listing if s.id.startswith(summary.snapshot_id) or s.short_id == summary.snapshot_id]
     previous_time = max((s.time for s in listing if s.id != snapshot.id and s.time <= snapshot.time), default=None)
     for warning in summary.warnings:
