@@ -45,8 +45,8 @@ PYTHON_MODULES: dict[str, str] = {
     "softphones-dr": "lifeline.infra.lab.softphones",
     "phones": "lifeline.infra.lab.phones",
 }
-SITE_ARGUMENT = ("service-", "pbx-", "softphones-")
-LISTENING_ON_NO_PORT = ("callgen", "softphones-main", "softphones-dr")  # components that take --site
+SITE_ARGUMENT = ("service-", "pbx-", "softphones-")  # components that take --site
+LISTENING_ON_NO_PORT = ("callgen", "softphones-main", "softphones-dr")  # they only call out
 NATIVE_DAEMONS = {"s3-tls": s3_tls.start, "kamailio": kamailio.start}  # Debian's programs, with configs the lab writes
 
 
