@@ -77,7 +77,7 @@ def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: 
             raise KeyError(f"dataset {name!r} is not in the plan (known: {', '.join(plan.datasets)})")
     repositories = {name: open_repository(plan, name, settings) for name in plan.repositories}
     ensure_limits(plan, repositories)
-    locks = settings.locks_dir
+    locks, ledger = settings.locks_dir, Ledger(settings.ledger)
     used = {plan.datasets[name].repository for name in names} | {
         target for name in names for target in plan.datasets[name].copy_to
     }
@@ -110,7 +110,7 @@ def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: 
         if dataset.retention and housekeeping:
             after_backup[dataset.repository].append(
                 apply_retention.submit(
-                    repository, tags, dataset.retention, locks,
+                    repository, tags, dataset.retention, locks, ledger,
                     journal=journal, step_name=f"retention {name}", wait_for=[backups[name]],
                 )
             )
@@ -124,7 +124,6 @@ def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: 
                     journal=journal, step_name=f"copy {name} to {target}", wait_for=[ready[target]],
                 )
             )
-    ledger = Ledger(settings.ledger)
 
     def due(name: str, operation: Operation) -> bool:
         if not housekeeping:
@@ -141,7 +140,8 @@ def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: 
         after_writes = [ready[name], *(allow_failure(f) for f in after_backup[name] + copies)]
         if due(name, "prune"):
             maintenance[name, "prune"] = prune_repository.submit(
-                repositories[name], locks, journal=journal, step_name=f"prune {name}", wait_for=after_writes)
+                repositories[name], locks, ledger, journal=journal, step_name=f"prune {name}",
+                wait_for=after_writes)
         if due(name, "check"):
             pruned = [allow_failure(maintenance[name, "prune"])] if (name, "prune") in maintenance else []
             maintenance[name, "check"] = check_repository.submit(
@@ -153,7 +153,7 @@ def run_backups(loaded: LoadedPlan, settings: Settings, journal: Journal, only: 
     wait(everything)
     record_results(loaded, settings, journal, [backups[name] for name in names])
     for (name, operation), future in maintenance.items():
-        if future.state.is_completed():
+        if future.state.is_completed() and not getattr(future.result(), "skipped", None):  # a held one did nothing
             record_done(ledger, repositories[name], operation, utc_now(), journal.record.id)
     failures = [error for future in everything if (error := _failure(future)) is not None]
     if failures:

@@ -22,6 +22,7 @@ from lifeline.flows.pitr import repair_corruption
 from lifeline.tasks.adapters import replication
 from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import replicated_database
+from lifeline.tasks.run.holds import Holds
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.measurements import measure_outage, write_positions
 from lifeline.tasks.run.record import Journal, Trigger, utc_now
@@ -212,6 +213,8 @@ def clean_up_drill(loaded: LoadedPlan, settings: Settings, scenario: Scenario, m
         done["recovery_run"] = recover_what_the_drill_destroyed(loaded, settings, scenario, marker, home)
     if marker.repair_schema and scenario.recovery.point_in_time is not None:
         done["repair_schema_dropped"] = drop_repair_schema(plan, scenario.recovery.point_in_time, marker.repair_schema)
+    if released := Holds(Ledger(settings.ledger)).release_placed_by(marker.record_id):  # a data-leak drill's
+        done["holds_released"] = [hold.name for hold in released]
     if marker.sentinel_token:
         done["sentinels_removed"] = drills.remove_sentinels(plan, scenario, marker.sentinel_token, marker.sentinel_file)
     marker.remove(settings.drills_dir)

@@ -16,7 +16,16 @@ from lifeline.tasks.adapters.restic import ResticRepository
 from lifeline.tasks.steps.preflight import assess_readiness
 from lifeline.tasks.steps.repositories import open_repository
 
-from tests.helpers import files_plan, ledger, make_recordings, run_cli, tree, write_password, write_plan
+from tests.helpers import (
+    files_plan,
+    ledger,
+    make_recordings,
+    run_cli,
+    step_named,
+    tree,
+    write_password,
+    write_plan,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -68,6 +77,41 @@ def test_prune_and_check_run_when_due_and_maintain_runs_them_now(files_setup):
     for name in ("prune local", "check local"):
         status, reason = soon_after[name]
         assert status == "skipped" and "due every 12 h" in reason and "--maintain" in reason
+
+
+def test_a_held_repository_keeps_every_snapshot_until_the_hold_is_released(files_setup):
+    """A data-leak recovery's evidence: retention (`last: 3`) and prune leave a held repository alone, say so in
+    the backup's record, and do not count as done; released, the next backup keeps what the policy says."""
+    plan, recordings, _ = files_setup
+    repository = open_repository(load_plan(plan).plan, "local", load_settings())
+
+    def snapshot_count() -> int:
+        return len(repository.snapshots())
+
+    held = run_cli("hold", "place", "local", "--plan", str(plan), "--operator", "Ana Duty",
+                   "--reason", "main suspected compromised; keep the evidence")
+    assert held.returncode == 0, held.stderr
+    listed = json.loads(run_cli("hold", "list", "--json").stdout)
+    assert [(hold["name"], hold["operator"]) for hold in listed] == [("local", "Ana Duty")]
+
+    for number in range(5):
+        (recordings / f"call {number}.wav").write_bytes(b"x" * (100 + number))
+        record = ledger().run(backup_flow(str(plan)))  # prune is due every time: a held one was not done
+        assert record.status == "completed", record.error
+        for name in ("retention recordings", "prune local"):
+            step = step_named(record, name)
+            assert step.status == "skipped" and "local is held by operator Ana Duty" in step.detail["reason"]
+        if number == 0:
+            assert step_named(record, "check local").status == "completed"  # reading it is allowed
+    assert snapshot_count() == 5  # retention would keep 3
+
+    released = run_cli("hold", "release", "local", "--plan", str(plan))
+    assert released.returncode == 0 and "released" in released.stderr, released.stderr
+    assert json.loads(run_cli("hold", "list", "--json").stdout) == []
+    after = ledger().run(backup_flow(str(plan)))
+    assert step_named(after, "retention recordings").status == "completed"
+    assert step_named(after, "prune local").status == "completed"
+    assert snapshot_count() == 3
 
 
 def test_second_backup_measures_rpo_as_time_since_previous_snapshot(files_setup):

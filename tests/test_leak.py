@@ -20,6 +20,7 @@ from lifeline.flows.backup import backup_flow
 from lifeline.flows.drill import drill_flow
 from lifeline.infra.lab import postgres as lab_postgres
 from lifeline.tasks.adapters.restic import ResticRepository, WrongPassword
+from lifeline.tasks.run.holds import Holds
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.record import utc_now
 from lifeline.tasks.steps.repositories import dataset_tags, open_repository
@@ -77,6 +78,13 @@ def test_data_leak_drill_restores_only_what_was_recorded_before_t(lab: Lab) -> N
         revoked = step_detail(record, "revoke database access")["databases"]["crm"]
         assert revoked["login_revoked"] and revoked["site"] == "main"
         assert step_detail(record, "revoke old repository")["revoked"] is True
+
+        # The old repository was held from the first step (retention forgot nothing), and the drill's end let go.
+        names = [step.name for step in record.steps]
+        assert names.index("hold repository local") < names.index("revoke host key of main")
+        assert step_detail(record, "hold repository local")["held_by"] == f"run {record.id}"
+        assert step_detail(record, "return to normal")["holds_released"] == ["local"]
+        assert Holds(ledger).all() == []
 
         # The new repository: new password, mode 0600, exactly the trusted snapshots.
         assert stat.S_IMODE(new_password.stat().st_mode) == 0o600

@@ -399,7 +399,7 @@ def _mount_lab() -> None:
 
 
 _mount_lab()
-from lifeline.flows.cli import alerts, communications, control_plane, pitr, telephony  # noqa: E402, F401 - intake, status-page, contacts, notify, ack, server, deploy, worker, pitr, call
+from lifeline.flows.cli import alerts, communications, control_plane, holds, pitr, telephony  # noqa: E402, F401 - intake, status-page, contacts, notify, ack, server, deploy, worker, hold, pitr, call
 
 
 def main() -> None:

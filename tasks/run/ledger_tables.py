@@ -25,6 +25,7 @@ class _Sql(NamedTuple):
     alerts: sqlalchemy.Table
     status_updates: sqlalchemy.Table
     modes: sqlalchemy.Table
+    holds: sqlalchemy.Table
 
 
 @cache
@@ -111,8 +112,14 @@ def tables() -> _Sql:
         sa.Column("until", sa.String(40), nullable=False),
         sa.Column("run_id", sa.String(32), nullable=False),
     )
+    holds = sa.Table(  # repositories nothing may forget or prune in (a data-leak recovery's evidence)
+        "holds",
+        metadata,
+        sa.Column("repository", sa.String(200), primary_key=True),  # repository_key: its name and a hash of its URL
+        sa.Column("hold", sa.Text, nullable=False),
+    )
     return _Sql(metadata, runs, snapshots, deliveries, acknowledgements, escalations, maintenance, alerts,
-                status_updates, modes)
+                status_updates, modes, holds)
 
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 from lifeline.configs.plan import Dataset, Retention
 from lifeline.tasks.adapters import postgres
 from lifeline.tasks.adapters.restic import RepositoryLocked, RepositoryMissing, ResticRepository
+from lifeline.tasks.run.holds import Holds
+from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.progress import reporter
-from lifeline.tasks.steps.repository_slots import repository_slots
+from lifeline.tasks.steps.repository_slots import repository_key, repository_slots
 from lifeline.tasks.steps.step import step
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field
@@ -55,6 +57,7 @@ class DatasetBackup(BaseModel):
 
 class Outcome(BaseModel):
     detail: dict = Field(default_factory=dict)
+    skipped: str | None = Field(None, description="Why the step did nothing (the journal marks it skipped).")
 
 
 def _with_stale_locks_cleared(repository: ResticRepository, operation):
@@ -162,18 +165,31 @@ def back_up_dataset(
     )
 
 
+def _hold_on(repository: ResticRepository, ledger: Ledger) -> Outcome | None:
+    """The repository is held (a data-leak recovery's evidence): forget and prune leave it alone. Asked while the
+    repository is held whole, so a hold placed while this step waited for it is honoured."""
+    hold = Holds(ledger).of(repository_key(repository))
+    return None if hold is None else Outcome(skipped=f"{repository.name} is {hold.describe()}",
+                                             detail={"held_by": hold.placed_by})
+
+
 @step(retries=3, retry_delay_seconds=[2, 10, 30], timeout_seconds=1800)
-def apply_retention(repository: ResticRepository, tags: list[str], retention: Retention, locks_dir: Path) -> Outcome:
+def apply_retention(repository: ResticRepository, tags: list[str], retention: Retention, locks_dir: Path,
+                    ledger: Ledger) -> Outcome:
     """Forget this dataset's snapshots that the policy does not keep; other datasets' are not touched."""
     with repository_slots(repository, locks_dir, exclusive=True) as held:
+        if hold := _hold_on(repository, ledger):
+            return hold
         result = _with_stale_locks_cleared(repository, lambda: repository.forget(tags=tags, retention=retention.policy()))
     return Outcome(detail={"kept": len(result.kept), "forgotten": len(result.removed), "policy": retention.policy(),
                            **held.detail})
 
 
 @step(retries=3, retry_delay_seconds=[2, 10, 30], timeout_seconds=3 * 3600)
-def prune_repository(repository: ResticRepository, locks_dir: Path) -> Outcome:
+def prune_repository(repository: ResticRepository, locks_dir: Path, ledger: Ledger) -> Outcome:
     with repository_slots(repository, locks_dir, exclusive=True) as held:
+        if hold := _hold_on(repository, ledger):
+            return hold
         _with_stale_locks_cleared(repository, repository.prune)
     return Outcome(detail={"repository": repository.name, **held.detail})
 

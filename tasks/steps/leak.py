@@ -40,7 +40,9 @@ from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.adapters.postgres.connection import PostgresError, connection_info, database_session
 from lifeline.tasks.adapters.restic import ResticRepository, WrongPassword
 from lifeline.tasks.run.adapter_inputs import aws_session
-from lifeline.tasks.steps.repository_slots import repository_slots
+from lifeline.tasks.run.holds import Holds, RepositoryHold
+from lifeline.tasks.run.ledger import Ledger
+from lifeline.tasks.steps.repository_slots import repository_key, repository_slots
 from lifeline.tasks.steps.step import step
 from psycopg import sql
 
@@ -168,6 +170,17 @@ def revoke_storage_access(plan: Plan, repository_name: str) -> Done:
     session.call("iam", "update_access_key", **parameters)
     detail.update(deactivated=True, user=owner)
     return Done(detail=detail)
+
+
+@step(retries=2, retry_delay_seconds=[2, 10], timeout_seconds=120)
+def hold_old_repository(old: ResticRepository, ledger: Ledger, run_id: str, reason: str) -> Done:
+    """Nothing forgotten or pruned in it from now on: the trusted snapshots are there and nowhere else. A
+    retention already holding the repository whole finishes first; every later one is skipped, recorded "held"."""
+    wanted = RepositoryHold(repository=repository_key(old), name=old.name, url=old.display_url, reason=reason,
+                            run_id=run_id)
+    hold = Holds(ledger).place(wanted)
+    return Done(detail={"repository": old.name, "held_by": hold.placed_by, "since": hold.since.isoformat(),
+                        "already_held": hold.run_id != run_id})
 
 
 # --- the new repository ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The data-leak procedure: a host was compromised at time T.
 
+0. Hold the old repository: from now on no retention forgets and no prune removes anything in it.
 1. Isolate the host: its host key out of known_hosts, its database role NOLOGIN (sessions ended),
    the old repository's storage key deactivated (see tasks/steps/leak.py for what each "revoke" means).
 2. A new repository with a new random password (file mode 0600), chunker parameters copied.
@@ -42,12 +43,15 @@ def recover_from_leak(loaded: LoadedPlan, settings: Settings, journal: Journal, 
     new = leak.clean_repository(old, recovery.new_repository_url, Path(recovery.new_password_file), settings, plan)
     tags = dataset_tags(plan, recovery.dataset)
 
+    ledger = Ledger(settings.ledger)
+    leak.hold_old_repository(old, ledger, record.id, f"data-leak {record.kind}: {recovery.host} compromised at "
+                             f"{incident_at.isoformat(timespec='seconds')}; the trusted snapshots are here",
+                             journal=journal, step_name=f"hold repository {dataset.repository}")
     leak.revoke_host_key(plan, recovery.host, journal=journal, step_name=f"revoke host key of {recovery.host}")
     leak.revoke_database_role(plan, recovery.database_role, journal=journal, step_name="revoke database access")
     leak.revoke_storage_access(plan, dataset.repository, journal=journal, step_name="revoke storage access")
     leak.create_clean_repository(old, new, journal=journal, step_name="create clean repository")
-    trusted = [facts.snapshot_id for facts in Ledger(settings.ledger).snapshots_recorded(plan.name, recovery.dataset,
-                                                                                         before=incident_at)
+    trusted = [facts.snapshot_id for facts in ledger.snapshots_recorded(plan.name, recovery.dataset, before=incident_at)
                if facts.repository == dataset.repository]
     ensure_limits(plan, {old.name: old})
     copied = leak.copy_trusted_snapshots(old, new, tags, trusted, incident_at, settings.locks_dir, journal=journal,

@@ -53,7 +53,7 @@ def step(
     (how the step is called in the journal, e.g. "backup recordings") and
     `time_limit_seconds` (a plan's own timeout for this step).
     A result with a `detail` dict is copied into the step; a result with non-empty
-    `warnings` marks the step as "warning".
+    `warnings` marks the step as "warning", one with a `skipped` reason as "skipped".
     """
 
     def decorate(function: Callable[P, R]) -> Task[..., R]:
@@ -65,7 +65,10 @@ def step(
             with journal.step(step_name or task_name) as entry, time_limit(time_limit_seconds or timeout_seconds):
                 result = function(*args, **kwargs)
                 entry.detail.update(getattr(result, "detail", None) or {})
-                if getattr(result, "warnings", None):
+                if getattr(result, "skipped", None):
+                    entry.status = "skipped"
+                    entry.detail["reason"] = result.skipped
+                elif getattr(result, "warnings", None):
                     entry.status = "warning"
                     entry.detail["warnings"] = list(result.warnings)
             return result
