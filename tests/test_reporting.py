@@ -388,3 +388,29 @@ def test_a_cancelled_failover_without_failed_steps():
     assert sections["deviations"].items == ["The run was cancelled: not approved: no reason given; nothing was changed"]
     assert sections["corrective-actions"].items == ["None needed."]
     assert "Move the call centre's service to the standby site" in sections["objective"].text
+
+
+def test_a_cancelled_warning_stays_resolved_when_its_preparation_posts_after_the_cancel():
+    """A sender may cancel a warning while its preparation still runs: the preparation's own post arrives
+    after the cancel, and must neither reopen the incident nor change a component's status."""
+    from lifeline.configs.alerts import StatusComponent, StatusPage
+    from lifeline.tasks.report.status_page import page_facts
+    from lifeline.tasks.run.public import StatusUpdate
+    from lifeline.tasks.run.record import utc_now
+
+    page = StatusPage(bucket="status-page", components={"hotline": StatusComponent(name={"zh": "热线", "en": "Hotline"})})
+    now = utc_now()
+
+    def update(seconds: int, incident: str, resolved: bool, components: dict) -> StatusUpdate:
+        return StatusUpdate(plan="p", incident=incident, title={"en": incident, "zh": incident},
+                            text={"en": f"+{seconds}", "zh": f"+{seconds}"}, components=components,
+                            resolved=resolved, exercise=True, at=now + timedelta(seconds=seconds))
+
+    facts = page_facts(page, [update(0, "typhoon", True, {}),  # the cancel, first
+                              update(5, "typhoon", False, {"hotline": "degraded"}),  # the preparation, late
+                              update(9, "flood", False, {})], "UTC", now)
+
+    incidents = {incident["id"]: incident for incident in facts["incidents"]}
+    assert incidents["typhoon"]["resolved"] is True and len(incidents["typhoon"]["updates"]) == 2
+    assert incidents["flood"]["resolved"] is False
+    assert [component["status"] for component in facts["components"]] == ["operational"]

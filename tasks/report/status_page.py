@@ -22,15 +22,17 @@ STATUS_NAMES = {
 
 def page_facts(page: StatusPage, updates: list[StatusUpdate], timezone: str, now: datetime) -> dict:
     """What the page shows, as JSON-ready data: the latest status of each component, and the incidents,
-    newest first, each with its updates newest first."""
+    newest first, each with its updates newest first. A resolved incident stays resolved: an update posted
+    after it (a warning's preparation finishing after its sender cancelled it) is listed, and changes nothing."""
     zone = ZoneInfo(timezone)
     current = {name: "operational" for name in page.components}
     incidents: dict[str, dict] = {}
     for update in updates:
-        current.update({name: status for name, status in update.components.items() if name in current})
         incident = incidents.setdefault(update.incident, {"id": update.incident, "title": update.title,
                                                           "exercise": update.exercise, "updates": []})
-        incident.update(title=update.title, resolved=update.resolved)
+        if not incident.get("resolved"):
+            current.update({name: status for name, status in update.components.items() if name in current})
+            incident.update(title=update.title, resolved=update.resolved)
         incident["updates"].insert(0, {"at": update.at.astimezone(zone).isoformat(timespec="seconds"),
                                        "text": update.text, "components": update.components})
     ordered = sorted(incidents.values(), key=lambda incident: incident["updates"][0]["at"], reverse=True)
