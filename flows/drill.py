@@ -234,8 +234,15 @@ def recover(loaded, settings, journal: Journal, scenario: Scenario, marker, home
         communication_drills.rehearse_deputy_approval(plan, Ledger(settings.ledger), journal, recovery.approval,
                                                       scenario.targets or plan.targets)
     elif recovery.alert is not None:
-        communication_drills.rehearse_warning(plan, Ledger(settings.ledger), journal, recovery.alert,
-                                              scenario.targets or plan.targets)
+        marker.warning_sent_at = utc_now().replace(microsecond=0)  # before the post: a sweep cancels it
+        marker.save(settings.drills_dir)
+        try:
+            communication_drills.rehearse_warning(plan, Ledger(settings.ledger), journal, recovery.alert,
+                                                  scenario.targets or plan.targets, sent=marker.warning_sent_at)
+        finally:
+            if communication_drills.warning_cancelled(journal):
+                marker.warning_sent_at = None
+                marker.save(settings.drills_dir)
     else:
         raise DrillFailed("the scenario names no recovery (failover, restore, point_in_time, leak, notify, approval "
                           "or alert)")

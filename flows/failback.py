@@ -20,6 +20,7 @@ from lifeline.configs.plan import Plan
 from lifeline.configs.settings import Settings, load_settings
 from lifeline.flows.pitr import repair_corruption
 from lifeline.tasks.adapters import replication
+from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import replicated_database
 from lifeline.tasks.run.holds import Holds
@@ -29,6 +30,7 @@ from lifeline.tasks.run.record import Journal, Trigger, utc_now
 from lifeline.tasks.steps import drills
 from lifeline.tasks.steps.approval import ApprovalMode
 from lifeline.tasks.steps.approvers import approvers_for
+from lifeline.tasks.steps.communication_drills import cancel_warning
 from lifeline.tasks.steps.corruption_drill import corrupted_rows, drop_repair_schema
 from lifeline.tasks.steps.failover import (
     rebuild_old_primary_as_standby,
@@ -213,12 +215,25 @@ def clean_up_drill(loaded: LoadedPlan, settings: Settings, scenario: Scenario, m
         done["recovery_run"] = recover_what_the_drill_destroyed(loaded, settings, scenario, marker, home)
     if marker.repair_schema and scenario.recovery.point_in_time is not None:
         done["repair_schema_dropped"] = drop_repair_schema(plan, scenario.recovery.point_in_time, marker.repair_schema)
+    if marker.warning_sent_at is not None and scenario.recovery.alert is not None:
+        done["warning"] = cancel_left_warning(loaded.plan, Ledger(settings.ledger), scenario, marker)
     if released := Holds(Ledger(settings.ledger)).release_placed_by(marker.record_id):  # a data-leak drill's
         done["holds_released"] = [hold.name for hold in released]
     if marker.sentinel_token:
         done["sentinels_removed"] = drills.remove_sentinels(plan, scenario, marker.sentinel_token, marker.sentinel_file)
     marker.remove(settings.drills_dir)
     return done
+
+
+def cancel_left_warning(plan: Plan, ledger: Ledger, scenario: Scenario, marker: drills.DrillMarker) -> dict:
+    """A warning drill killed before it cancelled its exercise: cancel it now, or say why not (an intake that
+    does not answer must not stop the failover or failback that sweeps)."""
+    try:
+        cancelled = cancel_warning(plan, ledger, scenario.recovery.alert, marker.record_id, marker.warning_sent_at)
+    except (LifelineError, OSError) as error:  # OSError: intake's token file
+        get_run_logger().warning("drill %s: its exercise warning is still open: %s", marker.record_id, error)
+        return {"cancelled": False, "error": str(error)}
+    return cancelled
 
 
 def data_left_destroyed(plan: Plan, scenario: Scenario, marker: drills.DrillMarker, home: str) -> bool:

@@ -28,6 +28,7 @@ from lifeline.tasks.steps.status_page import page_url
 
 from tests.helpers import ledger, run_cli, step_named, wait_for
 from tests.lab_fixtures import Lab
+from tests.reliability.kill_points import KillPoint, kill_at
 from tests.serve_fixtures import ServedPlan
 from tests.test_drills import assert_back_to_normal, normal_lab  # noqa: F401 - the drills' own fixture
 
@@ -117,6 +118,31 @@ def test_severe_weather_a_cap_exercise_gets_the_centre_ready_and_the_page_says_e
     page = httpx.get(page_url(plan, "status.json"), timeout=10).json()
     [incident] = [incident for incident in page["incidents"] if incident["id"] == prepared.id]
     assert incident["exercise"] and incident["resolved"] and len(incident["updates"]) == 2
+    assert_back_to_normal(lab)
+
+
+def test_a_severe_weather_drill_killed_while_it_waits_has_its_exercise_cancelled_by_the_next_drill(
+    normal_lab: Lab, served_lab: ServedPlan, intake_at_the_plan_port: str  # noqa: F811
+) -> None:
+    """Killed after posting its CAP exercise, the drill never cancelled it: the public page would show the
+    exercise open for good. The next drill's sweep cancels it."""
+    lab = normal_lab
+    plan = load_plan(lab.plan).plan
+    point = KillPoint("drill", "wait for the preparedness run", "start")
+
+    cut = kill_at(point, ["drill", "--scenario", "severe-weather", "--plan", str(lab.plan)], ledger())
+    assert cut.killed, cut.stderr
+    killed = ledger().run(cut.record_id)
+    prepared_id = step_named(killed, "post the warning to intake").detail["alert_run"]
+    again = ledger().run(drill_flow(str(lab.plan), "severe-weather"))
+
+    assert again.status == "completed", again.error
+    closed = ledger().run(cut.record_id)
+    assert closed.status == "failed" and closed.error.startswith("interrupted")
+    page = httpx.get(page_url(plan, "status.json"), timeout=10).json()
+    incidents = {incident["id"]: incident for incident in page["incidents"]}
+    assert incidents[prepared_id]["exercise"] and incidents[prepared_id]["resolved"], incidents[prepared_id]
+    assert not [incident for incident in incidents.values() if incident["exercise"] and not incident["resolved"]]
     assert_back_to_normal(lab)
 
 

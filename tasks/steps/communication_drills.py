@@ -122,16 +122,20 @@ def wait_for_delivery(ledger: Ledger, record: RunRecord, contacts: list[str], st
     return None
 
 
-def rehearse_warning(plan: Plan, ledger: Ledger, journal: Journal, recovery: AlertRecovery, targets: Targets) -> None:
+def warning_identifier(record_id: str) -> str:
+    return f"drill-{record_id}"
+
+
+def rehearse_warning(plan: Plan, ledger: Ledger, journal: Journal, recovery: AlertRecovery, targets: Targets,
+                     sent: datetime) -> None:
     """Post a CAP exercise to intake; the preparedness run it starts must be ready (off-site snapshot, preflight
-    READY, leadership notified) within the targets. The warning is cancelled afterwards, every time."""
-    intake, area = plan.intake, plan.sites[recovery.site].area
-    url = f"http://{intake.host}:{intake.port}/v1/alerts/cap"
-    identifier, sent = f"drill-{journal.record.id}", utc_now().replace(microsecond=0)
-    warning = compose_cap(identifier=identifier, sender=DRILL_SENDER, sent=sent, kind=recovery.kind,
-                          severity=recovery.severity, headline=recovery.headline, area=recovery.site,
-                          geocodes=area.geocode_pairs() if area else [])
-    token = intake.token_file.read_text().strip()
+    READY, leadership notified) within the targets. The warning is cancelled afterwards, every time (and by the
+    next run's sweep when the drill is killed: `sent` is in its marker before the post)."""
+    area = plan.sites[recovery.site].area
+    url, token = _intake(plan)
+    warning = compose_cap(identifier=warning_identifier(journal.record.id), sender=DRILL_SENDER, sent=sent,
+                          kind=recovery.kind, severity=recovery.severity, headline=recovery.headline,
+                          area=recovery.site, geocodes=area.geocode_pairs() if area else [])
     with journal.step("post the warning to intake") as entry:
         status, answer = post_alert(url, token, warning)
         entry.detail.update(intake=url, status=status, alert_run=answer.get("run_id"), key=answer.get("key"))
@@ -140,23 +144,44 @@ def rehearse_warning(plan: Plan, ledger: Ledger, journal: Journal, recovery: Ale
     try:
         ready = wait_for_preparedness(ledger, journal, answer["run_id"], targets)
     finally:
-        cancel = compose_cap(identifier=f"{identifier}-cancel", sender=DRILL_SENDER, sent=utc_now(),
-                             message_type="Cancel", kind=recovery.kind, severity=recovery.severity,
-                             headline=recovery.headline, area=recovery.site,
-                             references=[reference_to(DRILL_SENDER, identifier, sent)])
         with journal.step("cancel the warning") as entry:
-            answer = post_alert(url, token, cancel)[1]
-            entry.detail["cancel_run"] = answer.get("run_id")
-            entry.detail["cancelled"] = bool(answer.get("run_id")) and wait_until(
-                lambda: getattr(ledger.run(answer["run_id"]), "status", "running") != "running",
-                timeout=CANCEL_SECONDS, interval=0.5)
+            entry.detail.update(cancel_warning(plan, ledger, recovery, journal.record.id, sent))
             if not entry.detail["cancelled"]:
                 entry.status = "warning"  # the public page still shows the exercise open: said in the record
     recovered(journal, ready)
 
 
+def cancel_warning(plan: Plan, ledger: Ledger, recovery: AlertRecovery, record_id: str, sent: datetime) -> dict:
+    """Cancel drill `record_id`'s exercise warning and wait for the run that resolves it. Intake takes each
+    warning once by its key, so cancelling again (a sweep after a kill) starts nothing new."""
+    url, token = _intake(plan)
+    identifier = warning_identifier(record_id)
+    cancel = compose_cap(identifier=f"{identifier}-cancel", sender=DRILL_SENDER, sent=utc_now(),
+                         message_type="Cancel", kind=recovery.kind, severity=recovery.severity,
+                         headline=recovery.headline, area=recovery.site,
+                         references=[reference_to(DRILL_SENDER, identifier, sent)])
+    answer = post_alert(url, token, cancel)[1]
+    cancel_run = answer.get("run_id")
+    cancelled = bool(cancel_run) and wait_until(
+        lambda: getattr(ledger.run(cancel_run), "status", "running") != "running", timeout=CANCEL_SECONDS,
+        interval=0.5)
+    return {"cancel_run": cancel_run, "cancelled": cancelled, **({"ignored": answer["ignored"]}
+                                                                  if "ignored" in answer else {})}
+
+
+def warning_cancelled(journal: Journal) -> bool:
+    """The drill's cancel reached intake (its step did not fail)."""
+    return any(step.name == "cancel the warning" and step.status != "failed" for step in journal.record.steps)
+
+
+def _intake(plan: Plan) -> tuple[str, str]:
+    intake = plan.intake
+    return f"http://{intake.host}:{intake.port}/v1/alerts/cap", intake.token_file.read_text().strip()
+
+
 def wait_for_preparedness(ledger: Ledger, journal: Journal, run_id: str, targets: Targets) -> datetime:
-    with journal.step(f"preparedness run {run_id}") as entry:
+    with journal.step("wait for the preparedness run") as entry:  # one name in every run: a kill point
+        entry.detail["alert_run"] = run_id
         found: list[RunRecord] = []
 
         def ended_or_ready() -> bool:

@@ -57,6 +57,8 @@ class DrillMarker(BaseModel):
                                       "rows in: dropped with the sentinels.")
     fault_injected_at: datetime | None = Field(None, description="Just before the fault command ran: a drill killed "
                                                "before recovering what its fault destroys is recovered from before it.")
+    warning_sent_at: datetime | None = Field(None, description="A warning drill's exercise, as sent to intake "
+                                             "and not yet cancelled: a clean-up cancels it.")
     repaired: bool = Field(False, description="The drill's recovery of the data its fault destroys (a restore, a "
                            "point-in-time repair) succeeded.")
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from lifeline.infra.lab.aws import sent_sms
+from lifeline.tasks.run.holds import Holds
 from lifeline.tasks.run.ledger import Deliveries, Ledger
 from lifeline.tasks.run.record import RunRecord
 
@@ -101,3 +102,20 @@ def twice_told_problems(lab: Lab, ledger: Ledger, run_ids: list[str]) -> list[st
     if carried > recorded:
         problems.append(f"the lab's SNS carried {carried} SMS for these runs, the ledger recorded {recorded}")
     return problems
+
+
+def held_problems(ledger: Ledger) -> list[str]:
+    """A hold nobody releases stops retention and prune for good: a drill's hold ends with the drill."""
+    return [f"{hold.name} is still {hold.describe()}" for hold in Holds(ledger).all()]
+
+
+def open_exercise_problems(lab: Lab) -> list[str]:
+    """Every exercise warning a drill posted is resolved on the public status page (a killed drill's too)."""
+    import httpx
+    from lifeline.configs.loading import load_plan
+    from lifeline.tasks.steps.status_page import page_url
+
+    response = httpx.get(page_url(load_plan(lab.plan).plan, "status.json"), timeout=10)
+    incidents = response.json().get("incidents", []) if response.status_code == 200 else []
+    return [f"the status page shows exercise {incident['id']} still open" for incident in incidents
+            if incident.get("exercise") and not incident.get("resolved")]

@@ -18,14 +18,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from lifeline.tasks.adapters.deadline import wait_until
 
 from tests.benchmarks.common import bench_tmpdir, log, print_table
 from tests.benchmarks.lab import backed_up_lab
@@ -43,6 +48,7 @@ class FlowCase:
     serves: str = "main"  # the site that serves once it converged (before the case's own clean-up)
     both_boundaries: bool = True  # points before *and* after each step (else: before each, after the last)
     again_with: tuple[str, ...] = ()  # what the operator adds when starting it again
+    served: bool = False  # a warning drill: `lifeline serve` and `lifeline intake` run beside it, as in production
 
 
 @dataclass
@@ -58,8 +64,9 @@ class Outcome:
 
 def flow_cases(work: Path, plan: Path) -> dict[str, FlowCase]:
     """The failover, the failback, a restore, a point-in-time repair, and a drill of every scenario the lab's
-    plan has (the notifications and escalations run inside them: `lifeline notify` by hand keeps no record),
-    except a warning's (`severe-weather` posts to `lifeline intake`, which the matrix does not run)."""
+    plan has (the notifications and escalations run inside them: `lifeline notify` by hand keeps no record). A
+    warning's drill posts to `lifeline intake`, whose preparedness run `lifeline serve` runs: the matrix starts
+    both for it, and cuts the drill (the preparedness run is the served process's, which a drill's kill leaves)."""
     from lifeline.configs.loading import load_plan
 
     cases = {
@@ -76,10 +83,8 @@ def flow_cases(work: Path, plan: Path) -> dict[str, FlowCase]:
             "--tables", "customers", "--yes", "--reason", "soak", "--plan", plan]),
     }
     for scenario, rehearsed in load_plan(plan).plan.scenarios.items():
-        if rehearsed.recovery.alert is not None:  # posts to `lifeline intake`, a service the matrix does not run
-            continue
         cases[f"drill {scenario}"] = FlowCase(f"drill {scenario}", lambda plan, _, s=scenario: [
-            "drill", "--scenario", s, "--plan", plan], both_boundaries=False)
+            "drill", "--scenario", s, "--plan", plan], both_boundaries=False, served=rehearsed.recovery.alert is not None)
     return cases
 
 
@@ -120,8 +125,12 @@ def main(argv: list[str] | None = None) -> int:
 
             for name in wanted:
                 save(name)
-                matrix_of(cases[name], lab_run.home, work,
-                          lambda outcome, name=name: (outcomes.append(outcome), save(name)))
+                keep = lambda outcome, name=name: (outcomes.append(outcome), save(name))  # noqa: E731
+                try:
+                    with serving(lab_run.plan, root, cases[name].served):
+                        matrix_of(cases[name], lab_run.home, work, keep)
+                except Exception as error:  # noqa: BLE001 - its services did not start: this flow's problem
+                    keep(Outcome(name, "(serve and intake)", False, None, None, [f"they did not start: {error}"]))
             save("")
     if options.outcomes_to:
         return 0
@@ -130,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Kill points per flow in the last whole run, to share the flows out evenly; a flow not listed counts as 20.
-EXPECTED_POINTS = {"failover": 29, "failback": 24, "drill site-loss": 26, "drill network-outage": 25,
-                   "drill system-crash": 23, "drill data-leak": 20, "drill logical-corruption": 14,
-                   "drill data-corruption": 11, "pitr-restore": 10, "restore": 9, "drill staff-shortage": 7,
-                   "drill comms-failure": 6}
+EXPECTED_POINTS = {"failover": 29, "failback": 24, "drill site-loss": 25, "drill network-outage": 26,
+                   "drill system-crash": 23, "drill data-leak": 22, "drill logical-corruption": 15,
+                   "drill data-corruption": 11, "pitr-restore": 11, "restore": 9, "drill staff-shortage": 7,
+                   "drill comms-failure": 6, "drill severe-weather": 8}
 
 
 def share_of(wanted: list[str], share: int, shares: int) -> list[str]:
@@ -165,6 +174,38 @@ def side_by_side(flows: str, parallel: int) -> list[Outcome] | None:
             found += [Outcome(name, "(its share of the matrix failed here)", False, None, code, ["no outcome"])
                       for name in missing or [f"share {share + 1} of {parallel}"]]
     return sorted(found, key=lambda outcome: order.index(outcome.flow) if outcome.flow in order else len(order))
+
+
+@contextmanager
+def serving(plan: Path, root: Path, wanted: bool) -> Iterator[None]:
+    """`lifeline serve` (its schedules off: no nightly backup fires into a cut) and `lifeline intake`."""
+    if not wanted:
+        yield
+        return
+    from lifeline.configs.loading import load_plan
+    from lifeline.flows.serve import deployments
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.benchmarks.warning import healthy, start
+    from tests.serve_fixtures import Api, start_serving, stop_serving, switch_schedules_off
+
+    api = Api(PREFECT_API_URL.value())
+    loaded = load_plan(plan)
+    served = start_serving(api, [sys.executable, "-m", "lifeline.flows.cli", "serve", "--plan", str(plan)],
+                           root / "serve.log", {d.name: d.flow_name for d in deployments(loaded)})
+    intake = start([sys.executable, "-m", "lifeline.flows.cli", "intake", "--plan", str(plan)], root / "intake.log")
+    try:
+        for deployment in served.registered.values():
+            switch_schedules_off(api, deployment)
+        url = f"http://{loaded.plan.intake.host}:{loaded.plan.intake.port}"
+        if not wait_until(lambda: healthy(url) or intake.poll() is not None, timeout=90, interval=0.2) \
+                or intake.poll() is not None:
+            raise RuntimeError(f"lifeline intake did not answer at {url}; see {root / 'intake.log'}")
+        yield
+    finally:
+        os.killpg(intake.pid, signal.SIGTERM)
+        intake.wait(30)
+        stop_serving(api, served)
 
 
 def matrix_of(case: FlowCase, home: Path, work: Path, keep: Callable[[Outcome], None]) -> None:
@@ -199,8 +240,10 @@ def cut_case(lab, case: FlowCase, point, number: int, ledger) -> Outcome:  # noq
     from tests.lab_fixtures import settle_call_log
     from tests.reliability.convergence import (
         closed_problems,
+        held_problems,
         lost_call_problems,
         lost_row_problems,
+        open_exercise_problems,
         serving_problems,
         twice_told_problems,
     )
@@ -234,6 +277,7 @@ def cut_case(lab, case: FlowCase, point, number: int, ledger) -> Outcome:  # noq
             problems.append(f"the lab is not normal: {lab.status().not_normal_because}")
         else:
             problems += lost_row_problems(lab, monitor, "main", ledger, since)
+        problems += held_problems(ledger) + (open_exercise_problems(lab) if case.served else [])
         cleaned_up(lab, case, Path(arguments[-1]).parent if case.name == "restore" else None)
         outcome.problems = problems + two_primaries(monitor)
         return outcome
