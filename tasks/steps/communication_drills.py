@@ -25,6 +25,7 @@ from lifeline.tasks.steps.forms import answer_form
 
 DRILL_SENDER = "lifeline-drill@localhost"
 CANCEL_SECONDS = 120
+CANCEL_STEP = "cancel the warning"  # its outcome in the journal says whether the drill's cancel reached intake
 
 
 class RehearsalFailed(LifelineError):
@@ -144,7 +145,7 @@ def rehearse_warning(plan: Plan, ledger: Ledger, journal: Journal, recovery: Ale
     try:
         ready = wait_for_preparedness(ledger, journal, answer["run_id"], targets)
     finally:
-        with journal.step("cancel the warning") as entry:
+        with journal.step(CANCEL_STEP) as entry:
             entry.detail.update(cancel_warning(plan, ledger, recovery, journal.record.id, sent))
             if not entry.detail["cancelled"]:
                 entry.status = "warning"  # the public page still shows the exercise open: said in the record
@@ -171,7 +172,7 @@ def cancel_warning(plan: Plan, ledger: Ledger, recovery: AlertRecovery, record_i
 
 def warning_cancelled(journal: Journal) -> bool:
     """The drill's cancel reached intake (its step did not fail)."""
-    return any(step.name == "cancel the warning" and step.status != "failed" for step in journal.record.steps)
+    return any(step.name == CANCEL_STEP and step.status != "failed" for step in journal.record.steps)
 
 
 def _intake(plan: Plan) -> tuple[str, str]:
