@@ -90,15 +90,18 @@ class Api:
                     f"not {'/'.join(sorted(wanted))}, after {timeout:g} s")
             time.sleep(0.1)
 
-    def wait_for_input_form(self, run_id: str, timeout: float) -> None:
-        """Until a paused run's form can be shown. Prefect saves the form's schema just after the run
-        enters PAUSED; a Resume dialog opened in between shows no fields."""
+    def wait_for_input_form(self, run_id: str, timeout: float) -> tuple[dict, str]:
+        """A paused run's form: its schema and its description, once both can be shown. Prefect saves
+        them just after the run enters PAUSED; a Resume dialog opened in between shows no fields."""
         deadline = time.monotonic() + timeout
         while True:
             state = self.flow_run(run_id).get("state") or {}
             keyset = (state.get("state_details") or {}).get("run_input_keyset") or {}
-            if "schema" in keyset and self.http.get(f"/flow_runs/{run_id}/input/{keyset['schema']}").status_code == 200:
-                return
+            if {"schema", "description"} <= set(keyset):
+                schema, description = (self.http.get(f"/flow_runs/{run_id}/input/{keyset[key]}")
+                                       for key in ("schema", "description"))
+                if schema.status_code == description.status_code == 200:
+                    return schema.json(), description.json()
             if time.monotonic() > deadline:
                 raise AssertionError(f"flow run {run_id} has no input form after {timeout:g} s (state {state.get('type')})")
             time.sleep(0.1)

@@ -151,19 +151,17 @@ def test_a_failover_declined_in_its_form_ends_cancelled_and_changes_nothing(
 ) -> None:
     lab = normal_lab
     run = api.create_run(served_lab.deployment_id("failover"), {"reason": "rejection test"})
-    paused = api.wait_for_state(run["id"], {"PAUSED"}, 60)
+    api.wait_for_state(run["id"], {"PAUSED"}, 60)
     latency = start_to_running(api, run)
 
     # The form: operator, reason (prefilled), a decision; the preflight result is its description.
-    keyset = paused["state"]["state_details"]["run_input_keyset"]
-    schema = api.get(f"/flow_runs/{run['id']}/input/{keyset['schema']}")
+    schema, description = api.wait_for_input_form(run["id"], 30)
     assert {name: field["type"] for name, field in schema["properties"].items()} == \
         {"operator": "string", "reason": "string", "decision": "string"}
     assert schema["properties"]["decision"]["enum"] == ["Approve", "Reject"]
     assert {"operator", "decision"} <= set(schema["required"])
     assert schema["properties"]["reason"]["default"] == "rejection test"
     assert all(field.get("description") for field in schema["properties"].values())
-    description = api.get(f"/flow_runs/{run['id']}/input/{keyset['description']}")
     assert "**READY** to fail over to `dr`" in description and "| check | ready | detail |" in description
     assert "Awaiting approval until " in description and f"({load_plan(lab.plan).plan.timezone})" in description
 
@@ -266,9 +264,8 @@ def test_a_not_ready_failover_forced_in_its_form_goes_on_and_records_every_reaso
     not_ready.write_text(yaml.safe_dump(document, sort_keys=False))
     try:
         run = api.create_run(served_lab.deployment_id("failover"), {"plan_path": str(not_ready)})
-        paused = api.wait_for_state(run["id"], {"PAUSED"}, 60)
-        keyset = paused["state"]["state_details"]["run_input_keyset"]
-        schema = api.get(f"/flow_runs/{run['id']}/input/{keyset['schema']}")
+        api.wait_for_state(run["id"], {"PAUSED"}, 60)
+        schema, _ = api.wait_for_input_form(run["id"], 30)
         assert schema["properties"]["force"]["type"] == "boolean"  # offered only when NOT READY
         answer = api.post(f"/flow_runs/{run['id']}/resume", {"run_input": {
             "operator": "Wang Fang", "reason": "main is on fire; ivr-config can wait", "decision": "Approve",
