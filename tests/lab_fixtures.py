@@ -159,16 +159,22 @@ class FreshBackups:
 
     def ensure_pitr_backup(self) -> None:
         """A pgBackRest backup of the CRM to restore from (a point-in-time repair, the logical-corruption drill):
-        the suite's PITR tests take their own, a soak or kill matrix takes one here when there is none."""
+        the suite's PITR tests take their own; a soak or kill matrix takes one here when there is none, or when
+        the newest is from an older timeline than main's. A site loss leaves a gap in the archive (the WAL main
+        never archived) that only a backup taken after it gets past; restores aim a few seconds back, so this
+        returns once they can land after the new backup."""
         from lifeline.tasks.run.pitr_inputs import pgbackrest_at, pitr_of
 
         plan = load_plan(self.lab.plan).plan
         database, _ = pitr_of(plan, "crm")
-        if pgbackrest_at(plan, database, "main").info().oldest_restorable is None:
+        newest = pgbackrest_at(plan, database, "main").info().newest_backup()
+        [(writing,)] = self.lab.query("main", "SELECT pg_walfile_name(pg_current_wal_lsn())")
+        if newest is None or newest.wal_start[:8] < writing[:8]:
             from lifeline.flows.pitr import pitr_backup_flow
 
-            record = ledger().run(pitr_backup_flow(str(self.lab.plan), "crm", kind="full"))
+            record = ledger().run(pitr_backup_flow(str(self.lab.plan), "crm", kind="full" if newest is None else "incr"))
             assert record is not None and record.status == "completed", record and record.error
+            time.sleep(3)
 
     def forget(self) -> None:
         """The lab was rebuilt, its repositories with it: back up at the next `ensure()`."""

@@ -16,6 +16,7 @@ from lifeline.tasks.adapters.pgbackrest.arguments import (
     restore_target,
 )
 from lifeline.tasks.adapters.pgbackrest.errors import classify
+from lifeline.tasks.adapters.postgres.recovery_log import StoppedRecovery
 
 INFO = [{"name": "crm", "status": {"code": 0, "message": "ok"},
          "archive": [{"id": "15-1", "min": "000000010000000000000001", "max": "000000010000000000000003"}],
@@ -81,3 +82,30 @@ def test_exposure_counts_from_the_oldest_completed_segment_still_waiting_for_the
     unset = ArchiverStatus("on", "", "000000010000000000000009", None, None, None, None, now, 3,
                            datetime(2026, 12, 4, 5, 0, 0, tzinfo=UTC))
     assert not unset.configured and unset.exposure_seconds is None
+
+
+# A staging cluster's log after two site-loss drills: main was powered off before it archived segment 0A
+GAP_LOG = """\
+2026-12-05 06:24:53.974 UTC [27501] LOG:  starting point-in-time recovery to 2026-12-05 06:24:46.428926+00
+2026-12-05 06:24:54.150 UTC [27501] LOG:  restored log file "000000010000000000000009" from archive
+2026-12-05 06:24:54.194 UTC [27501] LOG:  redo done at 0/90553E8 system usage: CPU: user: 0.00 s, system: 0.00 s
+2026-12-05 06:24:54.194 UTC [27501] LOG:  last completed transaction was at log time 2026-12-05 06:23:35.477892+00
+2026-12-05 06:24:54.194 UTC [27501] FATAL:  recovery ended before configured recovery target was reached
+2026-12-05 06:24:54.197 UTC [27498] LOG:  startup process (PID 27501) exited with exit code 1
+2026-12-05 06:24:54.198 UTC [27498] LOG:  shutting down due to startup process failure
+2026-12-05 06:24:54.199 UTC [27498] LOG:  database system is shut down""".splitlines()
+
+
+def test_a_recovery_that_ran_out_of_wal_says_so_and_where_it_stopped() -> None:
+    stopped = StoppedRecovery.from_log(GAP_LOG)
+    assert stopped.ended_before_target
+    assert stopped.last_transaction_at == datetime(2026, 12, 5, 6, 23, 35, 477892, tzinfo=UTC)
+    assert stopped.reason == "recovery ended before configured recovery target was reached"
+
+
+def test_any_other_stopped_recovery_names_its_fatal_line_not_the_shutdown_after_it() -> None:
+    lines = ['2026-12-05 06:24:54 UTC [1] FATAL:  could not locate required checkpoint record',
+             '2026-12-05 06:24:54 UTC [2] LOG:  shutting down due to startup process failure']
+    stopped = StoppedRecovery.from_log(lines)
+    assert not stopped.ended_before_target and stopped.last_transaction_at is None
+    assert stopped.reason == "could not locate required checkpoint record"

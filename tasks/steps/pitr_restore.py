@@ -14,6 +14,7 @@ from lifeline.tasks.adapters.deadline import wait_until
 from lifeline.tasks.adapters.pgbackrest.archiving import switch_and_wait_archived
 from lifeline.tasks.adapters.postgres import repair
 from lifeline.tasks.adapters.postgres.connection import ConnectionInfo, PostgresError, database_session
+from lifeline.tasks.adapters.postgres.recovery_log import StoppedRecovery
 from lifeline.tasks.adapters.replication import ServerState, server_status, start_server, stop_server
 from lifeline.tasks.run.adapter_inputs import database_node
 from lifeline.tasks.run.pitr_inputs import instance_connection, pgbackrest_at, pitr_of, site_directory
@@ -23,6 +24,10 @@ from pydantic import BaseModel
 
 class OutsideWindow(LifelineError):
     user_error = True
+
+
+class ArchiveGap(OutsideWindow):
+    """The archive's WAL ran out before the target: WAL a lost primary never archived (a site loss, say)."""
 
 
 class RestoreNotProven(LifelineError):
@@ -144,9 +149,8 @@ def restore_into_staging(plan: Plan, database_name: str, site: str, run_id: str,
                 return session.execute("SELECT NOT pg_is_in_recovery()").fetchone()[0]
         except PostgresError:
             if server_status(node, pgbackrest.target, data_dir=Path(data_dir)).state is not ServerState.RUNNING:
-                tail = ssh.run(pgbackrest.target, ["tail", "-n", "3", str(log)], 20).stdout.strip().splitlines()
-                raise RestoreNotProven(f"the staging cluster {data_dir} stopped during recovery: "
-                                       f"{' | '.join(tail)[-300:]}") from None
+                tail = ssh.run(pgbackrest.target, ["tail", "-n", "100", str(log)], 20).stdout.splitlines()
+                raise _stopped(plan, database_name, StoppedRecovery.from_log(tail), data_dir, to_time) from None
             return False
 
     if not wait_until(promoted, timeout=3600, interval=0.2):
@@ -154,6 +158,17 @@ def restore_into_staging(plan: Plan, database_name: str, site: str, run_id: str,
     dsn = f"postgresql://{connection.user}@{connection.host}:{connection.port}/{connection.database}"
     return StagingCluster(site=site, host=pgbackrest.target.name, data_dir=str(data_dir), port=pitr.staging_port,
                           dsn=dsn, stopped_earlier=stopped)
+
+
+def _stopped(plan: Plan, database_name: str, recovery: StoppedRecovery, data_dir: PurePosixPath,
+             to_time: datetime | None) -> LifelineError:
+    if not recovery.ended_before_target:
+        return RestoreNotProven(f"the staging cluster {data_dir} stopped during recovery: {recovery.reason[:300]}")
+    reached = _in_zone(recovery.last_transaction_at, plan) if recovery.last_transaction_at else "the backup's end"
+    target = _in_zone(to_time, plan) if to_time is not None else "the target"
+    return ArchiveGap(f"databases.{database_name}.pitr: the WAL archive has a gap: replay from the backup ends at "
+                      f"{reached}, before {target} (WAL a lost primary never archived); a point after the gap needs "
+                      f"a backup taken after it: `lifeline pitr backup --database {database_name}`")
 
 
 @step(retries=1, retry_delay_seconds=2, timeout_seconds=600)
