@@ -39,13 +39,17 @@ class Holds:
 
     @patiently
     def place(self, hold: RepositoryHold) -> RepositoryHold:
-        """Hold the repository; one already held stays held by whoever held it first (returned)."""
+        """Hold the repository; one already held stays held by whoever held it first (returned). Two runs
+        holding it at the same moment: the table's key lets one insert, the other gets the first's hold."""
+        import sqlalchemy
+
         table = tables().holds
-        with self.ledger.transaction() as connection:
-            row = connection.execute(table.select().where(table.c.repository == hold.repository)).first()
-            if row is not None:
-                return RepositoryHold.model_validate_json(row.hold)
-            connection.execute(table.insert().values(repository=hold.repository, hold=hold.model_dump_json()))
+        try:
+            with self.ledger.transaction() as connection:
+                connection.execute(table.insert().values(repository=hold.repository, hold=hold.model_dump_json()))
+        except sqlalchemy.exc.IntegrityError:
+            existing = self.of(hold.repository)
+            return self.place(hold) if existing is None else existing  # released in between: hold it now
         return hold
 
     @patiently
