@@ -123,9 +123,12 @@ def main(argv: list[str] | None = None) -> int:
                     options.outcomes_to.write_text(json.dumps({"flows": every, "running": running, "outcomes": [
                         dataclasses.asdict(kept) for kept in outcomes]}))
 
+            def keep(outcome: Outcome) -> None:
+                outcomes.append(outcome)
+                save(outcome.flow)
+
             for name in wanted:
                 save(name)
-                keep = lambda outcome, name=name: (outcomes.append(outcome), save(name))  # noqa: E731
                 try:
                     with serving(lab_run.plan, root, cases[name].served):
                         matrix_of(cases[name], lab_run.home, work, keep)
