@@ -94,10 +94,13 @@ def pick_snapshot(
 
 @step(retries=3, retry_delay_seconds=[1, 3, 10], timeout_seconds=300)
 def choose_snapshot(
-    repository: ResticRepository, tags: list[str], wanted: str = "latest", as_of: datetime | None = None,
-    allowed: list[str] | None = None,
+    repository: ResticRepository, tags: list[str], locks_dir: Path, wanted: str = "latest",
+    as_of: datetime | None = None, allowed: list[str] | None = None,
 ) -> ChosenSnapshot:
-    chosen = pick_snapshot(repository.snapshots(tags=tags), wanted, as_of, allowed)
+    # In a slot: restic's listing locks the repository, so a prune or check holding it would fail the other.
+    with repository_slots(repository, locks_dir, exclusive=False):
+        listing = repository.snapshots(tags=tags)
+    chosen = pick_snapshot(listing, wanted, as_of, allowed)
     return ChosenSnapshot(id=chosen.id, time=chosen.time, paths=list(chosen.paths))
 
 
@@ -132,7 +135,7 @@ def restore_to_staging(
             except NoSpace:
                 raise TargetFull(f"restore of snapshot {snapshot.id[:8]} to {_target_of(staging)} failed: no space left "
                                  f"on device at {staging.parent}; nothing at the target was changed") from None
-        listing = repository.ls(snapshot.id)
+            listing = repository.ls(snapshot.id)
         files, total = verify_against_listing(staging, listing)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -276,7 +279,7 @@ def restore_dataset(
     # a snapshot chosen by rule (latest, as of) is then chosen again, once; one the operator named is not.
     chosen_by_rule = snapshot == "latest" and not snapshot_ids
     for again in ("", " again"):
-        chosen = choose_snapshot(repository, dataset_tags(plan, dataset), snapshot, as_of, snapshot_ids,
+        chosen = choose_snapshot(repository, dataset_tags(plan, dataset), settings.locks_dir, snapshot, as_of, snapshot_ids,
                                  journal=journal, step_name=f"choose snapshot{again}")
         record.snapshots = [chosen.id]
         try:
