@@ -64,7 +64,7 @@ def drill_flow(
     settings = load_settings()
     scenario = scenario or most_overdue_scenario(loaded, settings)
     chosen = scenario_of(loaded, scenario)
-    sweep = partial(sweep_drill_leftovers, loaded, settings, kept_too=False)
+    sweep = partial(sweep_drill_leftovers, loaded, settings, kept_too=False, settle=True)
     try:
         with exclusive_run("drill", loaded, settings, sweep=sweep, trigger=trigger, record_id=record_id,
                            scenario=scenario) as journal:

@@ -278,10 +278,11 @@ def recover_destroyed_data(loaded: LoadedPlan, settings: Settings, journal: Jour
     marker.save(settings.drills_dir)
 
 
-def sweep_drill_leftovers(loaded: LoadedPlan, settings: Settings, *, kept_too: bool) -> list[str]:
+def sweep_drill_leftovers(loaded: LoadedPlan, settings: Settings, *, kept_too: bool, settle: bool = False) -> list[str]:
     """Clean up after drills of this plan whose process is gone (killed, machine restarted) and, when
     `kept_too`, after drills kept for inspection. Only a failover, failback or drill calls this, holding
-    the plan lock, before it opens its own record."""
+    the plan lock, before it opens its own record. `settle` (a drill, which needs the normal state next):
+    after a clean-up, wait as a drill's own return to normal does, for a healed primary's standby to stream."""
     swept = []
     for marker in drills.markers(settings.drills_dir, loaded.plan.name):
         if marker.process_alive or (marker.kept and not kept_too) or marker.scenario not in loaded.plan.scenarios:
@@ -298,4 +299,7 @@ def sweep_drill_leftovers(loaded: LoadedPlan, settings: Settings, *, kept_too: b
             killed.error = "interrupted: the drill's process was killed; a later run swept its leftovers"
             ledger.save_run(killed)
         swept.append(marker.record_id)
+    if swept and settle:
+        home = topology.normal_primary_site(loaded.plan)
+        drills.wait_until_normal(loaded.plan, home, topology.other_site(loaded.plan, home))
     return swept
