@@ -179,8 +179,12 @@ def report(began_at: datetime, samples: list[Sample], verifies_started: int, min
         for kind in kinds], title=f"Soak: {minutes:g} minutes ({minutes / 10:g} hours compressed 6 times), runs by kind",
         notes=[f"verify runs started through the deployment: {verifies_started}"])
     print()
-    print_table(["deployment", "state", "flow runs"], prefect_runs(began_at),
+    by_state, failed = prefect_runs(began_at)
+    print_table(["deployment", "state", "flow runs"], by_state,
                 title="Prefect's flow runs of the soak (a run the one-at-a-time limit cancelled has no Lifeline record)")
+    print()
+    print_table(["deployment", "Prefect's state message", "flow runs"], failed or [("(none)", "", 0)],
+                title="Prefect's failed and crashed flow runs by message (a PITR backup's record is kind backup)")
     causes = Counter(f"{record.kind}: {first_line(record.error)}" for record in runs
                      if record.status in ("failed", "cancelled"))
     print()
@@ -206,20 +210,25 @@ def report(began_at: datetime, samples: list[Sample], verifies_started: int, min
                  f"{SAMPLE_EVERY_SECONDS:g} s", digits=1)
 
 
-def prefect_runs(since: datetime) -> list[tuple[str, str, int]]:
+def prefect_runs(since: datetime) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:
+    """Flow runs by deployment and state, and the failed and crashed ones by deployment and state message."""
     import httpx
 
     api = os.environ["PREFECT_API_URL"]
     names = {deployment["id"]: deployment["name"] for deployment in
              httpx.post(f"{api}/deployments/filter", json={"limit": 200}, timeout=30).json()}
     counted: Counter[tuple[str, str]] = Counter()
+    failed: Counter[tuple[str, str]] = Counter()
     offset = 0
     while True:
         page = httpx.post(f"{api}/flow_runs/filter", timeout=60, json={
             "flow_runs": {"expected_start_time": {"after_": since.isoformat()}}, "limit": 200, "offset": offset}).json()
         counted.update((names.get(run["deployment_id"], "(none)"), run["state_type"]) for run in page)
+        failed.update((names.get(run["deployment_id"], "(none)"), first_line((run.get("state") or {}).get("message")))
+                      for run in page if run["state_type"] in ("FAILED", "CRASHED"))
         if len(page) < 200:
-            return [(*key, count) for key, count in sorted(counted.items())]
+            return ([(*key, count) for key, count in sorted(counted.items())],
+                    [(*key, count) for key, count in failed.most_common()])
         offset += 200
 
 
