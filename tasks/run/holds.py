@@ -41,16 +41,8 @@ class Holds:
     def place(self, hold: RepositoryHold) -> RepositoryHold:
         """Hold the repository; one already held stays held by whoever held it first (returned). Two runs
         holding it at the same moment: the table's key lets one insert, the other gets the first's hold."""
-        import sqlalchemy
-
-        table = tables().holds
-        try:
-            with self.ledger.transaction() as connection:
-                connection.execute(table.insert().values(repository=hold.repository, hold=hold.model_dump_json()))
-        except sqlalchemy.exc.IntegrityError:
-            existing = self.of(hold.repository)
-            return self.place(hold) if existing is None else existing  # released in between: hold it now
-        return hold
+        values = {"repository": hold.repository, "hold": hold.model_dump_json()}
+        return self.ledger.insert_first(tables().holds, values, lambda: self.of(hold.repository)) or hold
 
     @patiently
     def of(self, repository: str) -> RepositoryHold | None:

@@ -131,6 +131,20 @@ class Ledger:
         with self.connection() as connection, connection.begin():
             yield connection
 
+    def insert_first(self, table: sqlalchemy.Table, values: dict[str, Any], existing: Callable[[], T | None]) -> T | None:
+        """Insert the row unless its key is taken: None when inserted, else the row there first (`existing()`).
+        The key decides between two writers at the same moment; a row deleted in between is inserted now."""
+        import sqlalchemy
+
+        while True:
+            try:
+                with self.transaction() as connection:
+                    connection.execute(table.insert().values(**values))
+                return None
+            except sqlalchemy.exc.IntegrityError:
+                if (there := existing()) is not None:
+                    return there
+
     @patiently
     def save_run(self, record: RunRecord) -> None:
         row = {

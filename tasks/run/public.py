@@ -33,20 +33,10 @@ class Alerts:
 
     def take(self, taken: TakenAlert) -> tuple[bool, TakenAlert]:
         """(True, it) when this key is new; (False, the one taken first) when it is not."""
-        import sqlalchemy
-
-        table = tables().alerts
-        try:
-            with self.ledger.transaction() as connection:
-                connection.execute(table.insert().values(key=taken.key, plan=taken.plan,
-                                                         received_at=iso(taken.received_at),
-                                                         alert=taken.model_dump_json()))
-        except sqlalchemy.exc.IntegrityError:
-            existing = self.get(taken.key)
-            if existing is None:  # released between the two statements: take it again
-                return self.take(taken)
-            return False, existing
-        return True, taken
+        values = {"key": taken.key, "plan": taken.plan, "received_at": iso(taken.received_at),
+                  "alert": taken.model_dump_json()}
+        first = self.ledger.insert_first(tables().alerts, values, lambda: self.get(taken.key))
+        return (True, taken) if first is None else (False, first)
 
     @patiently
     def update(self, taken: TakenAlert) -> None:
