@@ -30,6 +30,7 @@ from lifeline.configs.loading import load_plan
 from lifeline.infra.lab import LabContext, LabStatus, down, heal, open_lab, status, up
 from lifeline.infra.lab import postgres as lab_postgres
 from lifeline.tasks.adapters import ssh
+from lifeline.tasks.run.record import utc_now
 
 from tests.helpers import ledger, wait_for
 
@@ -174,7 +175,7 @@ class FreshBackups:
 
             record = ledger().run(pitr_backup_flow(str(self.lab.plan), "crm", kind="full" if newest is None else "incr"))
             assert record is not None and record.status == "completed", record and record.error
-            time.sleep(3)
+            time.sleep(max(0.0, (record.ended_at - utc_now()).total_seconds() + 3))  # a restore 2 s back lands after it
 
     def forget(self) -> None:
         """The lab was rebuilt, its repositories with it: back up at the next `ensure()`."""
