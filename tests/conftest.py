@@ -42,11 +42,12 @@ pytest_plugins = ["tests.pg_fixtures", "tests.lab_fixtures", "tests.serve_fixtur
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`make test` runs two pytest-xdist workers (`--dist loadgroup`): every test on the lab goes to one of them,
-    in file order, so there is one lab; the other tests share both workers. Each worker has its own session
-    folder, Prefect server and LIFELINE_HOME."""
+    """`make test` runs two pytest-xdist workers (`--dist loadgroup`): every test on the session's lab (the
+    `lab` fixture) goes to one of them, in file order, so there is one such lab; the other tests share both
+    workers, those that bring up a lab of their own (marked `lab`, on free ports) among them. Each worker has
+    its own session folder, Prefect server and LIFELINE_HOME."""
     for item in items:
-        if item.get_closest_marker("lab") is not None:
+        if "lab" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("lab"))
 
 
