@@ -22,7 +22,7 @@ from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run import topology
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.measurements import recorded_incident_time
-from lifeline.tasks.run.record import Journal, Trigger, utc_now
+from lifeline.tasks.run.record import Journal, RunRecord, Trigger, utc_now
 from lifeline.tasks.steps import communication_drills, drills
 from lifeline.tasks.steps.corruption_drill import corrupted_rows
 from lifeline.tasks.steps.prefect_run import RunInProgress, refused
@@ -274,7 +274,7 @@ def check_sentinel(plan, journal: Journal, scenario: Scenario, sentinel: drills.
             raise DrillFailed("; ".join(findings))
 
 
-def data_as_of(record) -> datetime | None:
+def data_as_of(record: RunRecord) -> datetime | None:
     """The restored data's point in time (its snapshot's), known when the run restored: incident − RPO."""
     if record.incident_at is None or record.rpo_seconds is None or not record.snapshots:
         return None
