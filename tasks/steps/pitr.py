@@ -7,7 +7,12 @@ from datetime import datetime
 
 from lifeline.configs.plan import Plan
 from lifeline.tasks.adapters import ssh
-from lifeline.tasks.adapters.pgbackrest.archiving import ArchiverStatus, archiver_status, set_archiving
+from lifeline.tasks.adapters.pgbackrest.archiving import (
+    ArchiverStatus,
+    archiver_status,
+    checkpoint_after_promotion,
+    set_archiving,
+)
 from lifeline.tasks.adapters.pgbackrest.arguments import archive_command
 from lifeline.tasks.run.pitr_inputs import config_text, instance_connection, pgbackrest_at, pitr_of, site_directory
 from lifeline.tasks.run.record import Journal
@@ -95,6 +100,7 @@ def configure_archiving(plan: Plan, database_name: str, primary: str) -> Archivi
 def take_pitr_backup(plan: Plan, database_name: str, primary: str, kind: str, repository: int) -> PitrBackupTaken:
     database, _ = pitr_of(plan, database_name)
     pgbackrest = pgbackrest_at(plan, database, primary)
+    checkpoint_after_promotion(instance_connection(database, primary))
     pgbackrest.backup(kind, repository)
     info = pgbackrest.info()
     newest = info.newest_backup(repository)

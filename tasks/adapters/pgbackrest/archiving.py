@@ -76,6 +76,22 @@ def archiver_status(connection: ConnectionInfo) -> ArchiverStatus:
     return ArchiverStatus(*row[:8], int(row[8]), row[9])
 
 
+_TIMELINES_SQL = ("SELECT (SELECT timeline_id FROM pg_control_checkpoint()), "
+                  "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int")
+
+
+def checkpoint_after_promotion(connection: ConnectionInfo) -> bool:
+    """A just-promoted primary names its new timeline in pg_control only at its first checkpoint, and pgBackRest
+    refuses a backup before that ([058] WAL timeline does not match pg_control timeline): take it now.
+    True when one was needed."""
+    with database_session(connection, "checkpoint at") as session:
+        control_timeline, wal_timeline = session.execute(_TIMELINES_SQL).fetchone()
+        if control_timeline >= wal_timeline:
+            return False
+        session.execute("CHECKPOINT")
+    return True
+
+
 def set_archiving(connection: ConnectionInfo, command: str, timeout_seconds: int) -> bool:
     """archive_command and archive_timeout by ALTER SYSTEM, then reload; returns whether anything changed.
     archive_mode needs a restart, so it is only checked: the message says what to do."""
