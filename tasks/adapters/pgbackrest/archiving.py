@@ -76,8 +76,7 @@ def archiver_status(connection: ConnectionInfo) -> ArchiverStatus:
     return ArchiverStatus(*row[:8], int(row[8]), row[9])
 
 
-_TIMELINES_SQL = ("SELECT (SELECT timeline_id FROM pg_control_checkpoint()), "
-                  "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int")
+_TIMELINES_SQL = "SELECT (SELECT timeline_id FROM pg_control_checkpoint()), pg_walfile_name(pg_current_wal_lsn())"
 
 
 def checkpoint_after_promotion(connection: ConnectionInfo) -> bool:
@@ -85,8 +84,8 @@ def checkpoint_after_promotion(connection: ConnectionInfo) -> bool:
     refuses a backup before that ([058] WAL timeline does not match pg_control timeline): take it now.
     True when one was needed."""
     with database_session(connection, "checkpoint at") as session:
-        control_timeline, wal_timeline = session.execute(_TIMELINES_SQL).fetchone()
-        if control_timeline >= wal_timeline:
+        control_timeline, writing = session.execute(_TIMELINES_SQL).fetchone()
+        if control_timeline >= _position(writing)[0]:
             return False
         session.execute("CHECKPOINT")
     return True
