@@ -8,7 +8,6 @@ was killed leaves a marker, and the next failover, failback or drill of the plan
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run import topology
 from lifeline.tasks.run.ledger import Ledger
 from lifeline.tasks.run.measurements import recorded_incident_time
-from lifeline.tasks.run.record import Journal, RunRecord, Trigger, utc_now
+from lifeline.tasks.run.record import Journal, Trigger, utc_now
 from lifeline.tasks.steps import communication_drills, drills
 from lifeline.tasks.steps.corruption_drill import corrupted_rows
 from lifeline.tasks.steps.prefect_run import RunInProgress, refused
@@ -263,7 +262,7 @@ def check_sentinel(plan, journal: Journal, scenario: Scenario, sentinel: drills.
             present = Path(sentinel.file).exists()
             entry.detail["file_survived"] = present
             survives = expected.file_survives
-            restored_as_of = data_as_of(journal.record)
+            restored_as_of = journal.record.data_as_of
             if not survives and restored_as_of is not None and restored_as_of >= sentinel.written_at:
                 # a scheduled backup ran between the sentinel and the fault: its snapshot holds the sentinel
                 survives = True
@@ -272,13 +271,6 @@ def check_sentinel(plan, journal: Journal, scenario: Scenario, sentinel: drills.
                 findings.append(f"sentinel file {'lost' if survives else 'unexpectedly present'}")
         if findings:
             raise DrillFailed("; ".join(findings))
-
-
-def data_as_of(record: RunRecord) -> datetime | None:
-    """The restored data's point in time (its snapshot's), known when the run restored: incident − RPO."""
-    if record.incident_at is None or record.rpo_seconds is None or not record.snapshots:
-        return None
-    return record.incident_at - timedelta(seconds=record.rpo_seconds)
 
 
 def score(plan, journal: Journal, scenario: Scenario) -> None:
