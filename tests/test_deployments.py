@@ -25,7 +25,7 @@ from tests.serve_fixtures import Api, ServedPlan, parse_time, start_serving, sto
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_server", "every_minute")]
 
-SCHEDULED_RUN_DONE_WITHIN = 75.0  # seconds from serving a one-minute cron to its first run completed
+FIRST_RUN_WAIT = 180.0  # seconds to wait for a one-minute cron's first run; a wait, not a speed goal
 
 
 def record(record_id: str) -> RunRecord:
@@ -223,7 +223,7 @@ def test_a_failover_nobody_answers_ends_cancelled_at_the_plans_approval_timeout(
     assert step_named(declined, "approval").detail["approved"] is False
 
 
-def test_a_run_started_by_a_one_minute_cron_completes_within_75_seconds(
+def test_a_one_minute_cron_runs_its_first_backup_on_the_next_minute_and_it_completes(
     every_minute: tuple[ServedPlan, float], api: Api, capsys
 ) -> None:
     served, registered_at = every_minute
@@ -235,20 +235,21 @@ def test_a_run_started_by_a_one_minute_cron_completes_within_75_seconds(
             "sort": "EXPECTED_START_TIME_ASC", "limit": 1})
         return runs[0] if runs else None
 
-    deadline = registered_at + SCHEDULED_RUN_DONE_WITHIN
+    deadline = registered_at + FIRST_RUN_WAIT
     while (run := first_completed()) is None:
         failed = api.post("/flow_runs/filter", {"flow_runs": {
             "deployment_id": {"any_": [deployment_id]}, "state": {"type": {"any_": ["FAILED", "CRASHED"]}}}})
         assert not failed, f"a scheduled run failed: {failed[0]['state']['message']}\n{served.log_tail()}"
-        assert time.time() < deadline + 5, f"no scheduled run completed within {SCHEDULED_RUN_DONE_WITHIN:g} s"
+        assert time.time() < deadline, f"no scheduled run completed within {FIRST_RUN_WAIT:g} s"
         time.sleep(0.5)
-    completed_after = parse_time(run["end_time"]) - registered_at
     assert run["auto_scheduled"] is True and run["created_by"]["type"] == "SCHEDULE"
-    assert parse_time(run["expected_start_time"]) % 60 == 0  # on the minute
-    assert completed_after <= SCHEDULED_RUN_DONE_WITHIN
+    expected_start = parse_time(run["expected_start_time"])
+    assert expected_start % 60 == 0  # on the minute
+    assert 0 < expected_start - registered_at <= 61, "the first run is not the first minute after serving"
     backup = record(api.record_id(run["id"], "backup"))
     assert (backup.status, backup.trigger, backup.plan) == ("completed", "schedule", "every-minute-test")
-    late = parse_time(run["start_time"]) - parse_time(run["expected_start_time"])
+    completed_after = parse_time(run["end_time"]) - registered_at
+    late = parse_time(run["start_time"]) - expected_start
     with capsys.disabled():
         print(f"\n[schedule] one-minute cron: first run completed {completed_after:.1f} s after serving; "
               f"started {late:+.2f} s from its scheduled minute, ran {run['total_run_time']:.1f} s")
