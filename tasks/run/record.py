@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -73,13 +73,6 @@ class RunRecord(BaseModel):
     steps: list[Step] = Field(default_factory=list)
     milestones: dict[str, datetime] = Field(default_factory=dict)
     error: str | None = None
-
-    @property
-    def data_as_of(self) -> datetime | None:
-        """The restored data's point in time (its snapshot's), known once the run restored: incident − RPO."""
-        if self.incident_at is None or self.rpo_seconds is None or not self.snapshots:
-            return None
-        return self.incident_at - timedelta(seconds=self.rpo_seconds)
 
     def judge_targets(self) -> None:
         """met_targets is true only when every objective that has a target and a measure was met."""

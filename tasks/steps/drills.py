@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lifeline.configs.drills import Scenario
 from lifeline.configs.plan import Plan
+from lifeline.configs.settings import Settings
 from lifeline.tasks.adapters import replication
 from lifeline.tasks.adapters.commands import run_command
 from lifeline.tasks.adapters.deadline import wait_until
@@ -23,6 +24,9 @@ from lifeline.tasks.adapters.postgres.connection import connection_info, databas
 from lifeline.tasks.run import topology
 from lifeline.tasks.run.adapter_inputs import replicated_database
 from lifeline.tasks.run.record import utc_now
+from lifeline.tasks.steps.leak import clean_repository
+from lifeline.tasks.steps.repositories import open_repository
+from lifeline.tasks.steps.repository_slots import repository_slots
 from lifeline.tasks.steps.step import step
 from lifeline.tasks.steps.verification import verify_site
 from psycopg import sql
@@ -141,6 +145,22 @@ def write_sentinel(plan: Plan, scenario: Scenario, token: str) -> Sentinel:
 def sentinel_file_path(plan: Plan, scenario: Scenario, token: str) -> str | None:
     dataset = scenario.sentinel.dataset
     return str(Path(plan.datasets[dataset].paths[0]) / f"{SENTINEL_FILE_PREFIX}{token}") if dataset else None
+
+
+def restored_snapshot_holds(plan: Plan, settings: Settings, scenario: Scenario, snapshot_ids: list[str],
+                            path: str | None) -> bool | None:
+    """Whether the snapshot a drill restored holds `path`, from its listing: a backup that began just before
+    the sentinel was written may still have read it. None when the drill restored no files snapshot."""
+    recovery = scenario.recovery
+    if path is None or not snapshot_ids or (recovery.restore is None and recovery.leak is None):
+        return None
+    dataset = recovery.restore.dataset if recovery.restore is not None else recovery.leak.dataset
+    repository = open_repository(plan, plan.datasets[dataset].repository, settings)
+    if recovery.leak is not None:  # restored from the clean repository the recovery made
+        repository = clean_repository(repository, recovery.leak.new_repository_url,
+                                      Path(recovery.leak.new_password_file), settings, plan)
+    with repository_slots(repository, settings.locks_dir, exclusive=False):
+        return any(node.path == path for node in repository.ls(snapshot_ids[-1]))
 
 
 def sentinel_row_present(plan: Plan, scenario: Scenario, token: str) -> bool | None:
