@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -168,6 +169,17 @@ def fds(pid: int) -> int:
         return 0
 
 
+def keep_records(records: list) -> Path | None:
+    """The soak's home is deleted at its end: a failed run's whole record is kept where it can be read."""
+    if not records:
+        return None
+    folder = Path(tempfile.gettempdir()) / f"lifeline-soak-failed-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for record in records:
+        (folder / f"{record.kind}-{record.id}.json").write_text(record.model_dump_json(indent=2), encoding="utf-8")
+    return folder
+
+
 def report(began_at: datetime, samples: list[Sample], verifies_started: int, minutes: float) -> None:
     from tests.helpers import ledger
 
@@ -188,8 +200,10 @@ def report(began_at: datetime, samples: list[Sample], verifies_started: int, min
     causes = Counter(f"{record.kind}: {first_line(record.error)}" for record in runs
                      if record.status in ("failed", "cancelled"))
     print()
+    kept = keep_records([record for record in runs if record.status in ("failed", "cancelled")])
     print_table(["cause", "runs"], causes.most_common() or [("(none)", 0)],
-                title="Failed and cancelled runs by cause")
+                title="Failed and cancelled runs by cause",
+                notes=[f"their whole records (steps and details) are kept in {kept}"] if kept else [])
     warm = [sample for sample in samples if sample.at >= WARM_AFTER_SECONDS]  # serve has imported and registered
     if len(warm) >= 2:
         first, last = warm[0], warm[-1]
