@@ -118,21 +118,22 @@ def _as_cluster_user(argv: Sequence[str], owner: tuple[int, int] | None) -> list
     return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--", *argv]
 
 
-def _run(argv: Sequence[str], cwd: Path) -> None:
-    completed = subprocess.run(list(argv), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+def _run(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    completed = subprocess.run(list(argv), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env)
     if completed.returncode != 0:
         raise RuntimeError(f"{Path(argv[0]).name if argv[0] != 'setpriv' else argv[-1]} failed: "
                            f"{' '.join(argv)}\n{completed.stdout}\n{completed.stderr}")
 
 
-def start_postgres_server(base_dir: Path, bin_dir: Path | None = None) -> PostgresServer:
-    """initdb a cluster under base_dir (which must be empty) and start it on a free loopback port."""
+def start_postgres_server(base_dir: Path, bin_dir: Path | None = None, *, replication: bool = False) -> PostgresServer:
+    """initdb a cluster under base_dir (empty or not there yet) and start it on a free loopback port;
+    `replication`: it can have a standby."""
     bin_dir = bin_dir or postgres_bin_dir()
     owner = _cluster_user()
     password = secrets.token_urlsafe(24)
     cluster_dir = base_dir / "cluster"
     data_dir, password_file = cluster_dir / "data", cluster_dir / "initdb-password"
-    cluster_dir.mkdir(mode=0o700)
+    cluster_dir.mkdir(mode=0o700, parents=True)
     data_dir.mkdir(mode=0o700)
     password_file.write_text(password + "\n")
     password_file.chmod(0o600)
@@ -155,7 +156,8 @@ def start_postgres_server(base_dir: Path, bin_dir: Path | None = None) -> Postgr
         settings = {
             "listen_addresses": "'127.0.0.1'", "port": str(server.port), "unix_socket_directories": f"'{cluster_dir}'",
             "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "shared_buffers": "16MB",
-            "max_connections": "40", "wal_level": "minimal", "max_wal_senders": "0", "max_wal_size": "256MB",
+            "max_connections": "40", "wal_level": "replica" if replication else "minimal",
+            "max_wal_senders": "4" if replication else "0", "max_wal_size": "256MB",
             "log_min_messages": "warning",
         }
         (data_dir / "postgresql.auto.conf").write_text("".join(f"{key} = {value}\n" for key, value in settings.items()))
@@ -169,6 +171,31 @@ def start_postgres_server(base_dir: Path, bin_dir: Path | None = None) -> Postgr
     passfile.write_text(f"{server.host}:{server.port}:*:{SUPERUSER}:{password}\n")
     passfile.chmod(0o600)
     return server
+
+
+def start_standby(primary: PostgresServer, base_dir: Path, **settings: str) -> PostgresServer:
+    """A streaming standby of `primary` (wal_level replica) by `pg_basebackup -R`, on its own free port;
+    `settings` are added to its postgresql.auto.conf."""
+    owner = _cluster_user()
+    standby = PostgresServer(bin_dir=primary.bin_dir, base_dir=base_dir, port=free_port(),
+                             passfile=base_dir / "pgpass", password=primary.password)
+    standby.cluster_dir.mkdir(mode=0o700, parents=True)
+    replication_passfile = standby.cluster_dir / "replication-pgpass"  # the cluster's user reads it
+    replication_passfile.write_text(f"{primary.host}:{primary.port}:*:{primary.user}:{primary.password}\n")
+    replication_passfile.chmod(0o600)
+    if owner is not None:
+        for path in (standby.cluster_dir, replication_passfile):
+            os.chown(path, *owner)
+    copy = [str(primary.bin_dir / "pg_basebackup"), "-D", str(standby.data_dir), "-R", "-X", "stream", "-c", "fast",
+            "-h", primary.host, "-p", str(primary.port), "-U", primary.user, "-w"]
+    _run(_as_cluster_user(copy, owner), standby.cluster_dir, env={**os.environ, "PGPASSFILE": str(replication_passfile)})
+    own = {"port": str(standby.port), "unix_socket_directories": f"'{standby.cluster_dir}'", **settings}
+    with open(standby.data_dir / "postgresql.auto.conf", "a", encoding="utf-8") as configuration:
+        configuration.write("".join(f"{key} = {value}\n" for key, value in own.items()))
+    start_stopped_postgres_server(standby)
+    standby.passfile.write_text(f"{standby.host}:{standby.port}:*:{standby.user}:{standby.password}\n")
+    standby.passfile.chmod(0o600)
+    return standby
 
 
 def start_stopped_postgres_server(server: PostgresServer) -> None:
