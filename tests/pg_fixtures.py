@@ -222,3 +222,14 @@ def postgres_server() -> Iterator[PostgresServer]:
             stop_postgres_server(server)
     finally:
         shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty ledger's URL: once in SQLite, once in PostgreSQL (the session's server), the two it may live in."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"ledger_{secrets.token_hex(4)}"
+    server.create_database(name)
+    return server.sqlalchemy_url(name)

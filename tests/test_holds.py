@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-import pytest
 from lifeline.tasks.run.holds import Holds, RepositoryHold
 from lifeline.tasks.run.ledger import Ledger
 
-from tests.pg_fixtures import PostgresServer
 
-
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_runs_holding_one_repository_at_once_all_get_the_one_hold_that_stands(
-    database: str, tmp_path: Path, postgres_server: PostgresServer
-) -> None:
-    if database == "postgresql":
-        postgres_server.create_database("holds_ledger")
-        holds = Holds(Ledger(postgres_server.sqlalchemy_url("holds_ledger")))
-    else:
-        holds = Holds(Ledger(f"sqlite:///{tmp_path}/ledger.db"))
+def test_runs_holding_one_repository_at_once_all_get_the_one_hold_that_stands(ledger_url: str) -> None:
+    holds = Holds(Ledger(ledger_url))
     wanted = [RepositoryHold(repository="local-0a1b", name="local", url="/srv/restic", reason=f"leak {number}",
                              run_id=f"run-{number}") for number in range(8)]
     for _ in range(5):

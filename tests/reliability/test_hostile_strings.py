@@ -19,7 +19,6 @@ from lifeline.tasks.steps.communication import RunCommunications
 
 from tests.channel_fixtures import mails_in
 from tests.helpers import files_plan, ledger, make_recordings, run_cli, tree, write_password, write_plan
-from tests.pg_fixtures import PostgresServer
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "lifeline_home")
 
@@ -41,15 +40,8 @@ def approved_failover(reason: str, operator: str) -> RunRecord:
                                                              "waited_seconds": 4.0})])
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_an_approvals_hostile_operator_and_reason_are_kept_as_typed_and_shown_escaped(
-    database: str, tmp_path: Path, postgres_server: PostgresServer
-) -> None:
-    if database == "postgresql":
-        postgres_server.create_database("hostile_ledger")
-        kept = Ledger(postgres_server.sqlalchemy_url("hostile_ledger"))
-    else:
-        kept = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+def test_an_approvals_hostile_operator_and_reason_are_kept_as_typed_and_shown_escaped(ledger_url: str) -> None:
+    kept = Ledger(ledger_url)
     records = [approved_failover(reason, operator) for reason in HOSTILE for operator in (SQL, HTML, FORGED_LINES)]
     for record in records:
         kept.save_run(record)
