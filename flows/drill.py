@@ -8,6 +8,7 @@ was killed leaves a marker, and the next failover, failback or drill of the plan
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -129,8 +130,8 @@ def rehearse(loaded: LoadedPlan, settings: Settings, journal: Journal, name: str
         detect(plan, journal, scenario, scenario.fault.probe_site or home, sentinel)
         recover(loaded, settings, journal, scenario, marker, home, away)
         if sentinel is not None:
-            in_snapshot = drills.restored_snapshot_holds(plan, settings, scenario, record.snapshots, sentinel.file)
-            check_sentinel(plan, journal, scenario, sentinel, in_snapshot)
+            check_sentinel(plan, journal, scenario, sentinel, in_restored_snapshot=partial(
+                drills.restored_snapshot_holds, plan, settings, scenario, record.snapshots))
         score(plan, journal, scenario)
     except Exception as error:
         failure = DrillFailed(failure_message(journal, error))
@@ -249,8 +250,9 @@ def recover(loaded, settings, journal: Journal, scenario: Scenario, marker, home
                           "or alert)")
 
 
-def check_sentinel(plan, journal: Journal, scenario: Scenario, sentinel: drills.Sentinel, in_snapshot: bool | None) -> None:
-    """`in_snapshot`: whether the snapshot the drill restored holds the sentinel file (None: nothing restored)."""
+def check_sentinel(plan, journal: Journal, scenario: Scenario, sentinel: drills.Sentinel,
+                   in_restored_snapshot: Callable[[str], bool | None]) -> None:
+    """`in_restored_snapshot(path)`: does the snapshot the drill restored hold it (None: nothing restored)."""
     expected = scenario.sentinel
     with journal.step("verify sentinel") as entry:
         entry.detail.update(sentinel.detail)
@@ -264,7 +266,7 @@ def check_sentinel(plan, journal: Journal, scenario: Scenario, sentinel: drills.
             present = Path(sentinel.file).exists()
             entry.detail["file_survived"] = present
             survives = expected.file_survives
-            if in_snapshot and not survives:
+            if not survives and in_restored_snapshot(sentinel.file):
                 # a scheduled backup read the folder after the sentinel was written (it may have begun before)
                 survives = True
                 entry.detail["file_expected"] = "the restored snapshot holds it"

@@ -9,6 +9,7 @@ from lifeline.configs.loading import load_plan
 from lifeline.configs.settings import load_settings
 from lifeline.flows.backup import backup_flow
 from lifeline.flows.drill import DrillFailed, check_sentinel
+from lifeline.tasks.adapters.errors import LifelineError
 from lifeline.tasks.run.record import Journal, RunRecord, utc_now
 from lifeline.tasks.steps.drills import Sentinel, restored_snapshot_holds
 
@@ -33,17 +34,17 @@ def sentinel(tmp_path) -> Sentinel:
 
 def test_a_sentinel_the_restored_snapshot_lacks_and_found_back_fails_the_drill(sentinel):
     with pytest.raises(DrillFailed, match="sentinel file unexpectedly present"):
-        check_sentinel(None, drill_journal(), SCENARIO, sentinel, in_snapshot=False)
+        check_sentinel(None, drill_journal(), SCENARIO, sentinel, in_restored_snapshot=lambda path: False)
 
 
 def test_a_sentinel_the_restored_snapshot_holds_is_expected_back_and_its_absence_fails_the_drill(sentinel):
     journal = drill_journal()
-    check_sentinel(None, journal, SCENARIO, sentinel, in_snapshot=True)
+    check_sentinel(None, journal, SCENARIO, sentinel, in_restored_snapshot=lambda path: path == sentinel.file)
     (step,) = journal.record.steps
     assert step.status == "completed" and step.detail["file_expected"] == "the restored snapshot holds it"
     Path(sentinel.file).unlink()
     with pytest.raises(DrillFailed, match="sentinel file lost"):
-        check_sentinel(None, drill_journal(), SCENARIO, sentinel, in_snapshot=True)
+        check_sentinel(None, drill_journal(), SCENARIO, sentinel, in_restored_snapshot=lambda path: True)
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -61,3 +62,15 @@ def test_whether_the_restored_snapshot_holds_the_sentinel_comes_from_its_listing
     assert restored_snapshot_holds(plan, settings, SCENARIO, [snapshot], str(backed_up)) is True
     assert restored_snapshot_holds(plan, settings, SCENARIO, [snapshot], str(written_after)) is False
     assert restored_snapshot_holds(plan, settings, SCENARIO, [], str(backed_up)) is None  # nothing restored
+
+
+def test_a_listing_that_fails_fails_the_verify_sentinel_step_naming_why(sentinel):
+    def unreachable(path: str) -> bool:
+        raise LifelineError("restic ls on repository 'local' failed: unable to open repository")
+
+    journal = drill_journal()
+    with pytest.raises(LifelineError, match="unable to open repository"):
+        check_sentinel(None, journal, SCENARIO, sentinel, in_restored_snapshot=unreachable)
+    (step,) = journal.record.steps
+    assert (step.name, step.status) == ("verify sentinel", "failed")
+    assert "unable to open repository" in step.detail["error"]
