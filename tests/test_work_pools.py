@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -193,5 +194,6 @@ def test_the_labs_control_plane_runs_on_ops_and_each_worker_goes_down_with_its_s
         assert lab_control_plane.status(open_lab(home)).workers["main"] is not None
     finally:
         down(home, purge=True, **quiet)
+        shutil.rmtree(home, ignore_errors=True)  # the runs' ledger, cache and locks: `lab down` keeps those
     assert not [pid for pid in processes_mentioning(str(home)) if is_alive(pid)]
     assert server_before is None or not is_alive(server_before)  # `lab down` stopped the server too

@@ -5,6 +5,8 @@ run's record."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from lifeline.configs.loading import load_plan
 from lifeline.flows.crashed_runs import AUTOMATION_NAME, HEARTBEAT_SECONDS
@@ -52,3 +54,4 @@ def test_a_worker_killed_under_its_backup_has_the_run_crashed_and_the_next_backu
         assert len(completed.snapshots) == len(plan.datasets)
     finally:
         down(home, purge=True, **quiet)
+        shutil.rmtree(home, ignore_errors=True)  # the runs' ledger, cache and locks: `lab down` keeps those
