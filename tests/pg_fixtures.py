@@ -125,6 +125,16 @@ def _run(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> N
                            f"{' '.join(argv)}\n{completed.stdout}\n{completed.stderr}")
 
 
+def _configuration(settings: dict[str, str]) -> str:
+    return "".join(f"{key} = {value}\n" for key, value in settings.items())
+
+
+def _write_passfile(path: Path, server: PostgresServer) -> None:
+    """libpq's passfile for the server's superuser, 0600 as libpq wants it."""
+    path.write_text(f"{server.host}:{server.port}:*:{server.user}:{server.password}\n")
+    path.chmod(0o600)
+
+
 def start_postgres_server(base_dir: Path, bin_dir: Path | None = None, *, replication: bool = False) -> PostgresServer:
     """initdb a cluster under base_dir (empty or not there yet) and start it on a free loopback port;
     `replication`: it can have a standby."""
@@ -160,7 +170,7 @@ def start_postgres_server(base_dir: Path, bin_dir: Path | None = None, *, replic
             "max_wal_senders": "4" if replication else "0", "max_wal_size": "256MB",
             "log_min_messages": "warning",
         }
-        (data_dir / "postgresql.auto.conf").write_text("".join(f"{key} = {value}\n" for key, value in settings.items()))
+        (data_dir / "postgresql.auto.conf").write_text(_configuration(settings))
         start = [str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-l", str(server.log_file), "-w", "-t", "30", "start"]
         try:
             _run(_as_cluster_user(start, owner), cluster_dir)
@@ -168,8 +178,7 @@ def start_postgres_server(base_dir: Path, bin_dir: Path | None = None, *, replic
         except RuntimeError:
             if attempt == 2:
                 raise RuntimeError(f"PostgreSQL did not start:\n{server.log_file.read_text(errors='replace')}") from None
-    passfile.write_text(f"{server.host}:{server.port}:*:{SUPERUSER}:{password}\n")
-    passfile.chmod(0o600)
+    _write_passfile(passfile, server)
     return server
 
 
@@ -181,8 +190,7 @@ def start_standby(primary: PostgresServer, base_dir: Path, **settings: str) -> P
                              passfile=base_dir / "pgpass", password=primary.password)
     standby.cluster_dir.mkdir(mode=0o700, parents=True)
     replication_passfile = standby.cluster_dir / "replication-pgpass"  # the cluster's user reads it
-    replication_passfile.write_text(f"{primary.host}:{primary.port}:*:{primary.user}:{primary.password}\n")
-    replication_passfile.chmod(0o600)
+    _write_passfile(replication_passfile, primary)
     if owner is not None:
         for path in (standby.cluster_dir, replication_passfile):
             os.chown(path, *owner)
@@ -191,10 +199,9 @@ def start_standby(primary: PostgresServer, base_dir: Path, **settings: str) -> P
     _run(_as_cluster_user(copy, owner), standby.cluster_dir, env={**os.environ, "PGPASSFILE": str(replication_passfile)})
     own = {"port": str(standby.port), "unix_socket_directories": f"'{standby.cluster_dir}'", **settings}
     with open(standby.data_dir / "postgresql.auto.conf", "a", encoding="utf-8") as configuration:
-        configuration.write("".join(f"{key} = {value}\n" for key, value in own.items()))
+        configuration.write(_configuration(own))
     start_stopped_postgres_server(standby)
-    standby.passfile.write_text(f"{standby.host}:{standby.port}:*:{standby.user}:{standby.password}\n")
-    standby.passfile.chmod(0o600)
+    _write_passfile(standby.passfile, standby)
     return standby
 
 
