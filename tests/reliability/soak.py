@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 from lifeline.infra.lab.processes import process_tree, resident_kib
+from lifeline.tasks.run.record import RunRecord
 
 from tests.benchmarks.common import bench_tmpdir, log, print_table
 from tests.benchmarks.lab import backed_up_lab
@@ -169,7 +170,7 @@ def fds(pid: int) -> int:
         return 0
 
 
-def keep_records(records: list) -> Path | None:
+def keep_records(records: list[RunRecord]) -> Path | None:
     """The soak's home is deleted at its end: a failed run's whole record is kept where it can be read."""
     if not records:
         return None
